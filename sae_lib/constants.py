@@ -1,0 +1,48 @@
+"""Names shared by the scripts, the app and the tests: environment variables, file names, defaults.
+
+SAE artifacts use SAELens's own file names (imported, not repeated) so that any SAELens code can
+load what we write.
+"""
+
+import os
+from pathlib import Path
+
+from sae_lens.constants import (  # noqa: F401  (re-exported: one place for artifact names)
+    SAE_CFG_FILENAME,
+    SAE_WEIGHTS_FILENAME,
+    SPARSITY_FILENAME,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# --- environment variables -------------------------------------------------------------------
+ENV_MODEL = "LATENT_LAB_MODEL"
+"""Model to load: a TransformerLens name (``Qwen/Qwen3-8B``) or a local Hugging Face folder."""
+ENV_SAE = "LATENT_LAB_SAE"
+"""SAE to load: a local SAELens folder or ``user/repo:sae_id[@revision]`` on the Hub."""
+ENV_DEMO_DIR = "LATENT_LAB_DEMO_DIR"
+"""Where the embedded default (demo model, SAE, index) is built and found."""
+ENV_DEVICE = "LATENT_LAB_DEVICE"
+ENV_DTYPE = "LATENT_LAB_DTYPE"
+
+# --- embedded default ------------------------------------------------------------------------
+DEFAULT_DEMO_DIR = REPO_ROOT / "data" / "demo"
+DEMO_MODEL_SUBDIR = "model"
+DEMO_SAE_SUBDIR = "sae"
+DEMO_CORPUS_SUBDIR = "corpus"
+DEMO_BUILD_MANIFEST = "build.json"
+"""Written last by the demo build: its presence (with a matching config hash) means 'complete'."""
+
+# --- latent index (lives inside the SAE folder, next to SAELens's files) -----------------------
+INDEX_STATS_FILENAME = "latent_index.safetensors"
+INDEX_CONTEXTS_FILENAME = "latent_contexts.parquet"
+INDEX_META_FILENAME = "latent_index.json"
+
+# --- evals written by the training script ------------------------------------------------------
+EVALS_FILENAME = "evals.json"
+
+
+def demo_dir() -> Path:
+    """The embedded default's folder: ``$LATENT_LAB_DEMO_DIR`` or ``<repo>/data/demo``."""
+    env = os.environ.get(ENV_DEMO_DIR)
+    return Path(env).expanduser().resolve() if env else DEFAULT_DEMO_DIR

@@ -1,0 +1,1 @@
+"""The embedded default: a corpus, tokenizer, tiny Qwen3 LM, SAE and latent index the project builds itself."""

@@ -1,0 +1,146 @@
+"""What the app works on: one model, one SAE on one of its hooks, and the SAE's latent index.
+
+``load_workspace`` reads ``LATENT_LAB_MODEL`` / ``LATENT_LAB_SAE`` and falls back to the embedded
+default (building it if needed) when they are unset. When a configured model or SAE cannot be
+loaded (an 8B model with no GPU, no network, a missing token) it also falls back, and says why in
+``fallback_reason`` so the app can show it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from sae_lens import SAE
+from transformer_lens import HookedTransformer
+
+from sae_lib import constants
+from sae_lib.errors import LatentLabError
+
+
+@dataclass
+class Workspace:
+    model: HookedTransformer
+    """The language model, shared by every visitor: never mutate it; steer only through scoped hooks."""
+    sae: SAE
+    """The SAE on ``sae.cfg.metadata.hook_name`` of ``model``."""
+    model_source: str
+    """Where the model came from: a TransformerLens name or a local folder."""
+    sae_source: str
+    """Where the SAE came from: a local folder or ``user/repo:sae_id[@revision]``."""
+    sae_dir: Path | None
+    """Local folder holding the SAE's files (the Hub cache folder for a Hub SAE)."""
+    index: object | None = None
+    """The latent index (``sae_lib.latent_index.LatentIndex``) when one ships with the SAE."""
+    index_problem: str | None = None
+    """Why no index is loaded (none built, or built for another SAE), for the pages to show."""
+    fallback_reason: str | None = None
+    """Set when the configured model/SAE failed and the embedded default was loaded instead."""
+
+    @property
+    def hook_name(self) -> str:
+        return self.sae.cfg.metadata.hook_name
+
+    def describe(self) -> dict[str, object]:
+        """The facts the sidebar shows."""
+        param = next(self.model.parameters())
+        return {
+            "model": self.model_source,
+            "sae": self.sae_source,
+            "hook": self.hook_name,
+            "d_in": int(self.sae.cfg.d_in),
+            "d_sae": int(self.sae.cfg.d_sae),
+            "device": str(param.device),
+            "dtype": str(param.dtype).removeprefix("torch."),
+            "index": "loaded" if self.index is not None else (self.index_problem or "none"),
+        }
+
+
+def _load_pair(model_source: str, sae_source: str, device: str | None, dtype: str | None) -> Workspace:
+    # Imported here: these modules pull in heavy optional paths only when a workspace is built.
+    from sae_lib.model import load_model
+    from sae_lib.sae import check_sae_matches_model, load_sae
+
+    model = load_model(model_source, device=device, dtype=dtype)
+    loaded = load_sae(sae_source, device=str(next(model.parameters()).device))
+    check_sae_matches_model(loaded.sae, model)
+    ws = Workspace(
+        model=model,
+        sae=loaded.sae,
+        model_source=model_source,
+        sae_source=sae_source,
+        sae_dir=loaded.local_dir,
+    )
+    _attach_index(ws)
+    return ws
+
+
+def _attach_index(ws: Workspace) -> None:
+    try:
+        from sae_lib.latent_index import load_index
+    except ImportError:  # the latent index module is optional for the app frame
+        ws.index_problem = "not available"
+        return
+    if ws.sae_dir is None:
+        ws.index_problem = "none shipped with this SAE"
+        return
+    try:
+        ws.index = load_index(ws.sae_dir, ws.sae)
+        if ws.index is None:
+            ws.index_problem = "none shipped with this SAE"
+    except LatentLabError as err:
+        ws.index_problem = str(err)
+
+
+def demo_sources(build: bool = True) -> tuple[str, str]:
+    """Model and SAE folders of the embedded default, building it first when ``build`` and missing."""
+    from sae_lib.demo.build import ensure_demo
+
+    paths = ensure_demo(constants.demo_dir()) if build else None
+    root = paths.root if paths else constants.demo_dir()
+    return str(root / constants.DEMO_MODEL_SUBDIR), str(root / constants.DEMO_SAE_SUBDIR)
+
+
+def load_workspace(
+    model_source: str | None = None,
+    sae_source: str | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
+    fallback: bool = True,
+) -> Workspace:
+    """Load the configured model + SAE (arguments, else environment), else the embedded default.
+
+    With ``fallback`` a failure to load a configured pair loads the embedded default instead and
+    records the reason; without it, the :class:`LatentLabError` propagates.
+    """
+    model_source = model_source or os.environ.get(constants.ENV_MODEL) or None
+    sae_source = sae_source or os.environ.get(constants.ENV_SAE) or None
+    device = device or os.environ.get(constants.ENV_DEVICE) or None
+    dtype = dtype or os.environ.get(constants.ENV_DTYPE) or None
+    if model_source is None and sae_source is None:
+        return _load_pair(*demo_sources(), device=device, dtype=dtype)
+    if model_source is None or sae_source is None:
+        missing = constants.ENV_SAE if sae_source is None else constants.ENV_MODEL
+        err: LatentLabError = LatentLabError(
+            f"{constants.ENV_MODEL} and {constants.ENV_SAE} must be set together; {missing} is unset."
+        )
+    else:
+        try:
+            return _load_pair(model_source, sae_source, device=device, dtype=dtype)
+        except LatentLabError as exc:
+            err = exc
+        except torch.OutOfMemoryError:
+            err = LatentLabError(
+                f"Out of memory while loading {model_source}: this machine is too small for it."
+            )
+    if not fallback:
+        raise err
+    ws = _load_pair(*demo_sources(), device=device, dtype=dtype)
+    ws.fallback_reason = (
+        f"The configured model/SAE could not be loaded, so the embedded demo is shown instead. "
+        f"Reason: {err} To fix it, change {constants.ENV_MODEL} / {constants.ENV_SAE} "
+        "(or the Space's variables and secrets) and restart."
+    )
+    return ws

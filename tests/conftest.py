@@ -1,0 +1,81 @@
+"""Shared fixtures: everything seeded, tiny models built in code (no network, seconds to build)."""
+
+import random
+
+import numpy as np
+import pytest
+import torch
+from sae_lens import JumpReLUSAE, JumpReLUSAEConfig
+from sae_lens.saes.sae import SAEMetadata
+from transformer_lens import HookedTransformer, HookedTransformerConfig
+from transformers import AutoTokenizer
+
+from sae_lib.demo.tokenizer import train_tokenizer
+
+TINY_TEXTS = [
+    "The ship sailed across the ocean while the waves crashed on the shore.",
+    "The rocket flew past the moon and the stars toward a distant planet.",
+    "She stirred the soup and baked fresh bread in the warm kitchen.",
+    "The band played a loud song and the drummer kept the rhythm.",
+] * 20
+TINY_HOOK = "blocks.1.hook_mlp_out"
+
+
+@pytest.fixture(autouse=True)
+def _seed_everything():
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tmp_path_factory):
+    # Saved and reloaded: TransformerLens re-reads a tokenizer from its ``name_or_path``.
+    path = tmp_path_factory.mktemp("tokenizer")
+    train_tokenizer(TINY_TEXTS, vocab_size=300).save_pretrained(path)
+    return AutoTokenizer.from_pretrained(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_tokenizer):
+    """A 2-layer, 32-wide Qwen3-shaped HookedTransformer (RMSNorm, GQA, rotary, SwiGLU, qk-norm)."""
+    torch.manual_seed(0)
+    cfg = HookedTransformerConfig(
+        n_layers=2,
+        d_model=32,
+        d_head=8,
+        n_heads=4,
+        n_key_value_heads=2,
+        d_mlp=64,
+        n_ctx=128,
+        d_vocab=len(tiny_tokenizer),
+        act_fn="silu",
+        normalization_type="RMS",
+        positional_embedding_type="rotary",
+        rotary_dim=8,
+        gated_mlp=True,
+        final_rms=True,
+        use_qk_norm=True,
+        default_prepend_bos=False,
+        tokenizer_prepends_bos=False,
+        seed=0,
+        device="cpu",
+    )
+    model = HookedTransformer(cfg, tokenizer=tiny_tokenizer)
+    model.eval()
+    return model
+
+
+@pytest.fixture(scope="session")
+def tiny_sae():
+    """A JumpReLU SAE on ``TINY_HOOK`` (d_in 32, d_sae 96) with random weights and small thresholds."""
+    torch.manual_seed(0)
+    cfg = JumpReLUSAEConfig(d_in=32, d_sae=96, metadata=SAEMetadata(hook_name=TINY_HOOK))
+    sae = JumpReLUSAE(cfg)
+    with torch.no_grad():
+        sae.W_enc.normal_(0, 0.3)
+        sae.W_dec.copy_(sae.W_enc.T / sae.W_enc.T.norm(dim=1, keepdim=True))
+        sae.b_enc.normal_(0, 0.05)
+        sae.threshold.fill_(0.05)
+    sae.eval()
+    return sae
