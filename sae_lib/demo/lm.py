@@ -29,8 +29,8 @@ class LMConfig:
     intermediate_size: int = 384
     context: int = 128
     """Training sequence length (stories are packed, separated by the end-of-text token)."""
-    batch_size: int = 32
-    steps: int = 700
+    batch_size: int = 16
+    steps: int = 400
     lr: float = 3e-3
     seed: int = 0
 
