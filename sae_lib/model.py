@@ -35,6 +35,7 @@ from transformer_lens import loading_from_pretrained as tl_loading
 
 from sae_lib import constants
 from sae_lib.errors import InputError, ModelLoadError
+from sae_lib.hub import DEFAULT_HINT, download_snapshot
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 """Checkpoint formats that unpickle on load: never read, only recognised to explain a refusal."""
@@ -104,8 +105,8 @@ def check_hf_folder(folder: Path) -> list[Path]:
     if not folder.exists():
         raise ModelLoadError(
             f"Model folder {folder} does not exist. Give an existing Hugging Face folder (config.json + "
-            f"*.safetensors + tokenizer) or a TransformerLens model name such as Qwen/Qwen3-8B; unset "
-            f"{constants.ENV_MODEL} and {constants.ENV_SAE} to use the embedded default."
+            f"*.safetensors + tokenizer) or a TransformerLens model name such as Qwen/Qwen3-8B, or "
+            f"{DEFAULT_HINT}."
         )
     if not folder.is_dir():
         raise ModelLoadError(f"Model path {folder} is a file; give the folder that holds config.json and the weights.")
@@ -234,33 +235,9 @@ def load_model_from_folder(
 def snapshot_for_name(official_name: str) -> Path:
     """The Hugging Face snapshot folder of a named model, from huggingface_hub's cache or the Hub.
 
-    Only config, safetensors and tokenizer files are fetched. The token, if any, comes from
-    ``HF_TOKEN`` through huggingface_hub's own handling.
+    Only config, safetensors and tokenizer files are fetched (never pickle checkpoints).
     """
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import (
-        GatedRepoError,
-        LocalEntryNotFoundError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
-
-    try:
-        return Path(snapshot_download(official_name, allow_patterns=SNAPSHOT_PATTERNS))
-    except LocalEntryNotFoundError:
-        raise ModelLoadError(
-            f"Model {official_name} is not in the local Hugging Face cache and the Hub cannot be reached "
-            "(offline, HF_HUB_OFFLINE=1, or no network). Connect once to download it, point "
-            f"{constants.ENV_MODEL} at a local folder, or unset {constants.ENV_MODEL} and {constants.ENV_SAE} "
-            "to use the embedded default."
-        ) from None
-    except GatedRepoError:
-        raise ModelLoadError(
-            f"Model {official_name} is gated on the Hub: accept its licence on huggingface.co and set HF_TOKEN "
-            "to a token of that account."
-        ) from None
-    except (RepositoryNotFoundError, RevisionNotFoundError) as err:
-        raise ModelLoadError(f"Model {official_name} was not found on the Hub ({type(err).__name__}).") from None
+    return download_snapshot(official_name, f"Model {official_name}", ModelLoadError, SNAPSHOT_PATTERNS)
 
 
 def load_model(

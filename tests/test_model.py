@@ -135,7 +135,7 @@ def test_missing_path_is_a_clear_error(tmp_path):
 
 def test_named_model_offline_and_uncached_points_to_default(tmp_path, monkeypatch):
     use_hf_cache(monkeypatch, tmp_path / "empty-cache", offline=True)
-    with pytest.raises(ModelLoadError, match="cannot be reached") as err:
+    with pytest.raises(ModelLoadError, match="not in the local Hugging Face cache and HF_HUB_OFFLINE=1") as err:
         load_model("Qwen/Qwen3-8B")
     assert "embedded default" in str(err.value) and "LATENT_LAB_MODEL" in str(err.value)
 
