@@ -90,7 +90,8 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
 
 
 def _looks_like_path(source: str) -> bool:
-    return source.startswith((".", "/", "~")) or source.count("/") != 1 or "\\" in source
+    """True for strings that can only be a path (not ``user/repo`` nor a bare alias like ``gpt2``)."""
+    return source.startswith((".", "/", "~")) or source.count("/") > 1 or "\\" in source
 
 
 def check_hf_folder(folder: Path) -> list[Path]:
@@ -255,11 +256,13 @@ def load_model(
     if not source:
         raise ModelLoadError(f"No model given: set {constants.ENV_MODEL} to a folder or a model name, or unset it.")
     path = Path(source).expanduser()
-    if path.exists() or _looks_like_path(source):
+    if path.exists():
         return load_model_from_folder(path, device=device, dtype=dtype)
     try:
         official = tl_loading.get_official_model_name(source)
     except ValueError:
+        if _looks_like_path(source):
+            return load_model_from_folder(path, device=device, dtype=dtype)  # raises "does not exist"
         raise ModelLoadError(
             f"{source!r} is neither an existing local folder nor a model name TransformerLens supports "
             "(e.g. Qwen/Qwen3-8B, Qwen/Qwen3-0.6B). Check the spelling, or give a local Hugging Face folder."

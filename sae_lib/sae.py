@@ -154,8 +154,9 @@ def _hub_folder(spec: SAESpec) -> Path:
                 f"HF_HUB_OFFLINE=1 is set. Connect once to download it, or {DEFAULT_HINT}."
             )
         raise SAELoadError(
-            f"{what}: the Hub repo {spec.repo_id} has no folder {spec.sae_id!r}. The part after ':' must be a "
-            "folder of the repo holding cfg.json and sae_weights.safetensors."
+            f"{what}: the Hub repo {spec.repo_id} has no folder {spec.sae_id!r} (or the Hub could not be reached "
+            "and only other folders of it are cached). The part after ':' must be a folder of the repo holding "
+            "cfg.json and sae_weights.safetensors."
         )
     return folder
 

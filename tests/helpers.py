@@ -33,3 +33,8 @@ def use_hf_cache(monkeypatch, cache_dir: Path, offline: bool = True) -> None:
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache_dir))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1" if offline else "0")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", offline)
+
+
+def make_hub_unreachable(monkeypatch) -> None:
+    """Point huggingface_hub at a closed local port: every Hub request fails at once, like no network."""
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")

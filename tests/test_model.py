@@ -116,6 +116,8 @@ def test_named_model_loads_from_cache_offline(tmp_path, monkeypatch, tiny_hf_qwe
     tokens = loaded.to_tokens(TEXT, prepend_bos=False)
     with torch.no_grad():
         torch.testing.assert_close(model(tokens), loaded(tokens), atol=0, rtol=0)
+    # TransformerLens's lower-case alias resolves to the same cached snapshot.
+    assert load_model("qwen3-0.6b").cfg.d_model == model.cfg.d_model
 
 
 # --- bad input -------------------------------------------------------------------------------
@@ -140,9 +142,10 @@ def test_named_model_offline_and_uncached_points_to_default(tmp_path, monkeypatc
     assert "embedded default" in str(err.value) and "LATENT_LAB_MODEL" in str(err.value)
 
 
-def test_unknown_name_is_a_clear_error():
+@pytest.mark.parametrize("source", ["nobody/no-such-model", "no-such-alias", "relative/missing"])
+def test_unknown_name_is_a_clear_error(source):
     with pytest.raises(ModelLoadError, match="neither an existing local folder nor a model name"):
-        load_model("nobody/no-such-model")
+        load_model(source)
 
 
 class _Bomb:

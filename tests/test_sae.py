@@ -15,7 +15,7 @@ from sae_lib import constants
 from sae_lib.errors import CompatibilityError, SAELoadError
 from sae_lib.sae import SAESpec, check_sae_matches_model, hook_width, load_sae, parse_sae_spec
 from tests.conftest import TINY_HOOK
-from tests.helpers import populate_hf_cache, use_hf_cache
+from tests.helpers import make_hub_unreachable, populate_hf_cache, use_hf_cache
 
 REPO = "someone/tiny-saes"
 
@@ -132,6 +132,17 @@ def test_hub_id_offline_and_uncached_points_to_default(tmp_path, monkeypatch):
     message = str(err.value)
     assert "not in the local Hugging Face cache" in message
     assert "embedded default" in message and constants.ENV_SAE in message and constants.ENV_MODEL in message
+
+
+def test_hub_unreachable_uses_cache_else_says_so(tmp_path, monkeypatch, sae_dir, tiny_sae):
+    # No HF_HUB_OFFLINE, but no network either: the cached SAE still loads; an uncached one fails clearly.
+    populate_hf_cache(tmp_path / "hub", REPO, sae_dir, subfolder=TINY_HOOK)
+    use_hf_cache(monkeypatch, tmp_path / "hub", offline=False)
+    make_hub_unreachable(monkeypatch)
+    _assert_same_sae(load_sae(f"{REPO}:{TINY_HOOK}", device="cpu").sae, tiny_sae)
+    with pytest.raises(SAELoadError, match="the Hub cannot be reached") as err:
+        load_sae("someone/other-saes:sae")
+    assert "embedded default" in str(err.value)
 
 
 def test_hub_id_for_uncached_folder_of_cached_repo_offline(tmp_path, monkeypatch, sae_dir):
