@@ -97,3 +97,42 @@ def demo_workspace(demo_paths):
     return load_workspace(
         str(demo_paths.model), str(demo_paths.sae), device="cpu", dtype="float32", fallback=False
     )
+
+
+@pytest.fixture(scope="session")
+def tiny_hf_qwen3_dir(tmp_path_factory):
+    """A local Hugging Face folder: a 2-layer, 64-wide random ``Qwen3ForCausalLM`` + BPE tokenizer.
+
+    Saved as safetensors (``save_pretrained``) with the tokenizer next to it, like the demo and any
+    Hub snapshot. Weights are scaled up from HF's 0.02-std init (and norm gains moved off 1) so that
+    logits are O(1) and a wrong weight mapping cannot hide below a test tolerance.
+    """
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    path = tmp_path_factory.mktemp("hf_qwen3")
+    tokenizer = train_tokenizer(TINY_TEXTS, vocab_size=300)
+    tokenizer.save_pretrained(path)
+    cfg = Qwen3Config(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        max_position_embeddings=256,
+        tie_word_embeddings=False,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    model = Qwen3ForCausalLM(cfg).eval()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if param.ndim == 1:  # RMSNorm gains
+                param.copy_(1.0 + 0.2 * torch.randn_like(param))
+            else:
+                param.normal_(0.0, 0.1)
+    model.save_pretrained(path)
+    return path

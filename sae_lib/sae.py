@@ -1,0 +1,233 @@
+"""Load an SAE (a local SAELens folder or ``user/repo:sae_id[@revision]`` on the Hub) and check it
+against the model it is meant for.
+
+Both sources end in a local folder in SAELens's layout (``cfg.json``, ``sae_weights.safetensors``,
+optional ``sparsity.safetensors``) that SAELens's own ``SAE.load_from_disk`` reads. A Hub SAE is one
+folder of a Hub repo, fetched with huggingface_hub's ``snapshot_download`` into its cache (reused
+after a restart, served under ``HF_HUB_OFFLINE=1`` once cached); other files in that folder, such as
+the latent index, come along and sit next to the SAE's files in ``LoadedSAE.local_dir``.
+
+Weights are read from safetensors only: a folder holding only pickle checkpoints is refused, never
+unpickled.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, NamedTuple
+
+import torch
+from sae_lens import SAE
+from transformer_lens import HookedTransformer
+
+from sae_lib import constants
+from sae_lib.errors import CompatibilityError, SAELoadError
+from sae_lib.hub import DEFAULT_HINT, download_snapshot, hub_is_offline
+from sae_lib.model import PICKLE_SUFFIXES, resolve_device, resolve_dtype
+
+_HUB_SPEC = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+):(?P<sae_id>[^@]*)(?:@(?P<revision>.+))?$")
+
+
+@dataclass(frozen=True)
+class SAESpec:
+    """Where an SAE comes from, parsed from the string a user gives (``LATENT_LAB_SAE``, ``--sae``)."""
+
+    kind: Literal["local", "hub"]
+    """``local``: a folder on this machine; ``hub``: a folder inside a Hugging Face Hub repo."""
+    path: Path | None = None
+    """The local folder (``kind == "local"``)."""
+    repo_id: str | None = None
+    """``user/repo`` on the Hub (``kind == "hub"``)."""
+    sae_id: str | None = None
+    """The folder inside the repo that holds the SAE's files (``kind == "hub"``)."""
+    revision: str | None = None
+    """Branch, tag or commit of the repo; None means ``main`` (``kind == "hub"``)."""
+
+    def __str__(self) -> str:
+        if self.kind == "local":
+            return str(self.path)
+        return f"{self.repo_id}:{self.sae_id}" + (f"@{self.revision}" if self.revision else "")
+
+
+def parse_sae_spec(spec: str) -> SAESpec:
+    """Parse ``user/repo:sae_id[@revision]`` into a Hub spec; anything else is a local folder.
+
+    Pure: it does not look at the disk or the network. Raises :class:`SAELoadError` for a Hub spec
+    with an empty or escaping SAE id.
+    """
+    spec = str(spec).strip()
+    if not spec:
+        raise SAELoadError(f"No SAE given: set {constants.ENV_SAE} to a folder or user/repo:sae_id, or unset it.")
+    match = _HUB_SPEC.match(spec)
+    if match is None:
+        return SAESpec(kind="local", path=Path(spec).expanduser())
+    sae_id = match["sae_id"].strip("/")
+    if not sae_id or any(part in ("", ".", "..") for part in sae_id.split("/")):
+        raise SAELoadError(
+            f"SAE spec {spec!r}: the SAE id after ':' must name a folder inside the repo (e.g. "
+            "user/repo:blocks.28.hook_mlp_out), without empty, '.' or '..' parts."
+        )
+    return SAESpec(kind="hub", repo_id=match["repo"], sae_id=sae_id, revision=match["revision"])
+
+
+class LoadedSAE(NamedTuple):
+    sae: SAE
+    """The SAE, as SAELens's own loader built it (its class follows ``cfg.json``'s architecture)."""
+    local_dir: Path
+    """The folder its files were read from (inside the HF cache for a Hub SAE): extra artifacts such as
+    the latent index are looked up here."""
+    spec: SAESpec
+    """Where it came from."""
+
+
+def _refuse_pickles_or_missing(folder: Path, missing: str) -> SAELoadError:
+    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if pickles:
+        return SAELoadError(
+            f"SAE folder {folder} has no {missing} but pickle checkpoints ({', '.join(pickles[:3])}), which can run "
+            "arbitrary code when loaded, so they are refused. Save the SAE with SAELens "
+            "(`sae.save_model(folder)` writes cfg.json + safetensors) in a trusted environment."
+        )
+    return SAELoadError(
+        f"SAE folder {folder} has no {missing}: it is not an SAE in SAELens's layout "
+        f"({constants.SAE_CFG_FILENAME}, {constants.SAE_WEIGHTS_FILENAME}, optional {constants.SPARSITY_FILENAME})."
+    )
+
+
+def check_sae_folder(folder: Path) -> dict:
+    """Raise :class:`SAELoadError` unless ``folder`` holds a readable SAE in SAELens's layout.
+
+    Reads ``cfg.json`` and the safetensors headers only (no weights). Returns the config dict.
+    """
+    from safetensors import safe_open
+
+    if not folder.exists():
+        raise SAELoadError(
+            f"SAE folder {folder} does not exist. Give an SAELens folder or user/repo:sae_id[@revision] "
+            f"on the Hub, or {DEFAULT_HINT}."
+        )
+    if not folder.is_dir():
+        raise SAELoadError(f"SAE path {folder} is a file; give the folder that holds {constants.SAE_CFG_FILENAME}.")
+    cfg_path = folder / constants.SAE_CFG_FILENAME
+    if not cfg_path.is_file():
+        raise _refuse_pickles_or_missing(folder, constants.SAE_CFG_FILENAME)
+    try:
+        cfg = json.loads(cfg_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise SAELoadError(f"{cfg_path} is not valid JSON ({err}); re-save the SAE with SAELens.") from None
+    if not isinstance(cfg, dict):
+        raise SAELoadError(f"{cfg_path} must hold a JSON object (SAELens's SAE config).")
+    for key in ("d_in", "d_sae"):
+        if not isinstance(cfg.get(key), int) or cfg[key] <= 0:
+            raise SAELoadError(f"{cfg_path} has no valid {key!r} (a positive integer): {cfg.get(key)!r}.")
+    metadata = cfg.get("metadata") if isinstance(cfg.get("metadata"), dict) else {}
+    if not (metadata.get("hook_name") or cfg.get("hook_name") or cfg.get("hook_point")):
+        raise SAELoadError(f"{cfg_path} names no hook (metadata.hook_name): the SAE cannot be placed on the model.")
+    weights = folder / constants.SAE_WEIGHTS_FILENAME
+    if not weights.is_file():
+        raise _refuse_pickles_or_missing(folder, constants.SAE_WEIGHTS_FILENAME)
+    for path in (weights, folder / constants.SPARSITY_FILENAME):
+        if not path.exists():
+            continue
+        try:
+            with safe_open(str(path), framework="pt", device="cpu") as f:
+                f.keys()
+        except Exception as err:  # safetensors raises SafetensorError / OSError variants
+            raise SAELoadError(
+                f"{path} is truncated or corrupted ({err}). Download or save the SAE again."
+            ) from None
+    return cfg
+
+
+def _hub_folder(spec: SAESpec) -> Path:
+    what = f"SAE {spec}"
+    snapshot = download_snapshot(spec.repo_id, what, SAELoadError, [f"{spec.sae_id}/*"], spec.revision)
+    folder = snapshot / spec.sae_id
+    if not folder.is_dir():
+        if hub_is_offline():
+            raise SAELoadError(
+                f"{what} is not in the local Hugging Face cache (other files of {spec.repo_id} are) and "
+                f"HF_HUB_OFFLINE=1 is set. Connect once to download it, or {DEFAULT_HINT}."
+            )
+        raise SAELoadError(
+            f"{what}: the Hub repo {spec.repo_id} has no folder {spec.sae_id!r} (or the Hub could not be reached "
+            "and only other folders of it are cached). The part after ':' must be a folder of the repo holding "
+            "cfg.json and sae_weights.safetensors."
+        )
+    return folder
+
+
+def load_sae(spec: str, device: str | torch.device | None = None, dtype: str | torch.dtype | None = None) -> LoadedSAE:
+    """Load an SAE from a local SAELens folder or ``user/repo:sae_id[@revision]``.
+
+    ``device``: None picks CUDA when available, else CPU. ``dtype``: None keeps the dtype in the SAE's
+    ``cfg.json``. Every failure a user can fix is an :class:`SAELoadError` saying what to do.
+    """
+    given = str(spec).strip()
+    local = Path(given).expanduser()
+    # An existing folder wins over the Hub reading of the same string.
+    parsed = SAESpec(kind="local", path=local) if given and local.exists() else parse_sae_spec(given)
+    folder = _hub_folder(parsed) if parsed.kind == "hub" else parsed.path.resolve()
+    check_sae_folder(folder)
+    dev = resolve_device(device)
+    dtype_name = None if dtype is None else str(resolve_dtype(dtype, dev)).removeprefix("torch.")
+    try:
+        sae = SAE.load_from_disk(folder, device=str(dev), dtype=dtype_name)
+    except torch.OutOfMemoryError:
+        raise
+    except Exception as err:  # SAELens raises bare ValueError/KeyError/RuntimeError on bad configs/weights
+        raise SAELoadError(
+            f"SAELens could not load the SAE in {folder}: {type(err).__name__}: {str(err)[:500]}. Its cfg.json and "
+            "weights do not fit together (or the architecture is unknown to this SAELens version)."
+        ) from None
+    sae.eval()
+    return LoadedSAE(sae=sae, local_dir=folder, spec=parsed)
+
+
+def hook_width(model: HookedTransformer, hook_name: str, head_index: int | None = None) -> int:
+    """Width of the activations at ``hook_name`` as an SAE reads them, from a 1-token forward pass.
+
+    Per-head hooks (``hook_z``/``hook_q``/...: (batch, pos, head, d_head)) count all heads flattened,
+    as SAELens's hook_z reshaping does, or one head's ``d_head`` when ``head_index`` is set.
+    """
+    layer = re.match(r"blocks\.(\d+)\.", hook_name)
+    tokens = torch.zeros((1, 1), dtype=torch.long)  # (batch, pos): any token id works for a shape
+    with torch.no_grad():
+        _, cache = model.run_with_cache(
+            tokens,
+            names_filter=[hook_name],
+            stop_at_layer=int(layer[1]) + 1 if layer else None,
+        )
+    acts = cache[hook_name]
+    if head_index is not None:
+        return int(acts.shape[-1])
+    if acts.ndim == 4 and hook_name.rsplit(".", 1)[-1] in ("hook_z", "hook_q", "hook_k", "hook_v", "hook_result"):
+        return int(acts.shape[-2] * acts.shape[-1])  # (batch, pos, head, d_head) -> head * d_head
+    return int(acts.shape[-1])
+
+
+def check_sae_matches_model(sae: SAE, model: HookedTransformer) -> None:
+    """Raise :class:`CompatibilityError` unless ``sae`` reads a hook of ``model`` of width ``d_in``."""
+    hook_name = sae.cfg.metadata.hook_name
+    model_name = getattr(model.cfg, "model_name", "the model")
+    if hook_name not in model.hook_dict:
+        names = list(model.hook_dict)
+        close = difflib.get_close_matches(str(hook_name), names, n=5, cutoff=0.6)
+        suffix = str(hook_name).rsplit(".", 1)[-1]
+        same_kind = [n for n in names if n.endswith("." + suffix)]
+        suggestions = close or same_kind[:3] + same_kind[-2:] or names[:5]
+        raise CompatibilityError(
+            f"The SAE reads hook {hook_name!r}, which {model_name} ({model.cfg.n_layers} layers) does not have. "
+            f"Valid hooks include: {', '.join(dict.fromkeys(suggestions))}. Load the model this SAE was trained on, "
+            "or an SAE for this model."
+        )
+    width = hook_width(model, hook_name, getattr(sae.cfg.metadata, "hook_head_index", None))
+    if width != sae.cfg.d_in:
+        raise CompatibilityError(
+            f"The SAE's d_in is {sae.cfg.d_in} but hook {hook_name!r} of {model_name} has width {width}. "
+            "The SAE was trained on another model: load the model it was trained on, or an SAE for this model."
+        )
