@@ -162,12 +162,12 @@ def build_and_save(
 
 def run(cfg: BuildIndexConfig, log: Callable[[str], None] = print) -> Path:
     """Load the model and SAE, tokenize the corpus, build and save the index; returns the folder written."""
+    if cfg.dataset != DEMO and not (cfg.sae and cfg.model):
+        raise InputError("Indexing a Hub dataset needs --model and --sae: the demo pair is indexed on the demo corpus.")
     from sae_lib.model import load_model
     from sae_lib.sae import check_sae_matches_model, load_sae
     from sae_lib.workspace import demo_sources
 
-    if cfg.dataset != DEMO and not (cfg.sae and cfg.model):
-        raise InputError("Indexing a Hub dataset needs --model and --sae: the demo pair is indexed on the demo corpus.")
     model_src, sae_src = cfg.model, cfg.sae
     if not model_src or not sae_src:
         demo_model, demo_sae = demo_sources()

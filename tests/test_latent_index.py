@@ -290,3 +290,30 @@ def test_sample_latents_seeded_and_steering_query(index):
     assert a == li.sample_latents(96, 20, seed=3) and len(set(a)) == 20 and a != li.sample_latents(96, 20, seed=4)
     q = li.steering_query(index, 5)
     assert q["latent"] == "5" and float(q["max_act"]) == pytest.approx(float(index.max_act[5]), rel=1e-5)
+
+
+# --- the real embedded demo -------------------------------------------------------------------
+
+
+def test_demo_ships_an_index_and_latents_find_planted_topics(demo_workspace, demo_paths):
+    """For >= 6 planted topics some latent's top-20 contexts come >= 90% from that topic's stories."""
+    from collections import Counter
+
+    from sae_lib.demo.build import load_corpus_split
+
+    assert demo_workspace.index is not None and demo_workspace.index.meta.n_tokens > 0  # the build ships one
+    stories = load_corpus_split(demo_paths.root, "heldout")
+    packed = li.pack_texts([s["text"] for s in stories], demo_workspace.model.tokenizer, 128, n_seq=10**6)
+    index = li.build_index(demo_workspace.model, demo_workspace.sae, packed.tokens, li.IndexConfig(top_k=20))
+    best: dict[str, float] = {}
+    for i in range(index.d_sae):
+        rows = index.top.row[i]
+        if int((rows >= 0).sum()) < 20:
+            continue
+        # A context's topic: the story holding its max token (separators have none).
+        docs = packed.doc_ids[rows, index.top.pos[i]].tolist()
+        topic, n = Counter(stories[d]["topic"] if d >= 0 else None for d in docs).most_common(1)[0]
+        if topic is not None:
+            best[topic] = max(best.get(topic, 0.0), n / 20)
+    found = sorted(t for t, share in best.items() if share >= 0.9)
+    assert len(found) >= 6, best
