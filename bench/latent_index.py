@@ -1,0 +1,110 @@
+"""Benchmark of the latent index pass on the embedded demo; prints JSON.
+
+(a) ``pass_vs_bare``: the index pass's tokens/s divided by a bare model-to-hook + SAE-encode forward's
+    tokens/s on the same tokens and batches (goal: >= 1/1.3, i.e. the statistics cost at most 30% on top);
+(b) ``naive_vs_one_pass``: the write-up's per-latent loop (a forward over every batch per latent, keep one
+    column, histogram and top rows of it) timed on a sample of latents and scaled to all latents, divided
+    by the one-pass time.
+
+Each timing is the best of ``--repeats`` runs, all in this process on this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from sae_lib import latent_index as li  # noqa: E402
+
+
+def best_of(repeats: int, fn) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+@torch.no_grad()
+def bare_pass(model, sae, tokens: torch.Tensor, batch_size: int) -> None:
+    for b in range(0, tokens.shape[0], batch_size):
+        li.encode_tokens(model, sae, tokens[b : b + batch_size])
+
+
+@torch.no_grad()
+def naive_latent(model, sae, tokens: torch.Tensor, batch_size: int, latent: int, k: int, n_bins: int) -> None:
+    """The write-up's ``show_activation_histogram`` for one latent, plus its top rows."""
+    positives, row_max = [], []
+    for b in range(0, tokens.shape[0], batch_size):
+        acts = li.encode_tokens(model, sae, tokens[b : b + batch_size])[..., latent]  # (batch, ctx)
+        positives.extend(acts[acts > 0].cpu().tolist())
+        row_max.append(acts.max(dim=1).values)
+    if positives:
+        np.histogram(positives, bins=n_bins)
+    torch.cat(row_max).topk(min(k, tokens.shape[0]))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n-latents-sample", type=int, default=8, help="latents timed with the naive loop (default: 8)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per timing, the best is kept (default: 3)")
+    parser.add_argument("--batch-size", type=int, default=32, help="sequences per forward (default: 32)")
+    parser.add_argument("--context", type=int, default=128, help="tokens per row (default: 128)")
+    args = parser.parse_args(argv)
+
+    from sae_lib.demo.build import ensure_demo, load_corpus_split
+    from sae_lib.workspace import load_workspace
+
+    paths = ensure_demo()
+    ws = load_workspace(str(paths.model), str(paths.sae), device="cpu", dtype="float32", fallback=False)
+    texts = [s["text"] for s in load_corpus_split(paths.root, "heldout")]
+    tokens = li.pack_texts(texts, ws.model.tokenizer, args.context, n_seq=10**6).tokens
+    cfg = li.IndexConfig(batch_size=args.batch_size)
+    n_tok = tokens.numel()
+
+    bare_pass(ws.model, ws.sae, tokens[: args.batch_size], args.batch_size)  # warm-up
+    t_bare = best_of(args.repeats, lambda: bare_pass(ws.model, ws.sae, tokens, args.batch_size))
+    t_index = best_of(args.repeats, lambda: li.build_index(ws.model, ws.sae, tokens, cfg))
+    d_sae = int(ws.sae.cfg.d_sae)
+    sample = random.Random(0).sample(range(d_sae), args.n_latents_sample)
+
+    def naive_sample() -> None:
+        for i in sample:
+            naive_latent(ws.model, ws.sae, tokens, args.batch_size, i, cfg.top_k, cfg.n_bins)
+
+    t_naive_all = best_of(1, naive_sample) / len(sample) * d_sae
+    print(
+        json.dumps(
+            {
+                "device": str(ws.sae.device),
+                "torch_threads": torch.get_num_threads(),
+                "tokens": n_tok,
+                "d_sae": d_sae,
+                "bare_tokens_per_s": round(n_tok / t_bare),
+                "index_tokens_per_s": round(n_tok / t_index),
+                "pass_vs_bare": round(t_bare / t_index, 3),
+                "stats_overhead": round(t_index / t_bare - 1, 3),
+                "goal_stats_overhead_at_most": 0.3,
+                "naive_latents_timed": len(sample),
+                "naive_all_latents_s_estimated": round(t_naive_all, 1),
+                "one_pass_s": round(t_index, 3),
+                "naive_vs_one_pass": round(t_naive_all / t_index, 1),
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

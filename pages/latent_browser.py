@@ -1,0 +1,203 @@
+"""Latent browser: every latent from the latent index, one latent in depth, and what fires on a prompt.
+
+Everything except "What fires here" reads the precomputed index (no model forward). The selected
+latent lives in the URL (``?latent=10``) so a link to a latent can be shared.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import plotly.express as px
+import plotly.graph_objects as go
+import streamlit as st
+from plotly.subplots import make_subplots
+
+from lab_ui import sidebar, workspace_or_stop
+from sae_lib import latent_index as li
+from sae_lib.errors import LatentLabError
+
+ws = workspace_or_stop()
+sidebar(ws)
+index = ws.index
+d_sae = int(ws.sae.cfg.d_sae)
+STEERING_PAGE = "pages/steering.py"
+HAS_STEERING = (Path(__file__).resolve().parent / "steering.py").exists()
+OVERVIEW, LATENT, FIRES, SAMPLE = "Overview", "One latent", "What fires here", "Random sample"
+VIEWS = [OVERVIEW, LATENT, FIRES, SAMPLE] if index is not None else [FIRES]
+
+st.title("Latent browser")
+
+
+def open_latent(latent: int) -> None:
+    """Button callback: show one latent (runs before the widgets are drawn, so it may set their state)."""
+    st.session_state["lb_latent"] = int(latent)
+    st.session_state["lb_view"] = LATENT
+
+
+def open_picked(key: str) -> None:
+    open_latent(st.session_state[key])
+
+
+def histogram_figure(latent: int, title: str, height: int = 380) -> go.Figure:
+    h = li.latent_histogram(index, latent)
+    fig = go.Figure(
+        go.Bar(x=(h.edges[:-1] + h.edges[1:]) / 2, y=h.counts, width=np.diff(h.edges), marker_color="darkorange")
+    )
+    fig.update_layout(
+        title=title, xaxis_title="Activation", yaxis_title="count", template="ggplot2",
+        bargap=0.02, showlegend=False, height=height,
+    )  # fmt: skip
+    return fig
+
+
+def show_contexts(views: list[li.ContextView], scale: float) -> None:
+    for v in views:
+        st.markdown(
+            f"<small>act <b>{v.activation:.2f}</b> · row {v.row}</small>"
+            + li.highlight_html(v.tokens, v.acts, scale),
+            unsafe_allow_html=True,
+        )
+
+
+# --- where we are: the URL's latent, the view ------------------------------------------------
+if index is None:
+    st.warning(
+        f"No latent index for this SAE ({ws.index_problem or 'none found'}). Build one next to the SAE with "
+        "`python scripts/build_latent_index.py` (the embedded demo) or "
+        "`python scripts/build_latent_index.py --model <model> --sae <sae> --dataset <hub dataset>`; "
+        "then restart the app. Until then, only 'What fires here' is available."
+    )
+url_latent = st.query_params.get("latent")
+if url_latent is not None and url_latent != st.session_state.get("lb_url_latent"):
+    st.session_state["lb_url_latent"] = url_latent
+    try:
+        st.session_state["lb_latent"] = li.parse_latent(url_latent, d_sae)
+        if index is not None:
+            st.session_state["lb_view"] = LATENT
+    except LatentLabError as err:
+        st.error(f"The link asks for a latent that does not exist. {err}")
+if st.session_state.get("lb_view") not in VIEWS:
+    st.session_state["lb_view"] = VIEWS[0]
+view = st.radio("View", VIEWS, key="lb_view", horizontal=True, label_visibility="collapsed")
+
+# --- overview --------------------------------------------------------------------------------
+if view == OVERVIEW:
+    meta = index.meta
+    c1, c2, c3, c4 = st.columns(4)
+    c1.metric("Latents", f"{index.d_sae:,}")
+    c2.metric("Tokens indexed", f"{meta.n_tokens:,}")
+    c3.metric("Dead (never fired)", f"{int(index.dead.sum()):,}")
+    c4.metric(f"Dense (> {meta.config['dense_threshold']:.0%} of tokens)", f"{int(index.dense.sum()):,}")
+    st.caption(f"Index of `{meta.description or 'a corpus'}` on `{meta.hook_name}`, built {meta.created}.")
+    log_d = li.log10_densities(index)
+    if len(log_d):
+        st.plotly_chart(
+            px.histogram(
+                x=log_d, nbins=50, labels={"x": "log10 density"}, template="ggplot2",
+                color_discrete_sequence=["darkorange"], title="log10 density of the latents that fire",
+            ).update_layout(bargap=0.02, yaxis_title="latents", height=320),
+            key="lb_density_hist",
+        )  # fmt: skip
+    f1, f2, f3 = st.columns([2, 1, 2])
+    low = float(np.floor(log_d.min())) if len(log_d) else -6.0
+    band = f1.slider("log10 density range", low, 0.0, (low, 0.0), step=0.1, key="lb_band")
+    hide_dead = f2.checkbox("Hide dead", value=True, key="lb_hide_dead")
+    query = f3.text_input("Search a token (top contexts or logit lens)", key="lb_query")
+    table = li.latent_table(index, log10_density_range=band, hide_dead=hide_dead, query=query)
+    st.caption(f"{len(table):,} latents match. Click a row, then open it.")
+    event = st.dataframe(
+        table, hide_index=True, on_select="rerun", selection_mode="single-row", key="lb_table", height=420,
+        column_config={"density": st.column_config.NumberColumn(format="%.4f"),
+                       "log10 density": st.column_config.NumberColumn(format="%.2f")},
+    )  # fmt: skip
+    rows = event.selection.rows if event is not None else []
+    if rows:
+        picked = int(table.iloc[rows[0]]["latent"])
+        st.button(f"Open latent {picked}", key="lb_open_row", on_click=open_latent, args=(picked,))
+
+# --- one latent ------------------------------------------------------------------------------
+elif view == LATENT:
+    latent = int(st.number_input("Latent", 0, d_sae - 1, step=1, key="lb_latent"))
+    st.query_params["latent"] = str(latent)
+    st.session_state["lb_url_latent"] = str(latent)
+    max_act = float(index.max_act[latent])
+    c1, c2, c3, c4 = st.columns(4)
+    c1.metric("Density", f"{float(index.density[latent]):.4%}")
+    c2.metric("Max activation", f"{max_act:.3f}")
+    c3.metric("Mean (when firing)", f"{float(index.mean_act[latent]):.3f}")
+    c4.metric("Status", "dead" if index.dead[latent] else ("dense" if index.dense[latent] else "sparse"))
+    if bool(index.dead[latent]):
+        st.info(f"Latent {latent} never fired on the {index.meta.n_tokens:,} indexed tokens: it is dead.")
+    else:
+        st.plotly_chart(histogram_figure(latent, li.histogram_title(index, latent)), key="lb_latent_hist")
+    if st.button(
+        f"Steer with latent {latent} (max activation {max_act:.3g})",
+        key="lb_to_steering",
+        disabled=not HAS_STEERING or bool(index.dead[latent]),
+        help=None if HAS_STEERING else "The Steering page is not installed in this app.",
+    ):
+        st.switch_page(STEERING_PAGE, query_params=li.steering_query(index, latent))
+    left, right = st.columns([3, 2])
+    with left:
+        st.subheader("Top activating contexts")
+        top = li.latent_contexts(index, latent, li.KIND_TOP)
+        show_contexts(top, max_act) if top else st.caption("None: the latent never fired.")
+        st.subheader("Typical (lower-range) examples")
+        st.caption("A random sample of the contexts where it fires, shaded on the same scale as the top ones.")
+        samples = li.latent_contexts(index, latent, li.KIND_SAMPLE)
+        show_contexts(samples, max_act) if samples else st.caption("None.")
+    with right:
+        st.subheader("Logit lens")
+        if index.logit_top_ids.shape[1]:
+            st.dataframe(li.logit_lens_table(index, latent), hide_index=True, key="lb_logit_lens")
+        st.caption(f"Computed as {index.meta.logit_lens}.")
+
+# --- what fires here (live model + SAE) --------------------------------------------------------
+elif view == FIRES:
+    with st.form("lb_fires_form"):
+        prompt = st.text_area("Prompt", key="lb_prompt", placeholder="Type a few sentences.")
+        top_n = st.slider("Latents shown per token", 1, 10, 5, key="lb_top_n")
+        run = st.form_submit_button("Find the latents that fire")
+    if run:
+        try:
+            st.session_state["lb_firing"] = li.what_fires(ws.model, ws.sae, prompt, top_n=top_n)
+        except LatentLabError as err:
+            st.session_state.pop("lb_firing", None)
+            st.error(str(err))
+    firing = st.session_state.get("lb_firing")
+    if firing is not None:
+        st.dataframe(li.firing_table(firing), hide_index=True, key="lb_firing_table")
+        fired = li.firing_latents(firing)
+        if fired and index is not None:
+            c1, c2 = st.columns([3, 1])
+            c1.selectbox("Latent to open", fired, key="lb_fire_pick")
+            c2.button("Open", key="lb_fire_open", on_click=open_picked, args=("lb_fire_pick",))
+        elif not fired:
+            st.caption("No latent fires on this prompt.")
+
+# --- the write-up's random sample ----------------------------------------------------------------
+elif view == SAMPLE:
+    seed = int(st.number_input("Seed", 0, 1_000_000, 0, step=1, key="lb_seed"))
+    picked = li.sample_latents(d_sae, 20, seed)
+    st.caption(
+        "20 random latents, as in the write-up: dense latents spread over many values and fire often; "
+        "sparse ones fire rarely."
+    )
+    fig = make_subplots(
+        rows=4, cols=5,
+        subplot_titles=[
+            f"{i}: {float(index.density[i]):.2%}, max {float(index.max_act[i]):.1f}" if not index.dead[i] else f"{i}: dead"
+            for i in picked
+        ],
+    )  # fmt: skip
+    for n, i in enumerate(picked):
+        h = li.latent_histogram(index, i)
+        fig.add_trace(
+            go.Bar(x=(h.edges[:-1] + h.edges[1:]) / 2, y=h.counts, marker_color="darkorange"),
+            row=n // 5 + 1, col=n % 5 + 1,
+        )  # fmt: skip
+    fig.update_layout(template="ggplot2", showlegend=False, bargap=0.02, height=820)
+    fig.update_annotations(font_size=11)
+    st.plotly_chart(fig, key="lb_sample_grid")
+    pick = st.selectbox("Open one", picked, key="lb_sample_pick")
+    st.button("Open", key="lb_sample_open", on_click=open_picked, args=("lb_sample_pick",))

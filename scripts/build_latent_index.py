@@ -1,0 +1,196 @@
+"""Build an SAE's latent index: one pass over a corpus, written next to the SAE (see sae_lib.latent_index).
+
+Examples:
+    python scripts/build_latent_index.py                                  # the embedded demo
+    python scripts/build_latent_index.py --preset qwen3-8b --sae user/repo:sae_id --out my_sae/
+    python scripts/build_latent_index.py --help                           # every knob and its default
+
+The app finds the index when it sits in the SAE's folder; push that folder (push_to_hub.py) to share it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a file: make `sae_lib` importable from the repository root
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import simple_parsing  # noqa: E402
+import torch  # noqa: E402
+from sae_lens import SAE  # noqa: E402
+from transformer_lens import HookedTransformer  # noqa: E402
+
+from sae_lib.errors import InputError, LatentLabError  # noqa: E402
+from sae_lib.latent_index import IndexConfig, LatentIndex, build_index, pack_texts, save_index  # noqa: E402
+
+DEMO = "demo"
+
+
+@dataclass
+class BuildIndexConfig:
+    """Which model, SAE and corpus to index, and where the index goes."""
+
+    model: str = ""
+    """TransformerLens model name (Qwen/Qwen3-8B) or local Hugging Face folder; empty: the embedded demo model."""
+    sae: str = ""
+    """Local SAELens folder or Hub spec user/repo:sae_id[@revision]; empty: the embedded demo SAE."""
+    dataset: str = DEMO
+    """'demo' (the demo corpus's held-out stories) or a Hugging Face dataset name, streamed."""
+    dataset_split: str = "train"
+    """Split of a Hub dataset."""
+    text_column: str = "text"
+    """Column of a Hub dataset holding the text."""
+    corpus_seed: int = 0
+    """Seed of the demo corpus (the demo build's seed, so the held-out stories are the model's)."""
+    n_tokens: int = 100_000
+    """Tokens to index, rounded down to whole rows; fewer when the corpus runs out."""
+    context_size: int = 128
+    """Tokens per row; texts are joined with the end-of-text token and cut into rows of this length."""
+    out: str = ""
+    """Folder to write the index into; empty: the SAE's own folder (where the app looks for it)."""
+    device: str = ""
+    """cuda, cpu, ...; empty: cuda when available."""
+    dtype: str = ""
+    """Model dtype (float32, bfloat16, ...); empty: the loader's default."""
+    index: IndexConfig = field(default_factory=IndexConfig)
+    """What the pass computes (bins, top-k, windows, batch size, ...)."""
+
+    def __post_init__(self) -> None:
+        if self.n_tokens < self.context_size:
+            raise InputError(f"n_tokens ({self.n_tokens}) must be at least one row of context_size ({self.context_size}).")
+
+
+PRESETS: dict[str, BuildIndexConfig] = {
+    "demo": BuildIndexConfig(),
+    # The write-up's setting: Qwen3-8B's layer-28 MLP output, FineWeb text. The first position of Qwen
+    # rows is an attention sink with huge activations, so it is left out of the statistics.
+    "qwen3-8b": BuildIndexConfig(
+        model="Qwen/Qwen3-8B",
+        sae="",
+        dataset="HuggingFaceFW/fineweb",
+        n_tokens=10_000_000,
+        context_size=1024,
+        dtype="bfloat16",
+        index=IndexConfig(batch_size=8, skip_positions=1),
+    ),
+}
+
+
+def parse_args(argv: list[str] | None = None) -> BuildIndexConfig:
+    """``--preset NAME`` picks the defaults; every other flag overrides one field (see --help)."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--preset", choices=sorted(PRESETS), default="demo")
+    known, _ = pre.parse_known_args(argv)
+    parser = simple_parsing.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        add_option_string_dash_variants=simple_parsing.DashVariant.UNDERSCORE_AND_DASH,
+    )
+    parser.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default="demo",
+        help="Named defaults: 'demo' (the embedded model, its corpus) or 'qwen3-8b' (the write-up's model on "
+        "FineWeb, 10M tokens, bf16; give --sae). Other flags override them.",
+    )
+    parser.add_arguments(BuildIndexConfig, dest="config", default=PRESETS[known.preset])
+    return parser.parse_args(argv).config
+
+
+def demo_texts(seed: int) -> Iterator[str]:
+    """The demo corpus's held-out stories (not seen in the demo model's or SAE's training)."""
+    from sae_lib.demo.corpus import generate_corpus
+
+    return (story.text for story in generate_corpus(seed=seed).heldout)
+
+
+def hub_texts(name: str, split: str, column: str) -> Iterator[str]:
+    """Texts of a Hub dataset, streamed: only what the index needs is downloaded."""
+    from datasets import load_dataset
+
+    try:
+        stream = load_dataset(name, split=split, streaming=True)
+    except Exception as err:  # datasets raises many types (network, missing dataset, bad split)
+        raise LatentLabError(f"Could not open the dataset {name!r} (split {split!r}): {err}. Check the name and your network.") from None
+    for row in stream:
+        if column not in row:
+            raise InputError(f"The dataset {name!r} has no column {column!r}; its columns are {sorted(row)}. Pass --text_column.")
+        yield row[column]
+
+
+def corpus_tokens(cfg: BuildIndexConfig, tokenizer) -> torch.Tensor:
+    """(n_seq, context_size) tokens of the configured corpus."""
+    texts = demo_texts(cfg.corpus_seed) if cfg.dataset == DEMO else hub_texts(cfg.dataset, cfg.dataset_split, cfg.text_column)
+    return pack_texts(texts, tokenizer, cfg.context_size, cfg.n_tokens // cfg.context_size).tokens
+
+
+def progress_printer(log: Callable[[str], None] = print, every_s: float = 2.0):
+    """A progress callback that logs tokens done and tokens/s at most every ``every_s`` seconds."""
+    last = [-every_s]
+
+    def report(done: int, total: int, elapsed: float) -> None:
+        if elapsed - last[0] >= every_s or done == total:
+            last[0] = elapsed
+            log(f"{done:,}/{total:,} tokens ({done / total:.0%}), {done / max(elapsed, 1e-9):,.0f} tokens/s")
+
+    return report
+
+
+def build_and_save(
+    model: HookedTransformer,
+    sae: SAE,
+    tokens: torch.Tensor,
+    out: Path,
+    cfg: IndexConfig,
+    description: str = "",
+    log: Callable[[str], None] = print,
+) -> LatentIndex:
+    """Build the index over ``tokens`` and write it into ``out``; logs a summary."""
+    t0 = time.perf_counter()
+    index = build_index(model, sae, tokens, cfg, progress=progress_printer(log), description=description)
+    save_index(index, out)
+    log(
+        f"Indexed {index.meta.n_tokens:,} tokens in {time.perf_counter() - t0:.1f}s: "
+        f"{int(index.dead.sum()):,} dead, {int(index.dense.sum()):,} dense of {index.d_sae:,} latents. Written to {out}."
+    )
+    return index
+
+
+def run(cfg: BuildIndexConfig, log: Callable[[str], None] = print) -> Path:
+    """Load the model and SAE, tokenize the corpus, build and save the index; returns the folder written."""
+    if cfg.dataset != DEMO and not (cfg.sae and cfg.model):
+        raise InputError("Indexing a Hub dataset needs --model and --sae: the demo pair is indexed on the demo corpus.")
+    from sae_lib.model import load_model
+    from sae_lib.sae import check_sae_matches_model, load_sae
+    from sae_lib.workspace import demo_sources
+
+    model_src, sae_src = cfg.model, cfg.sae
+    if not model_src or not sae_src:
+        demo_model, demo_sae = demo_sources()
+        model_src, sae_src = model_src or demo_model, sae_src or demo_sae
+    device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = load_model(model_src, device=device, dtype=cfg.dtype or None)
+    loaded = load_sae(sae_src, device=device)
+    check_sae_matches_model(loaded.sae, model)
+    out = Path(cfg.out) if cfg.out else Path(loaded.local_dir)
+    tokens = corpus_tokens(cfg, model.tokenizer)
+    log(f"{model_src} + {sae_src}: indexing {tokens.numel():,} tokens of {cfg.dataset} on {device}.")
+    build_and_save(model, loaded.sae, tokens, out, cfg.index, description=cfg.dataset, log=log)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        run(parse_args(argv))
+    except LatentLabError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

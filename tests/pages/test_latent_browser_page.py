@@ -1,0 +1,125 @@
+"""The Latent browser page, run by AppTest from app.py on the tiny model, SAE and an index built on them."""
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+import lab_ui
+from sae_lib import latent_index as li
+from sae_lib.workspace import Workspace
+from tests.conftest import TINY_TEXTS
+
+REPO = Path(__file__).resolve().parents[2]
+PAGE = "pages/latent_browser.py"
+
+
+@pytest.fixture(scope="module")
+def tiny_index(tiny_model, tiny_sae):
+    tokens = li.pack_texts(TINY_TEXTS, tiny_model.tokenizer, context_size=16, n_seq=40).tokens
+    cfg = li.IndexConfig(n_bins=16, top_k=5, n_lower_examples=3, window=8, window_before=5, batch_size=16)
+    return li.build_index(tiny_model, tiny_sae, tokens, cfg, description="tiny texts")
+
+
+@pytest.fixture
+def workspace(tiny_model, tiny_sae, tiny_index, monkeypatch, tmp_path):
+    ws = Workspace(
+        model=tiny_model, sae=tiny_sae, model_source="tiny", sae_source="tiny", sae_dir=tmp_path, index=tiny_index
+    )
+    # AppTest runs the scripts in this process: the page gets the tiny workspace through lab_ui.
+    monkeypatch.setattr(lab_ui, "get_workspace", lambda: ws)
+    return ws
+
+
+def open_page(query: dict[str, str] | None = None) -> AppTest:
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
+    at.run()
+    at.switch_page(PAGE)
+    if query:
+        at.query_params.update(query)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def metric(at: AppTest, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+def test_overview_table_filters_and_open(workspace, tiny_index):
+    at = open_page()
+    assert at.radio(key="lb_view").value == "Overview"
+    assert metric(at, "Latents") == f"{tiny_index.d_sae:,}"
+    assert metric(at, "Dead (never fired)") == f"{int(tiny_index.dead.sum()):,}"
+    table = at.dataframe[0].value
+    assert len(table) == int((~tiny_index.dead).sum())  # dead hidden by default
+    at.checkbox(key="lb_hide_dead").uncheck().run()
+    assert len(at.dataframe[0].value) == tiny_index.d_sae
+    at.text_input(key="lb_query").input("zzz-not-a-token").run()
+    assert not at.exception and len(at.dataframe[0].value) == 0
+
+
+def test_url_latent_opens_that_latent(workspace, tiny_index):
+    i = int(tiny_index.count.argmax())
+    at = open_page({"latent": str(i)})
+    assert at.radio(key="lb_view").value == "One latent"
+    assert at.number_input(key="lb_latent").value == i
+    assert metric(at, "Max activation") == f"{float(tiny_index.max_act[i]):.3f}"
+    assert at.query_params["latent"] == str(i)
+    html = "".join(m.value for m in at.markdown)
+    assert "rgba(255,140,0,1.00)" in html  # the top context's max token is fully shaded
+    steer = at.button(key="lb_to_steering")
+    assert steer.disabled == (not (REPO / "pages" / "steering.py").exists())
+    # Changing the latent updates the URL, so the link can be shared.
+    at.number_input(key="lb_latent").set_value(3).run()
+    assert at.query_params["latent"] == "3" and metric(at, "Max activation") == f"{float(tiny_index.max_act[3]):.3f}"
+
+
+@pytest.mark.parametrize("bad, message", [("abc", "not a number"), ("9999", "out of range")])
+def test_bad_url_latent_is_refused_with_a_message(workspace, bad, message):
+    at = open_page({"latent": bad})
+    assert any(message in e.value for e in at.error)
+    assert at.radio(key="lb_view").value == "Overview"
+
+
+def test_what_fires_and_click_through(workspace, tiny_model, tiny_sae):
+    at = open_page()
+    at.radio(key="lb_view").set_value("What fires here").run()
+    prompt = "The rocket flew past the moon."
+    at.text_area(key="lb_prompt").input(prompt)
+    at.button[0].click().run()  # the form's submit button
+    assert not at.exception and not at.error
+    fired = li.what_fires(tiny_model, tiny_sae, prompt)
+    assert at.dataframe[0].value["token"].tolist() == fired.tokens
+    first = li.firing_latents(fired)[0]
+    assert at.selectbox(key="lb_fire_pick").value == first
+    at.button(key="lb_fire_open").click().run()
+    assert at.radio(key="lb_view").value == "One latent" and at.number_input(key="lb_latent").value == first
+
+
+@pytest.mark.parametrize("prompt, message", [("   ", "empty"), ("word " * 600, "characters")])
+def test_what_fires_bad_prompts(workspace, prompt, message):
+    at = open_page()
+    at.radio(key="lb_view").set_value("What fires here").run()
+    at.text_area(key="lb_prompt").input(prompt)
+    at.button[0].click().run()
+    assert not at.exception and any(message in e.value for e in at.error)
+
+
+def test_random_sample_grid(workspace, tiny_index):
+    at = open_page()
+    at.radio(key="lb_view").set_value("Random sample").run()
+    assert not at.exception
+    assert at.selectbox(key="lb_sample_pick").options == [str(i) for i in li.sample_latents(tiny_index.d_sae, 20, 0)]
+    at.number_input(key="lb_seed").set_value(5).run()
+    assert at.selectbox(key="lb_sample_pick").options == [str(i) for i in li.sample_latents(tiny_index.d_sae, 20, 5)]
+
+
+def test_without_index_explains_and_offers_what_fires(workspace):
+    workspace.index, workspace.index_problem = None, "none shipped with this SAE"
+    at = open_page({"latent": "3"})
+    assert any("build_latent_index.py" in w.value for w in at.warning)
+    assert at.radio(key="lb_view").options == ["What fires here"]
+    at.text_area(key="lb_prompt").input("The ship sailed.")
+    at.button[0].click().run()
+    assert not at.exception and len(at.dataframe) == 1

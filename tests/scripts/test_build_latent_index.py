@@ -1,0 +1,57 @@
+"""scripts/build_latent_index.py: presets and flags, and its build-and-save path on the tiny model."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from sae_lib import latent_index as li
+from sae_lib.constants import INDEX_META_FILENAME
+from tests.conftest import TINY_TEXTS
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "build_latent_index.py"
+
+
+@pytest.fixture(scope="module")
+def script():
+    spec = importlib.util.spec_from_file_location("build_latent_index", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_help_explains_every_knob(script, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        script.parse_args(["--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    for flag in ("--preset", "--model", "--sae", "--dataset", "--n_tokens", "--context_size", "--out", "--top_k", "--batch_size"):
+        assert flag.replace("_", "-") in out or flag in out, flag
+    assert "(default: 100000)" in out and "(default: demo)" in out
+
+
+def test_presets_and_overrides(script):
+    cfg = script.parse_args(["--preset", "qwen3-8b", "--sae", "u/r:layer_28", "--top_k", "7"])
+    assert (cfg.model, cfg.sae, cfg.dtype) == ("Qwen/Qwen3-8B", "u/r:layer_28", "bfloat16")
+    assert cfg.index.top_k == 7 and cfg.index.skip_positions == 1  # the override keeps the preset's other fields
+    assert script.parse_args([]) == script.PRESETS["demo"]
+
+
+def test_bad_flag_values_exit_with_a_message(script, capsys):
+    assert script.main(["--n_bins", "50"]) == 1
+    assert "power of two" in capsys.readouterr().err
+    assert script.main(["--dataset", "HuggingFaceFW/fineweb"]) == 1  # a Hub dataset needs the pair named
+    assert "--model and --sae" in capsys.readouterr().err
+
+
+def test_build_and_save_writes_a_loadable_index_and_logs_progress(script, tiny_model, tiny_sae, tmp_path):
+    tokens = li.pack_texts(TINY_TEXTS, tiny_model.tokenizer, context_size=16, n_seq=20).tokens
+    logs: list[str] = []
+    cfg = li.IndexConfig(top_k=3, n_lower_examples=2, window=8, window_before=4, batch_size=8)
+    built = script.build_and_save(tiny_model, tiny_sae, tokens, tmp_path, cfg, description="tiny", log=logs.append)
+    assert (tmp_path / INDEX_META_FILENAME).exists()
+    loaded = li.load_index(tmp_path, tiny_sae)
+    assert loaded.meta.build_id == built.meta.build_id and loaded.meta.description == "tiny"
+    assert any("tokens/s" in line for line in logs) and "320/320 tokens (100%)" in "\n".join(logs)
