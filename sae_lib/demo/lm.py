@@ -119,7 +119,7 @@ def train_lm(
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         if progress is not None:
-            progress(step + 1, cfg.steps, float(loss))
+            progress(step + 1, cfg.steps, loss.item())
     model.eval()
     return LMResult(
         model=model,
