@@ -199,5 +199,5 @@ elif view == SAMPLE:
     fig.update_layout(template="ggplot2", showlegend=False, bargap=0.02, height=820)
     fig.update_annotations(font_size=11)
     st.plotly_chart(fig, key="lb_sample_grid")
-    pick = st.selectbox("Open one", picked, key="lb_sample_pick")
+    st.selectbox("Open one", picked, key="lb_sample_pick")
     st.button("Open", key="lb_sample_open", on_click=open_picked, args=("lb_sample_pick",))
