@@ -430,6 +430,8 @@ class DoseResponse(NamedTuple):
     Shape (k, n_specs), spec order."""
     texts: list[str]
     """The steered continuation at each scale (one sample per scale)."""
+    tokens: Tensor
+    """Prompt + steered tokens per scale. Shape (k, prompt_len + new)."""
 
 
 def _valid_new(tokens: Tensor, prompt_len: int, eos: int | None) -> Tensor:
@@ -493,6 +495,7 @@ def dose_response(
         kl_generated=kl_generated.cpu(),
         latent_acts=latent_acts.cpu(),
         texts=_decode_new(model, out, n),
+        tokens=out.cpu(),
     )
 
 
