@@ -538,3 +538,40 @@ def word_share(texts: Sequence[str], words: set[str]) -> float:
     """Fraction of the words in ``texts`` (lowercased) that belong to ``words``; 0 for no words."""
     tokens = [w for t in texts for w in _WORD.findall(t.lower())]
     return sum(w in words for w in tokens) / len(tokens) if tokens else 0.0
+
+
+def comparison_table_html(result: GenerationResult, steered_label: str) -> str:
+    """The write-up's table as HTML: the normal output, then each steered sample with the words that
+    differ from the normal sample drawn from the same random stream in ``<mark>``; newlines as ``↵``."""
+    prompt = html.escape(show_newlines(result.prompt))
+    rows = [("Normal output", f"<b>{prompt}</b>{html.escape(show_newlines(result.normal[0]))}")]
+    for normal, steered in zip(result.normal, result.steered or []):
+        rows.append((steered_label, f"<b>{prompt}</b>{highlight_html(normal, steered)}"))
+    body = "".join(f"<tr><td>{html.escape(label)}</td><td>{text}</td></tr>" for label, text in rows)
+    return (
+        '<table class="outputs-table"><thead><tr><th>Steered latent</th><th>Output</th></tr></thead>'
+        f"<tbody>{body}</tbody></table>"
+    )
+
+
+def default_max_act(index: object | None, latent: int, from_url: str | None = None) -> tuple[float, str | None]:
+    """The max activation to steer ``latent`` with, and a note for the user when it is a guess.
+
+    Order: the value the latent browser put in the URL, the latent index's ``max_act``, else 1.0.
+    """
+    if from_url:
+        try:
+            value = float(from_url)
+            if math.isfinite(value) and value > 0:
+                return value, None
+        except ValueError:
+            pass
+        note = f"The link's max_act={from_url!r} is not a positive number. "
+    else:
+        note = ""
+    if index is not None:
+        value = float(index.max_act[latent])
+        if value > 0:
+            return value, (note + "Using the latent index's value.") if note else None
+        return 1.0, note + f"Latent {latent} never fired while the index was built (max 0): using 1.0."
+    return 1.0, note + "No latent index is loaded, so the max activation is unknown: 1.0 is used; type a better value."
