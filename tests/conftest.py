@@ -79,3 +79,21 @@ def tiny_sae():
         sae.threshold.fill_(0.05)
     sae.eval()
     return sae
+
+
+@pytest.fixture(scope="session")
+def demo_paths():
+    """The full embedded demo, built once (cached in ``$LATENT_LAB_DEMO_DIR`` or data/demo)."""
+    from sae_lib.demo.build import ensure_demo
+
+    return ensure_demo()
+
+
+@pytest.fixture(scope="session")
+def demo_workspace(demo_paths):
+    """The embedded demo loaded exactly as the app loads it (model + SAE + latent index)."""
+    from sae_lib.workspace import load_workspace
+
+    return load_workspace(
+        str(demo_paths.model), str(demo_paths.sae), device="cpu", dtype="float32", fallback=False
+    )

@@ -1,0 +1,33 @@
+# The two commands a newcomer needs (see README):  make app   |   make test
+# Both create .venv on first use. Where there is no NVIDIA GPU, the CPU build of torch goes in first,
+# so requirements.txt's torch range is already satisfied and no multi-GB CUDA build is pulled.
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PORT ?= 8501
+
+.PHONY: setup demo app test bench clean-demo
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	command -v nvidia-smi >/dev/null 2>&1 || $(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -r requirements-dev.txt
+	touch $@
+
+demo: setup
+	$(PY) scripts/build_demo.py
+
+app: demo
+	$(PY) -m streamlit run app.py --server.port $(PORT)
+
+test: setup
+	$(PY) -m pytest -q
+
+bench: demo
+	for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean-demo:
+	rm -rf data/demo data/demo.partial-* data/demo.lock

@@ -1,0 +1,260 @@
+"""Build the embedded default: corpus -> tokenizer -> tiny Qwen3 -> JumpReLU SAE -> latent index.
+
+The build is cached and atomic. It writes into a ``<dir>.partial-<pid>`` folder and renames it to
+``<dir>`` only once everything (last of all ``build.json``, which records the config hash) is in
+place, so an interrupted build never leaves half-written artifacts where the app looks, and the next
+run starts clean. A second run with the same config reuses the folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from sae_lib import constants
+from sae_lib.demo.corpus import TOPICS, Corpus, generate_corpus
+from sae_lib.demo.lm import LMConfig, pack, train_lm
+from sae_lib.demo.tokenizer import train_tokenizer
+
+BUILD_VERSION = 1
+"""Bump when the build's code changes what it produces, so cached builds are redone."""
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    seed: int = 0
+    """Seeds the corpus, the LM and the SAE."""
+    n_train: int = 6000
+    """Training stories (about 50 tokens each)."""
+    n_heldout: int = 600
+    """Held-out stories: the LM's held-out loss and the latent index are computed on these."""
+    vocab_size: int = 2048
+    """BPE vocabulary cap (the corpus is small, so the trained vocabulary can be smaller)."""
+    lm: LMConfig = field(default_factory=LMConfig)
+    hook_layer: int = 2
+    """The SAE reads ``blocks.{hook_layer}.hook_mlp_out``, as the flagship reads block 28's MLP output."""
+    d_sae: int = 1024
+    """SAE width: 8x the residual width."""
+    sae_training_tokens: int = 600_000
+    sae_batch_tokens: int = 1024
+    sae_lr: float = 1e-3
+    sae_l0_coefficient: float = 2.0
+    sae_context: int = 128
+    index_top_k: int = 20
+    """Top contexts kept per latent in the latent index."""
+
+    @property
+    def hook_name(self) -> str:
+        return f"blocks.{self.hook_layer}.hook_mlp_out"
+
+    def digest(self) -> str:
+        blob = json.dumps({"v": BUILD_VERSION, **dataclasses.asdict(self)}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+SMALL_DEMO = DemoConfig(
+    n_train=800,
+    n_heldout=100,
+    lm=LMConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                head_dim=16, intermediate_size=128, context=64, batch_size=16, steps=60),
+    hook_layer=1,
+    d_sae=256,
+    sae_training_tokens=40_000,
+    sae_context=64,
+    index_top_k=5,
+)
+"""A build that takes seconds: for tests of the pipeline itself, not of what it learns."""
+
+
+@dataclass(frozen=True)
+class DemoPaths:
+    root: Path
+    model: Path
+    """Hugging Face folder: config.json, model.safetensors, tokenizer files."""
+    sae: Path
+    """SAELens folder: cfg.json, sae_weights.safetensors, sparsity.safetensors, latent index files."""
+    corpus: Path
+    """train.jsonl / heldout.jsonl with ``text`` and ``topic``."""
+    manifest: dict
+
+
+def _paths(root: Path, manifest: dict) -> DemoPaths:
+    return DemoPaths(
+        root=root,
+        model=root / constants.DEMO_MODEL_SUBDIR,
+        sae=root / constants.DEMO_SAE_SUBDIR,
+        corpus=root / constants.DEMO_CORPUS_SUBDIR,
+        manifest=manifest,
+    )
+
+
+def read_manifest(root: Path) -> dict | None:
+    try:
+        return json.loads((root / constants.DEMO_BUILD_MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def is_built(root: Path, cfg: DemoConfig) -> bool:
+    manifest = read_manifest(root)
+    return manifest is not None and manifest.get("config_digest") == cfg.digest()
+
+
+def _write_corpus(corpus: Corpus, folder: Path) -> None:
+    folder.mkdir(parents=True)
+    for split in ("train", "heldout"):
+        with open(folder / f"{split}.jsonl", "w") as f:
+            for story in getattr(corpus, split):
+                f.write(json.dumps({"text": story.text, "topic": story.topic}) + "\n")
+
+
+def load_corpus_split(root: Path, split: str = "heldout") -> list[dict]:
+    """The demo corpus's ``train`` or ``heldout`` stories as dicts with ``text`` and ``topic``."""
+    path = root / constants.DEMO_CORPUS_SUBDIR / f"{split}.jsonl"
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+def build_demo(out: Path, cfg: DemoConfig = DemoConfig(), log: Callable[[str], None] = print) -> DemoPaths:
+    """Build everything into ``out`` (replacing it atomically). Prefer :func:`ensure_demo`."""
+    out = Path(out)
+    tmp = out.with_name(f"{out.name}.partial-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        manifest = _build_into(tmp, cfg, log)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # a failed build leaves nothing behind
+        raise
+    if out.exists():
+        old = out.with_name(f"{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+        shutil.rmtree(old, ignore_errors=True)
+    os.replace(tmp, out)
+    log(f"demo ready in {out} ({manifest['seconds']} s)")
+    return _paths(out, manifest)
+
+
+def _build_into(tmp: Path, cfg: DemoConfig, log: Callable[[str], None]) -> dict:
+    from datasets import Dataset
+
+    from sae_lib.model import load_model
+    from sae_lib.training import jumprelu_runner_config, run_training
+
+    t0 = time.perf_counter()
+    stamp = lambda: f"[{time.perf_counter() - t0:5.1f}s]"  # noqa: E731
+
+    # 1. corpus
+    corpus = generate_corpus(cfg.seed, cfg.n_train, cfg.n_heldout)
+    _write_corpus(corpus, tmp / constants.DEMO_CORPUS_SUBDIR)
+    log(f"{stamp()} corpus: {len(corpus.train)} train / {len(corpus.heldout)} held-out stories, {len(TOPICS)} topics")
+
+    # 2. tokenizer
+    model_dir = tmp / constants.DEMO_MODEL_SUBDIR
+    tokenizer = train_tokenizer([s.text for s in corpus.train], cfg.vocab_size)
+    log(f"{stamp()} tokenizer: byte-level BPE, {len(tokenizer)} tokens")
+    train_rows = pack(tokenizer([s.text for s in corpus.train])["input_ids"], tokenizer.eos_token_id, cfg.lm.context)
+    heldout_rows = pack(tokenizer([s.text for s in corpus.heldout])["input_ids"], tokenizer.eos_token_id, cfg.lm.context)
+
+    # 3. language model
+    every = max(1, cfg.lm.steps // 10)
+
+    def lm_progress(step: int, steps: int, loss: float) -> None:
+        if step % every == 0 or step == steps:
+            log(f"{stamp()} LM step {step}/{steps}  loss {loss:.3f}")
+
+    lm = train_lm(cfg.lm, tokenizer, train_rows, heldout_rows, progress=lm_progress)
+    lm.model.save_pretrained(model_dir, safe_serialization=True)
+    tokenizer.save_pretrained(model_dir)
+    log(
+        f"{stamp()} LM: held-out loss {lm.heldout_loss:.3f} nats vs unigram entropy "
+        f"{lm.unigram_entropy:.3f} nats ({lm.tokens_seen:,} tokens, {lm.tokens_seen / lm.seconds:,.0f} tok/s)"
+    )
+    lm_stats = {"heldout_loss": round(lm.heldout_loss, 4), "unigram_entropy": round(lm.unigram_entropy, 4),
+                "tokens_seen": lm.tokens_seen}
+    del lm
+
+    # 4. SAE, through the same loader the app uses and SAELens's own trainer
+    model = load_model(str(model_dir), device="cpu", dtype="float32")
+    sae_rows = pack(tokenizer([s.text for s in corpus.train])["input_ids"], tokenizer.eos_token_id, cfg.sae_context)
+    dataset = Dataset.from_dict({"input_ids": sae_rows.tolist()})
+    sae_dir = tmp / constants.DEMO_SAE_SUBDIR
+    runner_cfg = jumprelu_runner_config(
+        model_name=str(model_dir),
+        hook_name=cfg.hook_name,
+        d_in=model.cfg.d_model,
+        d_sae=cfg.d_sae,
+        dataset_path="latent-lab/demo-corpus",
+        streaming=False,
+        training_tokens=cfg.sae_training_tokens,
+        context_size=cfg.sae_context,
+        train_batch_size_tokens=cfg.sae_batch_tokens,
+        store_batch_size_prompts=16,
+        # SAELens sizes its mixing buffer as n_batches_in_buffer * context tokens; keep 4 batches in it.
+        n_batches_in_buffer=max(8, 4 * cfg.sae_batch_tokens // cfg.sae_context),
+        lr=cfg.sae_lr,
+        l0_coefficient=cfg.sae_l0_coefficient,
+        lr_warm_up_steps=20,
+        seed=cfg.seed,
+        output_path=str(sae_dir),
+        checkpoint_path=None,
+        n_eval_batches=2,
+        verbose=False,
+        # SAELens's default (1000 batches) is sized for billions of tokens; 50 estimate the norm well here.
+        n_batches_for_norm_estimate=50,
+    )
+    run_training(runner_cfg, model=model, dataset=dataset)
+    log(f"{stamp()} SAE: JumpReLU {model.cfg.d_model} -> {cfg.d_sae} on {cfg.hook_name}, {cfg.sae_training_tokens:,} tokens")
+
+    # 5. latent index over the held-out split
+    _build_index(model, sae_dir, heldout_rows, cfg, log, stamp)
+
+    manifest = {
+        "config_digest": cfg.digest(),
+        "config": dataclasses.asdict(cfg),
+        "hook_name": cfg.hook_name,
+        "lm": lm_stats,
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+    (tmp / constants.DEMO_BUILD_MANIFEST).write_text(json.dumps(manifest, indent=2))  # last: marks completion
+    return manifest
+
+
+def _build_index(model, sae_dir: Path, rows: torch.Tensor, cfg: DemoConfig, log, stamp) -> None:
+    from sae_lens import SAE
+
+    from sae_lib.latent_index import IndexConfig, build_index, save_index
+
+    sae = SAE.load_from_disk(str(sae_dir))
+    index = build_index(model, sae, rows, IndexConfig(top_k=cfg.index_top_k))
+    save_index(index, sae_dir)
+    log(f"{stamp()} latent index: {rows.numel():,} held-out tokens")
+
+
+def ensure_demo(out: Path | None = None, cfg: DemoConfig = DemoConfig(), log: Callable[[str], None] = print) -> DemoPaths:
+    """The demo at ``out`` (default: ``constants.demo_dir()``), building it first if missing or stale.
+
+    Safe to call from several processes at once: a file lock lets one build while the others wait.
+    """
+    out = Path(out) if out is not None else constants.demo_dir()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if is_built(out, cfg):
+        return _paths(out, read_manifest(out) or {})
+    with open(out.with_name(f"{out.name}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if is_built(out, cfg):  # another process built it while we waited
+            return _paths(out, read_manifest(out) or {})
+        for leftover in out.parent.glob(f"{out.name}.partial-*"):
+            shutil.rmtree(leftover, ignore_errors=True)  # an interrupted build: never reused
+        log(f"Building the embedded demo in {out} (a few minutes on 2 CPU cores, once)...")
+        return build_demo(out, cfg, log)

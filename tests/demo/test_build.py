@@ -1,0 +1,107 @@
+"""The demo build: end to end on a tiny config, atomic and cached; and the real demo's quality."""
+
+import json
+
+import pytest
+import torch
+from sae_lens import SAE
+
+from sae_lib import constants
+from sae_lib.demo import build as build_mod
+from sae_lib.demo.build import SMALL_DEMO, ensure_demo, is_built, load_corpus_split
+from sae_lib.demo.corpus import TOPICS, topic_share
+
+
+@pytest.fixture(scope="module")
+def small_demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("small") / "demo"
+    logs: list[str] = []
+    paths = ensure_demo(out, SMALL_DEMO, log=logs.append)
+    return paths, logs
+
+
+def test_small_build_end_to_end(small_demo):
+    paths, logs = small_demo
+    assert is_built(paths.root, SMALL_DEMO)
+    # the model folder is a Hugging Face folder with safetensors only
+    names = {p.name for p in paths.model.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= names
+    assert not any(n.endswith((".bin", ".pt", ".pth")) for n in names)
+    assert json.loads((paths.model / "config.json").read_text())["architectures"] == ["Qwen3ForCausalLM"]
+    # the SAE folder loads with SAELens's own loader and sits on the configured hook
+    sae = SAE.load_from_disk(str(paths.sae))
+    assert sae.cfg.metadata.hook_name == SMALL_DEMO.hook_name
+    assert (sae.cfg.d_in, sae.cfg.d_sae) == (SMALL_DEMO.lm.hidden_size, SMALL_DEMO.d_sae)
+    assert (paths.sae / constants.INDEX_META_FILENAME).exists()
+    # the corpus ships with its topic labels
+    heldout = load_corpus_split(paths.root, "heldout")
+    assert len(heldout) == SMALL_DEMO.n_heldout and {s["topic"] for s in heldout} <= set(TOPICS)
+    # progress was reported, stage by stage
+    text = "\n".join(logs)
+    for stage in ("corpus", "tokenizer", "LM step", "held-out loss", "SAE", "latent index"):
+        assert stage in text
+
+
+def test_second_run_reuses_the_build(small_demo):
+    paths, _ = small_demo
+    before = (paths.root / constants.DEMO_BUILD_MANIFEST).stat().st_mtime_ns
+    logs: list[str] = []
+    again = ensure_demo(paths.root, SMALL_DEMO, log=logs.append)
+    assert logs == [] and again.root == paths.root
+    assert (paths.root / constants.DEMO_BUILD_MANIFEST).stat().st_mtime_ns == before
+
+
+def test_interrupted_build_leaves_nothing_half_written(tmp_path, monkeypatch):
+    out = tmp_path / "demo"
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # as if the user pressed Ctrl-C during SAE training
+
+    monkeypatch.setattr("sae_lib.training.run_training", killed)
+    with pytest.raises(KeyboardInterrupt):
+        ensure_demo(out, SMALL_DEMO, log=lambda _: None)
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == [tmp_path / "demo.lock"]
+
+
+def test_leftovers_of_a_killed_build_are_discarded_not_reused(tmp_path, monkeypatch):
+    out = tmp_path / "demo"
+    # A process killed with SIGKILL leaves its partial folder, even with a manifest-looking file.
+    stale = tmp_path / "demo.partial-424242"
+    (stale / "model").mkdir(parents=True)
+    (stale / constants.DEMO_BUILD_MANIFEST).write_text(json.dumps({"config_digest": SMALL_DEMO.digest()}))
+    calls = []
+    monkeypatch.setattr(build_mod, "build_demo", lambda o, c, log: calls.append(o) or "built")
+    assert ensure_demo(out, SMALL_DEMO, log=lambda _: None) == "built"
+    assert calls == [out] and not stale.exists()
+
+
+def test_stale_config_is_rebuilt(tmp_path, monkeypatch):
+    out = tmp_path / "demo"
+    out.mkdir()
+    (out / constants.DEMO_BUILD_MANIFEST).write_text(json.dumps({"config_digest": "old"}))
+    assert not is_built(out, SMALL_DEMO)
+
+
+# --- the real embedded demo -------------------------------------------------------------------
+
+
+def test_demo_lm_is_a_real_language_model(demo_paths):
+    lm = demo_paths.manifest["lm"]
+    # Far below what a model ignoring context could do.
+    assert lm["heldout_loss"] < 0.5 * lm["unigram_entropy"], lm
+
+
+@pytest.mark.parametrize("topic,opening", [
+    ("ocean", "Anna went to the harbor."),
+    ("space", "One day Ben visited the observatory."),
+    ("cooking", "Maya walked to the spicy kitchen."),
+    ("castle", "Tom went to the dungeon."),
+])
+def test_greedy_continuation_stays_on_topic(demo_workspace, topic, opening):
+    model = demo_workspace.model
+    with torch.no_grad():
+        text = model.generate(opening, max_new_tokens=40, do_sample=False, verbose=False, prepend_bos=False)
+    continuation = text[len(opening):]
+    others = max(topic_share(continuation, t) for t in TOPICS if t != topic)
+    assert topic_share(continuation, topic) > 0.15 and others == 0, continuation

@@ -1,0 +1,12 @@
+from streamlit.testing.v1 import AppTest
+
+
+def test_home_page_shows_what_is_loaded(demo_paths, monkeypatch):
+    monkeypatch.setenv("LATENT_LAB_DEMO_DIR", str(demo_paths.root))
+    monkeypatch.delenv("LATENT_LAB_MODEL", raising=False)
+    monkeypatch.delenv("LATENT_LAB_SAE", raising=False)
+    at = AppTest.from_file("app.py", default_timeout=120).run()
+    assert not at.exception
+    assert at.title[0].value == "Latent Lab"
+    sidebar = " ".join(m.value for m in at.sidebar.markdown)
+    assert demo_paths.manifest["hook_name"] in sidebar and "1,024" in sidebar

@@ -1,0 +1,38 @@
+"""The workspace: env-configured pair, the embedded default, and the visible fallback."""
+
+import pytest
+
+from sae_lib import constants
+from sae_lib.errors import LatentLabError
+from sae_lib.workspace import load_workspace
+
+
+def test_demo_workspace_describes_itself(demo_workspace, demo_paths):
+    info = demo_workspace.describe()
+    assert info["hook"] == demo_paths.manifest["hook_name"]
+    assert info["d_in"] == demo_workspace.model.cfg.d_model
+    assert info["d_sae"] == demo_paths.manifest["config"]["d_sae"]
+    assert (info["device"], info["dtype"]) == ("cpu", "float32")
+    assert info["index"] == "loaded" and demo_workspace.fallback_reason is None
+
+
+def test_missing_configured_model_falls_back_to_demo_with_reason(demo_paths, monkeypatch, tmp_path):
+    monkeypatch.setenv(constants.ENV_DEMO_DIR, str(demo_paths.root))
+    missing = tmp_path / "no-such-model"
+    ws = load_workspace(str(missing), str(demo_paths.sae))
+    assert ws.model_source == str(demo_paths.model)
+    assert ws.fallback_reason and str(missing) in ws.fallback_reason
+    assert constants.ENV_MODEL in ws.fallback_reason  # says what to change
+
+
+def test_without_fallback_the_error_propagates(demo_paths, tmp_path):
+    with pytest.raises(LatentLabError, match="no-such-sae"):
+        load_workspace(str(demo_paths.model), str(tmp_path / "no-such-sae"), fallback=False)
+
+
+def test_half_configured_pair_is_explained(demo_paths, monkeypatch):
+    monkeypatch.setenv(constants.ENV_DEMO_DIR, str(demo_paths.root))
+    monkeypatch.delenv(constants.ENV_SAE, raising=False)
+    monkeypatch.setenv(constants.ENV_MODEL, str(demo_paths.model))
+    ws = load_workspace()
+    assert constants.ENV_SAE in ws.fallback_reason and "together" in ws.fallback_reason
