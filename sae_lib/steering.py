@@ -249,7 +249,9 @@ def steering_hooks(
             f"The SAE reads hook {hook_name!r}, which this model does not have: load an SAE trained on this model."
         )
     hook = SteeringHook(sae, specs, positions, prompt_len, row_scales, on_step)
-    with model.hooks(fwd_hooks=[(hook_name, hook)]):
+    # Nothing to steer or count: add no hook at all, so an unsteered run is plain TransformerLens.
+    hooks = [(hook_name, hook)] if specs or on_step is not None else []
+    with model.hooks(fwd_hooks=hooks):
         yield hook
 
 
@@ -335,7 +337,7 @@ def _model_device(model: HookedTransformer) -> torch.device:
     return next(model.parameters()).device
 
 
-def _sample(
+def sample_tokens(
     model: HookedTransformer,
     sae: SAE,
     tokens: Tensor,
@@ -344,7 +346,11 @@ def _sample(
     row_scales: Tensor | None = None,
     on_step: Callable[[], None] | None = None,
 ) -> Tensor:
-    """One seeded, batched, KV-cached TransformerLens generation; ``tokens`` (batch, pos) -> (batch, pos + new)."""
+    """One seeded, batched, KV-cached TransformerLens generation; ``tokens`` (batch, pos) -> (batch, pos + new).
+
+    The caller holds the model's queue slot (``generate`` and ``dose_response`` do); ``settings.n_samples``
+    is ignored, the batch is ``tokens``'s.
+    """
     try:
         with _seeded(settings.seed, _model_device(model)):
             with steering_hooks(model, sae, specs, settings.positions, tokens.shape[1], row_scales, on_step):
@@ -399,9 +405,9 @@ def generate(
             progress(done, total)
 
     with queue_for(model).slot(on_wait):
-        normal = _sample(model, sae, batch, [], settings, on_step=step)
+        normal = sample_tokens(model, sae, batch, [], settings, on_step=step)
         done = settings.max_new_tokens  # a run that stopped at EOS early still counts as finished
-        steered = _sample(model, sae, batch, specs, settings, on_step=step) if specs else None
+        steered = sample_tokens(model, sae, batch, specs, settings, on_step=step) if specs else None
     n = tokens.shape[1]
     return GenerationResult(
         prompt=prompt,
@@ -472,7 +478,7 @@ def dose_response(
     hook_name = sae.cfg.metadata.hook_name
     latents = torch.tensor([s.latent for s in specs], dtype=torch.long)
     with queue_for(model).slot(on_wait):
-        out = _sample(model, sae, batch, specs, settings, row_scales=row_scales)  # (k, n + new)
+        out = sample_tokens(model, sae, batch, specs, settings, row_scales=row_scales)  # (k, n + new)
         with torch.inference_mode():
             inputs = out[:, :-1]  # (k, L - 1): every position that predicted a generated token
             with steering_hooks(model, sae, specs, settings.positions, n, row_scales):
