@@ -321,3 +321,51 @@ def test_word_diff_marks_changed_words():
 def test_word_share():
     assert word_share(["The ship and the whale.", "A ship!"], {"ship", "whale"}) == pytest.approx(3 / 7)
     assert word_share([""], {"ship"}) == 0.0
+
+
+# --- it has to work on the demo ---------------------------------------------------------------------------
+
+
+def _topic_latents(ws, stories, topics):
+    """Per topic: the latent whose mean activation on that topic's stories most exceeds its mean on any
+    other topic, and its max activation there. One story at a time, so no padding masks are needed."""
+    hook = ws.hook_name
+    sums, counts, maxes = {}, {}, {}
+    with torch.no_grad():
+        for story in stories:
+            _, cache = ws.model.run_with_cache(ws.model.to_tokens(story.text), names_filter=[hook])
+            z = ws.sae.encode(cache[hook][0])  # (pos, d_sae)
+            sums[story.topic] = sums.get(story.topic, 0) + z.mean(0)
+            counts[story.topic] = counts.get(story.topic, 0) + 1
+            maxes[story.topic] = torch.maximum(maxes.get(story.topic, z.max(0).values), z.max(0).values)
+    means = {t: sums[t] / counts[t] for t in sums}
+    out = {}
+    for topic in topics:
+        # Selective for the topic: its mean there beats its mean on every other topic.
+        strongest_other = torch.stack([means[t] for t in means if t != topic]).max(0).values
+        latent = int((means[topic] - strongest_other).argmax())
+        out[topic] = (latent, float(maxes[topic][latent]))
+    return out
+
+
+def test_steering_the_demo_raises_topic_words(demo_workspace):
+    from sae_lib.demo.corpus import generate_corpus, topic_share, dominant_topic
+
+    ws = demo_workspace
+    prompt = "One day Sam went to the"
+    normal = generate(ws.model, ws.sae, prompt, [], GenerationSettings()).normal
+    shown = dominant_topic(" ".join(normal))
+    topics = [t for t in ("ocean", "space", "castle", "music") if t != shown][:3]
+    latents = _topic_latents(ws, generate_corpus(seed=1, n_train=0, n_heldout=120).heldout, topics)
+    shares = {}
+    for topic in topics:
+        latent, max_act = latents[topic]
+        result = generate(ws.model, ws.sae, prompt, [SteeringSpec(latent, max_act=max_act)], GenerationSettings())
+        before = sum(topic_share(t, topic) for t in result.normal) / len(result.normal)
+        after = sum(topic_share(t, topic) for t in result.steered) / len(result.steered)
+        shares[topic] = (latent, round(before, 3), round(after, 3))
+    # Not every selective latent writes its topic (the demo's castle latent pushes toward the sea), so
+    # the claim is for most planted topics: at least 2 of 3, by 3x and to a tenth of the words.
+    working = [t for t, (_, before, after) in shares.items() if after >= 3 * before and after >= 0.1]
+    assert len(working) >= 2, shares
+    assert_clean(ws.model)
