@@ -28,6 +28,10 @@ class Limits:
     """Most latents steered at once."""
     max_multiplier: float = 200.0
     """Largest absolute steering multiplier / coefficient."""
+    max_temperature: float = 2.0
+    """Highest sampling temperature (0 is greedy)."""
+    max_freq_penalty: float = 10.0
+    """Largest frequency penalty (subtracted from temperature-scaled logits per earlier use)."""
 
     @classmethod
     def from_env(cls, environ: "os._Environ[str] | dict[str, str] | None" = None) -> "Limits":
