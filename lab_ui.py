@@ -36,7 +36,7 @@ def sidebar(ws: Workspace) -> None:
     with st.sidebar:
         st.markdown("### Loaded")
         st.markdown(
-            "\n".join(
+            "  \n".join(  # two spaces: a Markdown line break
                 [
                     f"**Model** `{info['model']}`",
                     f"**SAE** `{info['sae']}`",
