@@ -28,6 +28,12 @@ class Limits:
     """Most latents steered at once."""
     max_multiplier: float = 200.0
     """Largest absolute steering multiplier / coefficient."""
+    max_toy_features: int = 20
+    """Most features in the Theory page's toy model of superposition."""
+    max_toy_levels: int = 16
+    """Most sparsity levels trained at once in the toy model sweep."""
+    max_toy_steps: int = 10000
+    """Most training steps for the toy model (and its tiny SAE)."""
 
     @classmethod
     def from_env(cls, environ: "os._Environ[str] | dict[str, str] | None" = None) -> "Limits":
