@@ -293,10 +293,19 @@ class ToySAEConfig:
 
 
 class ToySAEResult(NamedTuple):
-    """A tiny SAE trained on a toy model's hidden activations, and how its latents match the features."""
+    """A tiny SAE trained on a toy model's hidden activations, and how its latents match the features.
 
-    sae: StandardTrainingSAE
-    """The trained SAELens SAE (d_in = n_hidden)."""
+    Plain tensors rather than the SAELens module, so the result can be cached by value (the module
+    holds lambdas and does not pickle)."""
+
+    W_enc: Tensor
+    """Encoder weights, shape (hidden, d_sae)."""
+    b_enc: Tensor
+    """Encoder bias, shape (d_sae,)."""
+    W_dec: Tensor
+    """Decoder weights, shape (d_sae, hidden): row k is latent k's direction in the hidden space."""
+    b_dec: Tensor
+    """Decoder bias, subtracted before encoding and added after decoding, shape (hidden,)."""
     cosine: Tensor
     """Cosine similarity of each latent's decoder row with each planted feature direction ``W_i``,
     shape (d_sae, feature)."""
@@ -354,7 +363,10 @@ def train_toy_sae(toy: ToyResult, cfg: ToySAEConfig) -> ToySAEResult:
         dec = sae.W_dec / sae.W_dec.norm(dim=-1, keepdim=True).clamp_min(1e-8)  # (d_sae, hidden)
         feat = W / W.norm(dim=0, keepdim=True).clamp_min(1e-8)  # (hidden, feature)
         return ToySAEResult(
-            sae=sae,
+            W_enc=sae.W_enc.detach().clone(),
+            b_enc=sae.b_enc.detach().clone(),
+            W_dec=sae.W_dec.detach().clone(),
+            b_dec=sae.b_dec.detach().clone(),
             cosine=dec @ feat,
             frequency=fired.float().mean(dim=0),
             explained_variance=float(1 - resid / var),
