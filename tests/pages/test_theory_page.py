@@ -44,3 +44,20 @@ def test_theory_page_answers_nonsense_with_a_message():
     at.select_slider(key="toy_prob_range").set_value((0.2, 0.2)).run()  # an empty range
     assert not at.exception
     assert "range is empty" in at.error[0].value
+
+
+def test_toy_results_are_cached_per_parameter_set(monkeypatch):
+    import lab_ui
+    from sae_lib.toy_model import ToyConfig
+
+    calls = []
+    real = lab_ui.train_toy
+    monkeypatch.setattr(lab_ui, "train_toy", lambda cfg: calls.append(cfg) or real(cfg))
+    first = ToyConfig(steps=20, n_levels=2, seed=424242)  # seeds no other test uses: a cold cache
+    other = ToyConfig(steps=20, n_levels=2, seed=424243)
+    a = lab_ui.toy_sweep(first)
+    lab_ui.toy_sweep(other)
+    back = lab_ui.toy_sweep(first)  # the slider moved back: served from the cache, not retrained
+    assert calls == [first, other]
+    assert back.config == first
+    assert (back.W == a.W).all()
