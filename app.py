@@ -9,6 +9,7 @@ st.set_page_config(page_title="Latent Lab", page_icon=":material/biotech:", layo
 # Material icons ship with Streamlit, so they render where a browser has no emoji font.
 PAGES = [
     st.Page("pages/home.py", title="Home", icon=":material/home:", default=True, url_path="home"),
+    st.Page("pages/theory.py", title="Theory", icon=":material/school:", url_path="theory"),
     st.Page("pages/latent_browser.py", title="Latent browser", icon=":material/search:", url_path="latent_browser"),
     st.Page("pages/steering.py", title="Steering playground", icon=":material/tune:", url_path="steering"),
 ]
