@@ -23,8 +23,10 @@ demo: setup
 app: demo
 	$(PY) -m streamlit run app.py --server.port $(PORT)
 
+# Passive OpenMP waiting: tests run the app server, a browser and torch side by side on 2 cores, where
+# spinning OpenMP workers slow small-tensor loops by 10x or more.
 test: setup
-	$(PY) -m pytest -q
+	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q
 
 bench: demo
 	for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
