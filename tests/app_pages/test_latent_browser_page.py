@@ -11,7 +11,7 @@ from sae_lib.workspace import Workspace
 from tests.conftest import TINY_TEXTS
 
 REPO = Path(__file__).resolve().parents[2]
-PAGE = "pages/latent_browser.py"
+PAGE = "app_pages/latent_browser.py"
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,7 @@ def tiny_workspace(tiny_model, tiny_sae, monkeypatch):
 def open_page(query: dict[str, str] | None = None) -> AppTest:
     at = AppTest.from_file(str(REPO_ROOT / "app.py"), default_timeout=TIMEOUT)
     at.run()
-    at.switch_page("pages/steering.py")
+    at.switch_page("app_pages/steering.py")
     for key, value in (query or {}).items():
         at.query_params[key] = value
     at.run()

@@ -20,7 +20,7 @@ ws = workspace_or_stop()
 sidebar(ws)
 index = ws.index
 d_sae = int(ws.sae.cfg.d_sae)
-STEERING_PAGE = "pages/steering.py"
+STEERING_PAGE = "app_pages/steering.py"
 HAS_STEERING = (Path(__file__).resolve().parent / "steering.py").exists()
 OVERVIEW, LATENT, FIRES, SAMPLE = "Overview", "One latent", "What fires here", "Random sample"
 VIEWS = [OVERVIEW, LATENT, FIRES, SAMPLE] if index is not None else [FIRES]

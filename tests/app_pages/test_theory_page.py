@@ -14,7 +14,7 @@ def _theory_page() -> AppTest:
     at.session_state["toy_levels"] = 3
     # Switched before the first run so the Home page (which loads the language model) never runs:
     # the page's file name matches its url_path, so navigation finds it.
-    at.switch_page("pages/theory.py")
+    at.switch_page("app_pages/theory.py")
     at.run()
     return at
 
