@@ -773,6 +773,10 @@ class Progress:
 
     def update(self, tokens: int, step: int, force: bool = False) -> None:
         now = time.perf_counter()
+        if self.last == -math.inf and not force:
+            # Rate from the first step on: the activation-norm estimate before it is a one-off.
+            self.t0, self.start_tokens, self.last = now, tokens, now
+            return
         if force or now - self.last >= self.every_s:
             self.last = now
             self.log(self.line(tokens, step, now))
