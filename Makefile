@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 8501
 
-.PHONY: setup demo app test bench clean-demo
+.PHONY: setup demo app serve test bench clean-demo
 
 setup: $(VENV)/.installed
 
@@ -22,6 +22,10 @@ demo: setup
 
 app: demo
 	$(PY) -m streamlit run app.py --server.port $(PORT)
+
+# What a Space runs (Dockerfile CMD): the same start script, serving on 0.0.0.0:$(PORT).
+serve: demo
+	PYTHON=$(PY) PORT=$(PORT) bash scripts/start_space.sh
 
 test: setup
 	$(PY) -m pytest -q
