@@ -16,8 +16,6 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-import torch
-
 from sae_lib.errors import InputError
 
 ENV_PREFIX = "LATENT_LAB_"
@@ -127,6 +125,8 @@ def check_range(name: str, value: float, low: float, high: float) -> float:
 
 def free_accelerator_memory() -> None:
     """Drop unreachable tensors and give cached GPU blocks back, so the next visitor starts clean."""
+    import torch
+
     gc.collect()
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         torch.cuda.empty_cache()
@@ -143,6 +143,10 @@ def oom_guard(what: str = "generating", limits: Limits = LIMITS) -> Iterator[Non
     and ``empty_cache`` could give nothing back. So the memory is free when the visitor is told to
     ask for less, and the app keeps serving.
     """
+    # torch is imported here, not at module level, so reading the limits (the start script's check,
+    # every page) does not pay for importing torch.
+    import torch
+
     failed = False
     try:
         yield

@@ -106,10 +106,10 @@ def test_start_script_refuses_a_bad_limit_with_the_message():
 
 
 def test_start_script_puts_the_hf_cache_on_persistent_storage_when_present(tmp_path):
-    # The script's /data rule, exercised on a stand-in: replace the path and the final exec, keep the rest.
+    # The script's /data rule, exercised on a stand-in path: the script up to its limits check, then echo.
     script = (REPO_ROOT / START_SCRIPT).read_text()
     assert "HF_HOME=/data/huggingface" in script
-    body = script.replace("/data", str(tmp_path / "data")).split("exec ")[0] + 'echo "HF_HOME=${HF_HOME:-}"\n'
+    body = script.replace("/data", str(tmp_path / "data")).split('"$PY" - <<')[0] + 'echo "HF_HOME=${HF_HOME:-}"\n'
     env = {k: v for k, v in os.environ.items() if k != "HF_HOME"} | {"PYTHON": sys.executable}
     run = lambda: subprocess.run(  # noqa: E731
         ["bash", "-c", body, "start"], cwd=REPO_ROOT / "scripts", env=env, capture_output=True, text=True, timeout=60
