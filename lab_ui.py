@@ -36,7 +36,7 @@ def sidebar(ws: Workspace) -> None:
     with st.sidebar:
         st.markdown("### Loaded")
         st.markdown(
-            "\n".join(
+            "  \n".join(  # two spaces: a Markdown line break
                 [
                     f"**Model** `{info['model']}`",
                     f"**SAE** `{info['sae']}`",
@@ -47,3 +47,27 @@ def sidebar(ws: Workspace) -> None:
                 ]
             )
         )
+
+
+# --- Theory page: the toy model of superposition, cached per parameter set ----------------------
+# Kept at the end and self-contained so merges with the other pages' glue stay trivial.
+from sae_lib.toy_model import (  # noqa: E402
+    ToyConfig,
+    ToyResult,
+    ToySAEConfig,
+    ToySAEResult,
+    train_toy,
+    train_toy_sae,
+)
+
+
+@st.cache_data(show_spinner="Training the toy models (a few seconds)...", max_entries=64)
+def toy_sweep(cfg: ToyConfig) -> ToyResult:
+    """The trained sweep for ``cfg``; cached by value, so returning to earlier settings is instant."""
+    return train_toy(cfg)
+
+
+@st.cache_data(show_spinner="Training the tiny SAE...", max_entries=64)
+def toy_sae(cfg: ToyConfig, sae_cfg: ToySAEConfig) -> ToySAEResult:
+    """A tiny SAE trained on the hidden activations of the sweep for ``cfg``; cached by both configs."""
+    return train_toy_sae(toy_sweep(cfg), sae_cfg)

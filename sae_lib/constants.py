@@ -46,3 +46,11 @@ def demo_dir() -> Path:
     """The embedded default's folder: ``$LATENT_LAB_DEMO_DIR`` or ``<repo>/data/demo``."""
     env = os.environ.get(ENV_DEMO_DIR)
     return Path(env).expanduser().resolve() if env else DEFAULT_DEMO_DIR
+
+# --- training runs (inside the --out folder of scripts/train_sae.py) ----------------------------
+TRAIN_JOB_FILENAME = "train_job.json"
+"""What the run was started with (preset, model source, runner config): ``--resume`` reads it back."""
+TRAIN_SUMMARY_FILENAME = "train_summary.json"
+"""Written at the end of a run: steps, tokens, seconds, and the checkpoint it resumed from."""
+CHECKPOINTS_SUBDIR = "checkpoints"
+"""SAELens writes ``<out>/checkpoints/<run id>/<n_training_samples>/`` in here."""

@@ -23,3 +23,7 @@ class CompatibilityError(LatentLabError):
 
 class InputError(LatentLabError):
     """A value a visitor typed or a script was given is out of bounds or malformed."""
+
+
+class GenerationError(LatentLabError):
+    """A generation failed part-way (out of memory, a numerical error); the model is left unchanged."""

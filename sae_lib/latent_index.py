@@ -61,6 +61,7 @@ from transformer_lens import HookedTransformer
 
 from sae_lib.constants import INDEX_CONTEXTS_FILENAME, INDEX_META_FILENAME, INDEX_STATS_FILENAME
 from sae_lib.errors import CompatibilityError, InputError
+from sae_lib.model_queue import queue_for
 from sae_lib.limits import LIMITS, Limits, check_prompt
 
 FORMAT_VERSION = 1
@@ -916,7 +917,9 @@ def what_fires(
         raise InputError(
             f"The prompt is {tokens.shape[1]} tokens long; the limit is {limits.max_prompt_tokens}. Shorten it."
         )
-    feats = encode_tokens(model, sae, tokens)[0].float().cpu()  # (n, d_sae)
+    # The model is shared with steering, whose hooks live on it while a generation runs: wait our turn.
+    with queue_for(model).slot():
+        feats = encode_tokens(model, sae, tokens)[0].float().cpu()  # (n, d_sae)
     acts, latents = feats.topk(min(top_n, feats.shape[1]), dim=1)
     return Firing(model.to_str_tokens(tokens[0]), latents, acts)
 

@@ -41,6 +41,12 @@ class Limits:
     """Highest sampling temperature (0 is greedy)."""
     max_freq_penalty: float = 10.0
     """Largest frequency penalty (subtracted from temperature-scaled logits per earlier use)."""
+    max_toy_features: int = 20
+    """Most features in the Theory page's toy model of superposition."""
+    max_toy_levels: int = 16
+    """Most sparsity levels trained at once in the toy model sweep."""
+    max_toy_steps: int = 10000
+    """Most training steps for the toy model (and its tiny SAE)."""
 
     def __post_init__(self) -> None:
         # A bound of 0, a negative one or NaN would turn every widget range upside down.

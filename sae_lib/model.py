@@ -17,7 +17,8 @@ Memory: TransformerLens's own path keeps the Hugging Face model and a converted 
 (about two copies of the weights). Here the converted state dict is mostly *views* of the Hugging Face
 tensors; the ``HookedTransformer`` is built with its parameters on the meta device and takes those
 tensors over with ``load_state_dict(assign=True)``, so about one copy exists at any time
-(``bench/load.py`` measures it).
+(``bench/load.py`` measures it). On CPU many parameters therefore stay non-contiguous views (use
+``.reshape``/``.contiguous()``, not ``.view``, on them); on a GPU they are made contiguous one at a time.
 
 Safety: weights are read from safetensors only (a folder holding only pickle checkpoints is refused,
 never unpickled) and ``trust_remote_code`` is never enabled (TransformerLens's Qwen3 entry asks for it;
@@ -228,9 +229,30 @@ def load_model_from_folder(
             f"The weights in {folder} do not fill this TransformerLens model: missing "
             f"{left_on_meta[:5]}, unexpected {list(result.unexpected_keys)[:5]}."
         )
+    if dev.type != "cpu":
+        # On a GPU the copies come from freed blocks of the caching allocator (peak: + one tensor). On
+        # CPU the converted tensors share pages mapped from the safetensors file, which stay resident
+        # until the last view dies, so copying would hold ~2 copies: there the views are kept.
+        _make_parameters_contiguous(model)
     model.move_model_modules_to_device()  # the zero biases and buffers; the weights are already there
     model.eval()
     return model
+
+
+def _make_parameters_contiguous(model: torch.nn.Module) -> None:
+    """Give every parameter the contiguous layout TransformerLens's own loader would.
+
+    The converted tensors are transposed/rearranged views of Hugging Face's; left as views, some ops
+    (``einsum`` paths, ``.view``) copy or fail on every call. One parameter at a time, so the old
+    storage is freed before the next copy: the peak grows by one tensor, not by a model.
+    """
+    with torch.no_grad():
+        for module in model.modules():
+            for name in [n for n, _ in module.named_parameters(recurse=False)]:
+                param = getattr(module, name)
+                if not param.is_contiguous():
+                    setattr(module, name, torch.nn.Parameter(param.contiguous(), requires_grad=param.requires_grad))
+                del param  # drop the last reference to the old storage before the next copy
 
 
 def snapshot_for_name(official_name: str) -> Path:

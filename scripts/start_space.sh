@@ -38,11 +38,5 @@ except LatentLabError as err:
 print(f"Latent Lab limits: {LIMITS}", flush=True)
 PYCHECK
 
-# No file watcher: a served app never reloads its source, and watching costs a thread and CPU.
-exec "$PY" -m streamlit run app.py \
-    --server.port "$PORT" \
-    --server.address "$ADDRESS" \
-    --server.headless true \
-    --server.fileWatcherType none \
-    --browser.gatherUsageStats false \
-    "$@"
+# Headless, no file watcher, no usage stats: .streamlit/config.toml, which `streamlit run` reads here.
+exec "$PY" -m streamlit run app.py --server.port "$PORT" --server.address "$ADDRESS" "$@"

@@ -104,6 +104,7 @@ def test_dtype_override_and_defaults(tiny_hf_qwen3_dir, loaded):
 def test_cuda_defaults_to_bfloat16(tiny_hf_qwen3_dir):
     model = load_model(str(tiny_hf_qwen3_dir))
     assert {(p.device.type, p.dtype) for p in model.parameters()} == {("cuda", torch.bfloat16)}
+    assert all(p.is_contiguous() for p in model.parameters())
 
 
 def test_named_model_loads_from_cache_offline(tmp_path, monkeypatch, tiny_hf_qwen3_dir, loaded):

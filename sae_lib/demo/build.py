@@ -26,7 +26,7 @@ from sae_lib.demo.corpus import TOPICS, Corpus, generate_corpus
 from sae_lib.demo.lm import LMConfig, pack, train_lm
 from sae_lib.demo.tokenizer import train_tokenizer
 
-BUILD_VERSION = 1
+BUILD_VERSION = 2
 """Bump when the build's code changes what it produces, so cached builds are redone."""
 
 

@@ -4,7 +4,6 @@ Everything except "What fires here" reads the precomputed index (no model forwar
 latent lives in the URL (``?latent=10``) so a link to a latent can be shared.
 """
 
-from pathlib import Path
 
 import numpy as np
 import plotly.express as px
@@ -20,8 +19,7 @@ ws = workspace_or_stop()
 sidebar(ws)
 index = ws.index
 d_sae = int(ws.sae.cfg.d_sae)
-STEERING_PAGE = "pages/steering.py"
-HAS_STEERING = (Path(__file__).resolve().parent / "steering.py").exists()
+STEERING_PAGE = "app_pages/steering.py"
 OVERVIEW, LATENT, FIRES, SAMPLE = "Overview", "One latent", "What fires here", "Random sample"
 VIEWS = [OVERVIEW, LATENT, FIRES, SAMPLE] if index is not None else [FIRES]
 
@@ -133,8 +131,8 @@ elif view == LATENT:
     if st.button(
         f"Steer with latent {latent} (max activation {max_act:.3g})",
         key="lb_to_steering",
-        disabled=not HAS_STEERING or bool(index.dead[latent]),
-        help=None if HAS_STEERING else "The Steering page is not installed in this app.",
+        disabled=bool(index.dead[latent]),
+        help="A dead latent has no max activation to steer with." if bool(index.dead[latent]) else None,
     ):
         st.switch_page(STEERING_PAGE, query_params=li.steering_query(index, latent))
     left, right = st.columns([3, 2])
@@ -199,5 +197,5 @@ elif view == SAMPLE:
     fig.update_layout(template="ggplot2", showlegend=False, bargap=0.02, height=820)
     fig.update_annotations(font_size=11)
     st.plotly_chart(fig, key="lb_sample_grid")
-    pick = st.selectbox("Open one", picked, key="lb_sample_pick")
+    st.selectbox("Open one", picked, key="lb_sample_pick")
     st.button("Open", key="lb_sample_open", on_click=open_picked, args=("lb_sample_pick",))

@@ -1,0 +1,184 @@
+"""Steering playground: push latents, read normal vs steered text, sweep the strength."""
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+from plotly.subplots import make_subplots
+
+from lab_ui import sidebar, workspace_or_stop
+from sae_lib import steering
+from sae_lib.errors import LatentLabError
+from sae_lib.limits import LIMITS
+from sae_lib.model_queue import queue_for
+
+ws = workspace_or_stop()
+sidebar(ws)
+d_sae = int(ws.sae.cfg.d_sae)
+M = float(LIMITS.max_multiplier)
+
+st.title("Steering playground")
+st.markdown(
+    f"Add a latent's decoder direction into `{ws.hook_name}` while the model writes, and compare with "
+    "what it writes unsteered. Normal and steered sample *i* share one random stream, so every "
+    "difference comes from the steering. Multipliers are in units of the latent's max activation."
+)
+
+# --- what to steer --------------------------------------------------------------------------------
+url_latent = st.query_params.get("latent")
+url_max_act = st.query_params.get("max_act")
+prompt = st.text_area("Prompt", value=steering.WRITEUP_PROMPT, max_chars=LIMITS.max_prompt_chars, key="steer_prompt")
+latents_text = st.text_input(
+    f"Latents to steer (numbers from 0 to {d_sae - 1}, comma-separated; at most {LIMITS.max_steered_latents})",
+    value=url_latent or "",
+    key="steer_latents",
+    help="The Latent browser's 'Steer' button fills this in; you can also type latent numbers.",
+)
+
+specs: list[steering.SteeringSpec] = []
+problem: str | None = None
+try:
+    latents = steering.parse_latents(latents_text, d_sae)
+    for latent in latents:
+        with st.container(border=True):
+            c_method, c_max, c_hi, c_lo = st.columns([2, 1, 2, 2])
+            method = c_method.selectbox(
+                f"Latent {latent}: method", steering.METHODS, key=f"steer_method_{latent}",
+                help=steering.METHOD_HELP["write-up clamp"] + " " + steering.METHOD_HELP["add"] + " "
+                + steering.METHOD_HELP["clamp activation"],
+            )
+            default, note = steering.default_max_act(
+                ws.index, latent, url_max_act if url_latent and str(latent) == url_latent.strip() else None
+            )
+            if note:
+                c_max.caption(note)
+            max_act = c_max.number_input(
+                "max activation", min_value=0.0, value=default, key=f"steer_max_{latent}",
+                help="The latent's largest activation on text; every multiplier is measured in it.",
+            )
+            if method == "write-up clamp":
+                hi = c_hi.slider("hi (positive components)", -M, M, 10.0, 0.5, key=f"steer_hi_{latent}",
+                                 help=steering.METHOD_HELP[method])
+                lo = c_lo.slider("lo (negative components)", -M, M, 5.0, 0.5, key=f"steer_lo_{latent}",
+                                 help=steering.METHOD_HELP[method])
+                specs.append(steering.SteeringSpec(latent, method, max_act, hi=hi, lo=lo))
+            else:
+                label = "coefficient" if method == "add" else "target activation (× max)"
+                coeff = c_hi.slider(label, -M, M, 10.0, 0.5, key=f"steer_coeff_{latent}",
+                                    help=steering.METHOD_HELP[method])
+                specs.append(steering.SteeringSpec(latent, method, max_act, coeff=coeff))
+    steering.check_specs(specs, d_sae)
+except LatentLabError as err:
+    problem = str(err)
+    st.error(problem)
+
+with st.expander("Generation settings", expanded=False):
+    c1, c2, c3 = st.columns(3)
+    n_samples = c1.slider("Samples (one batch)", 1, LIMITS.max_samples, min(5, LIMITS.max_samples), key="steer_samples")
+    max_new = c2.slider("Tokens to generate", 1, LIMITS.max_new_tokens, min(50, LIMITS.max_new_tokens), key="steer_tokens")
+    seed = c3.number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, step=1, key="steer_seed")
+    temperature = c1.slider("Temperature", 0.0, float(LIMITS.max_temperature), 0.05, 0.01, key="steer_temp",
+                            help="0 is greedy (TransformerLens then ignores the frequency penalty).")
+    freq_penalty = c2.slider("Frequency penalty", 0.0, float(LIMITS.max_freq_penalty), 2.0, 0.1, key="steer_freq")
+    positions = c3.radio("Steer positions", steering.POSITIONS, key="steer_positions", help=steering.POSITIONS_HELP)
+st.caption(f"Limits on this server: {LIMITS.max_samples} samples, {LIMITS.max_new_tokens} tokens, "
+           f"multipliers within ±{M:g}. Stop interrupts a run.")
+
+
+def waiting(status):
+    def on_wait(ahead: int) -> None:
+        status.info(f"Waiting for the model: {ahead} run(s) ahead of you.")
+    return on_wait
+
+
+def progress_bar(bar):
+    def progress(done: int, total: int) -> None:
+        bar.progress(min(done / total, 1.0), text=f"Generating: step {done} of {total}")
+    return progress
+
+
+c_go, c_stop = st.columns([1, 6])
+go_clicked = c_go.button("Generate", type="primary", key="steer_go", disabled=problem is not None)
+c_stop.button("Stop", key="steer_stop", help="Interrupts a running generation (the model is left unsteered).")
+
+if go_clicked:
+    status, bar = st.empty(), st.empty()
+    try:
+        settings = steering.GenerationSettings(
+            max_new_tokens=int(max_new), n_samples=int(n_samples), temperature=float(temperature),
+            freq_penalty=float(freq_penalty), seed=int(seed), positions=positions,
+        )
+        result = steering.generate(ws.model, ws.sae, prompt, specs, settings,
+                                   progress=progress_bar(bar), on_wait=waiting(status))
+        label = ", ".join(str(s.latent) for s in specs) or "(none)"
+        st.session_state["steer_result"] = (result, label)
+    except LatentLabError as err:
+        st.session_state.pop("steer_result", None)
+        st.error(str(err))
+    finally:
+        status.empty()
+        bar.empty()
+
+if "steer_result" in st.session_state:
+    result, label = st.session_state["steer_result"]
+    if not result.steered:
+        st.info("No latent selected: only the normal output is shown.")
+    st.markdown(steering.comparison_table_html(result, label), unsafe_allow_html=True)
+    st.caption("Highlighted: words that differ from the normal sample drawn from the same random stream. ↵ is a newline.")
+
+# --- dose-response --------------------------------------------------------------------------------
+st.subheader("Dose-response: how strong is too strong")
+st.markdown(
+    "Every multiplier above is scaled by each value below (1 = the sliders' setting), one sample per value, "
+    "all in one batch. **KL** is how far steering moves the model's next-token distribution from the "
+    "unsteered one (right after the prompt, and averaged over the text it then writes); the **latent's "
+    "activation** is how strongly the steered latent fires when the unsteered model reads that text. "
+    "Steering starts to act where KL leaves 0; text usually breaks where KL keeps climbing but the "
+    "latent's own activation stops rising."
+)
+largest = max((abs(m) for s in specs for m in s.multipliers()), default=1.0) or 1.0
+max_scale = M / largest
+c1, c2, c3 = st.columns(3)
+lo_hi = c1.slider("Scale range", 0.0, float(max_scale), (0.0, float(min(2.0, max_scale))), key="sweep_range")
+n_points = c2.slider("Points", 2, LIMITS.max_sweep_points, min(9, LIMITS.max_sweep_points), key="sweep_points")
+sweep_tokens = c3.slider("Tokens per sample", 1, LIMITS.max_new_tokens, min(20, LIMITS.max_new_tokens), key="sweep_tokens")
+if st.button("Run sweep", key="sweep_go", disabled=problem is not None or not specs):
+    status = st.empty()
+    try:
+        scales = [lo_hi[0] + (lo_hi[1] - lo_hi[0]) * i / (n_points - 1) for i in range(n_points)]
+        settings = steering.GenerationSettings(
+            max_new_tokens=int(sweep_tokens), n_samples=1, temperature=float(temperature),
+            freq_penalty=float(freq_penalty), seed=int(seed), positions=positions,
+        )
+        with st.spinner("Sweeping (one batch of all scales)..."):
+            dr = steering.dose_response(ws.model, ws.sae, prompt, specs, scales, settings, on_wait=waiting(status))
+        st.session_state["sweep_result"] = (dr, [s.latent for s in specs])
+    except LatentLabError as err:
+        st.session_state.pop("sweep_result", None)
+        st.error(str(err))
+    finally:
+        status.empty()
+
+if "sweep_result" in st.session_state:
+    dr, swept = st.session_state["sweep_result"]
+    scales = dr.scales.tolist()
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    fig.add_trace(go.Scatter(x=scales, y=dr.kl_next_token.tolist(), name="KL, next token", mode="lines+markers"))
+    fig.add_trace(go.Scatter(x=scales, y=dr.kl_generated.tolist(), name="KL, mean over text", mode="lines+markers"))
+    for j in range(dr.latent_acts.shape[1]):
+        fig.add_trace(
+            go.Scatter(x=scales, y=dr.latent_acts[:, j].tolist(), name=f"activation, latent {swept[j]}",
+                       mode="lines+markers", line={"dash": "dot"}),
+            secondary_y=True,
+        )
+    fig.update_xaxes(title_text="scale of the multipliers (1 = sliders)")
+    fig.update_yaxes(title_text="KL(steered ‖ unsteered), nats", secondary_y=False)
+    fig.update_yaxes(title_text="latent activation on the text", secondary_y=True)
+    st.plotly_chart(fig, key="sweep_chart")
+    st.dataframe(
+        pd.DataFrame({"scale": scales, "text": [steering.show_newlines(t) for t in dr.texts]}),
+        hide_index=True, key="sweep_table",
+    )
+
+queue_ahead = queue_for(ws.model).ahead_of_new_arrival()
+if queue_ahead:
+    st.caption(f"{queue_ahead} run(s) are using or waiting for the model right now.")

@@ -1,0 +1,583 @@
+"""Steering a model with SAE latents: specs, scoped hooks, seeded batched generation, dose-response.
+
+Three ways to push a latent (``SteeringSpec.method``), all applied at the SAE's hook point:
+
+``write-up clamp``
+    Exactly the write-up's hook: ``act + clamp(W_dec[i] * max_act * hi, min=W_dec[i] * max_act * lo)``.
+    ``clamp`` acts per element, so with ``hi > lo > 0`` the positive components of ``W_dec[i]`` are
+    scaled by ``hi`` and the negative ones by ``lo``: the added vector is not parallel to ``W_dec[i]``
+    unless ``hi == lo``.
+``add``
+    ``act + coeff * max_act * W_dec[i]`` (the ARENA / Neuronpedia form).
+``clamp activation``
+    Encode ``act`` with the SAE, set latent ``i`` to ``coeff * max_act``, and add the change of the
+    reconstruction, ``decode(z') - decode(z)``: the SAE's error term is kept ("Golden Gate" style).
+
+Hooks only live inside ``model.hooks(...)`` for one generation, and every generation runs in the
+model's queue slot (:mod:`sae_lib.model_queue`), so visitors sharing the model never see each
+other's steering.
+"""
+
+from __future__ import annotations
+
+import difflib
+import html
+import math
+import re
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Literal, NamedTuple, get_args
+
+import torch
+from sae_lens import SAE
+from torch import Tensor
+from transformer_lens import HookedTransformer
+
+from sae_lib.errors import CompatibilityError, GenerationError, InputError
+from sae_lib.limits import LIMITS, Limits, check_prompt, check_range
+from sae_lib.model_queue import queue_for
+
+Method = Literal["write-up clamp", "add", "clamp activation"]
+METHODS: tuple[str, ...] = get_args(Method)
+Positions = Literal["all", "generated"]
+POSITIONS: tuple[str, ...] = get_args(Positions)
+
+WRITEUP_PROMPT = "What are you? When you look in the mirror, what do you see?"
+"""The write-up's prompt, the page's default."""
+NEWLINE_SYMBOL = "↵"
+"""How the write-up's table shows a newline."""
+
+METHOD_HELP = {
+    "write-up clamp": (
+        "The write-up's hook: adds clamp(W_dec[i]·max_act·hi, min=W_dec[i]·max_act·lo). The clamp acts per "
+        "element, so (for hi > lo > 0) positive components of the decoder direction are scaled by hi and "
+        "negative ones by lo: the added vector is not parallel to the latent's direction unless hi = lo."
+    ),
+    "add": "Adds coeff·max_act·W_dec[i] (the ARENA / Neuronpedia form): a push along the latent's direction.",
+    "clamp activation": (
+        "Encodes the activation with the SAE, sets the latent to coeff·max_act and adds the change of the "
+        "reconstruction, so the SAE's error term is kept (\"Golden Gate\" style). coeff 0 ablates the latent."
+    ),
+}
+POSITIONS_HELP = (
+    "all: every position, prompt included (the write-up). generated: only the positions that produce new "
+    "tokens, i.e. the prompt's last token and every generated one; the model reads the prompt unsteered."
+)
+
+
+# --- what to steer ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SteeringSpec:
+    """One latent to steer, how, and how hard."""
+
+    latent: int
+    """Index of the SAE latent (0 <= latent < d_sae)."""
+    method: Method = "write-up clamp"
+    """One of ``METHODS`` (see the module docstring)."""
+    max_act: float = 1.0
+    """The latent's largest activation seen on text: the unit every multiplier is measured in."""
+    hi: float = 10.0
+    """``write-up clamp``: multiple of ``max_act`` for the positive components of ``W_dec[latent]``."""
+    lo: float = 5.0
+    """``write-up clamp``: multiple of ``max_act`` for the negative components (the clamp's minimum)."""
+    coeff: float = 10.0
+    """``add``: coefficient of ``max_act * W_dec[latent]``; ``clamp activation``: target activation in units
+    of ``max_act``."""
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise InputError(f"Unknown steering method {self.method!r}; choose one of {', '.join(METHODS)}.")
+        if not math.isfinite(self.max_act) or self.max_act <= 0:
+            raise InputError(
+                f"Latent {self.latent}: max activation must be a positive number, got {self.max_act:g}. "
+                "A latent that never fires has max activation 0: type a scale to steer it anyway (1.0 is a start)."
+            )
+
+    def multipliers(self) -> tuple[float, ...]:
+        """The knobs this method uses (what the sliders move)."""
+        return (self.hi, self.lo) if self.method == "write-up clamp" else (self.coeff,)
+
+    def scaled(self, scale: float) -> "SteeringSpec":
+        """The same spec with every multiplier multiplied by ``scale``."""
+        return SteeringSpec(
+            self.latent, self.method, self.max_act, self.hi * scale, self.lo * scale, self.coeff * scale
+        )
+
+
+def check_specs(specs: Sequence[SteeringSpec], d_sae: int, limits: Limits = LIMITS) -> None:
+    """Raise :class:`InputError` unless every spec fits this SAE and the bounds in ``limits``."""
+    if len(specs) > limits.max_steered_latents:
+        raise InputError(
+            f"{len(specs)} latents selected; at most {limits.max_steered_latents} can be steered at once. Remove some."
+        )
+    for spec in specs:
+        if not (0 <= spec.latent < d_sae):
+            raise InputError(f"Latent {spec.latent} does not exist: this SAE has latents 0 to {d_sae - 1}.")
+        for name, value in zip(("hi", "lo") if spec.method == "write-up clamp" else ("coeff",), spec.multipliers()):
+            check_range(f"Latent {spec.latent}: {name}", value, -limits.max_multiplier, limits.max_multiplier)
+
+
+def parse_latents(text: str, d_sae: int) -> list[int]:
+    """Latent numbers typed as ``"12, 40 7"``: unique, in order, each checked against ``d_sae``."""
+    out: list[int] = []
+    for part in re.split(r"[\s,;]+", text.strip()):
+        if not part:
+            continue
+        try:
+            latent = int(part)
+        except ValueError:
+            raise InputError(f"{part!r} is not a latent number; type whole numbers such as 12, 40.") from None
+        if not (0 <= latent < d_sae):
+            raise InputError(f"Latent {latent} does not exist: this SAE has latents 0 to {d_sae - 1}.")
+        if latent not in out:
+            out.append(latent)
+    return out
+
+
+def steering_vector(sae: SAE, spec: SteeringSpec) -> Tensor:
+    """The vector an additive spec adds at each steered position. Shape ``(d_in,)``, SAE dtype."""
+    w = sae.W_dec[spec.latent].detach()  # (d_in,)
+    if spec.method == "write-up clamp":
+        return torch.clamp(w * spec.max_act * spec.hi, min=w * spec.max_act * spec.lo)
+    if spec.method == "add":
+        return w * spec.max_act * spec.coeff
+    raise ValueError(f"{spec.method!r} is not additive: it depends on the activation")
+
+
+# --- the hook -----------------------------------------------------------------------------------
+
+
+class SteeringHook:
+    """The forward hook that steers one generation; a fresh one per run (it counts positions).
+
+    With TransformerLens's KV cache the hook sees the whole prompt once, then one position per new
+    token; ``_seen`` tracks the absolute position of the first activation in each call, so
+    ``positions="generated"`` can leave the prompt (all but its last token) untouched.
+    """
+
+    def __init__(
+        self,
+        sae: SAE,
+        specs: Sequence[SteeringSpec],
+        positions: Positions = "all",
+        prompt_len: int = 1,
+        row_scales: Tensor | None = None,
+        on_step: Callable[[], None] | None = None,
+    ) -> None:
+        self.sae = sae
+        self.first_pos = 0 if positions == "all" else prompt_len - 1
+        self.on_step = on_step
+        additive = [steering_vector(sae, s) for s in specs if s.method != "clamp activation"]
+        self._additive = torch.stack(additive).sum(0) if additive else None  # (d_in,)
+        clamps = [s for s in specs if s.method == "clamp activation"]
+        self._clamp_idx = torch.tensor([s.latent for s in clamps], dtype=torch.long)  # (k,)
+        self._clamp_val = torch.tensor([s.coeff * s.max_act for s in clamps])  # (k,)
+        self._row_scales = row_scales  # (batch,) or None
+        self._seen = 0
+        self._cast: dict[tuple[torch.dtype, torch.device], Tensor | None] = {}
+
+    def _additive_as(self, act: Tensor) -> Tensor | None:
+        # Cast once per dtype/device, not once per token.
+        key = (act.dtype, act.device)
+        if key not in self._cast:
+            self._cast[key] = None if self._additive is None else self._additive.to(act.device, act.dtype)
+        return self._cast[key]
+
+    def _clamp_delta(self, act: Tensor) -> Tensor:
+        """Change of the SAE reconstruction when the clamped latents are set. ``act``: (batch, pos, d_in)."""
+        sae = self.sae
+        x = act.to(sae.W_dec.dtype)
+        z = sae.encode(x)  # (batch, pos, d_sae)
+        z_new = z.clone()
+        idx = self._clamp_idx.to(z.device)
+        target = self._clamp_val.to(z.device, z.dtype).expand(z.shape[0], z.shape[1], -1)  # (batch, pos, k)
+        if self._row_scales is not None:
+            target = target * self._row_scales.to(z.device, z.dtype)[:, None, None]
+        z_new[..., idx] = target
+        return (sae.decode(z_new) - sae.decode(z)).to(act.dtype)  # (batch, pos, d_in)
+
+    def __call__(self, act: Tensor, hook: object = None) -> Tensor:
+        # act: (batch, pos, d_in)
+        start = self._seen
+        self._seen += act.shape[1]
+        if self.on_step is not None:
+            self.on_step()
+        if act.shape[-1] != self.sae.cfg.d_in:
+            raise CompatibilityError(
+                f"The SAE expects width {self.sae.cfg.d_in} at its hook but the model gives {act.shape[-1]}: "
+                "load an SAE trained on this model."
+            )
+        local_first = max(self.first_pos - start, 0)
+        if local_first >= act.shape[1] or (self._additive is None and len(self._clamp_idx) == 0):
+            return act
+        part = act[:, local_first:]  # (batch, steered_pos, d_in)
+        delta = None
+        add = self._additive_as(act)
+        if add is not None:
+            delta = add if self._row_scales is None else self._row_scales.to(act)[:, None, None] * add
+        if len(self._clamp_idx):
+            clamp = self._clamp_delta(part)
+            delta = clamp if delta is None else delta + clamp
+        if local_first == 0:
+            return act + delta
+        out = act.clone()
+        out[:, local_first:] = part + delta
+        return out
+
+
+@contextmanager
+def steering_hooks(
+    model: HookedTransformer,
+    sae: SAE,
+    specs: Sequence[SteeringSpec],
+    positions: Positions = "all",
+    prompt_len: int = 1,
+    row_scales: Tensor | None = None,
+    on_step: Callable[[], None] | None = None,
+) -> Iterator[SteeringHook]:
+    """Steer ``model`` for the body of the ``with``; every hook is removed on exit, also on error.
+
+    ``row_scales`` (batch,) multiplies every spec's multipliers per batch row (the dose-response sweep
+    runs all its values as one batch). Callers sharing a model hold its queue slot around this.
+    """
+    hook_name = sae.cfg.metadata.hook_name
+    if hook_name not in model.hook_dict:
+        raise CompatibilityError(
+            f"The SAE reads hook {hook_name!r}, which this model does not have: load an SAE trained on this model."
+        )
+    hook = SteeringHook(sae, specs, positions, prompt_len, row_scales, on_step)
+    # Nothing to steer or count: add no hook at all, so an unsteered run is plain TransformerLens.
+    hooks = [(hook_name, hook)] if specs or on_step is not None else []
+    with model.hooks(fwd_hooks=hooks):
+        yield hook
+
+
+# --- generation ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """How to sample; the defaults are the write-up's."""
+
+    max_new_tokens: int = 50
+    """Tokens added to the prompt per sample."""
+    n_samples: int = 5
+    """Samples per run, generated as one batch (the prompt repeated ``n_samples`` times)."""
+    temperature: float = 0.05
+    """Sampling temperature; 0 is greedy (TransformerLens then ignores the frequency penalty)."""
+    freq_penalty: float = 2.0
+    """Subtracted from the temperature-scaled logits once per earlier occurrence of a token (prompt included)."""
+    seed: int = 0
+    """Seeds the sampler; normal and steered runs start from the same seed, so they share the random stream."""
+    positions: Positions = "all"
+    """Where steering acts: ``all`` positions (the write-up) or ``generated`` ones (see ``POSITIONS_HELP``)."""
+    stop_at_eos: bool = True
+    """Stop a sample at the end-of-text token (the rest of its row is padding)."""
+
+    def __post_init__(self) -> None:
+        self.check(LIMITS)
+
+    def check(self, limits: Limits) -> None:
+        """Raise :class:`InputError` unless every setting is within ``limits``."""
+        check_range("Tokens to generate", self.max_new_tokens, 1, limits.max_new_tokens)
+        check_range("Samples", self.n_samples, 1, limits.max_samples)
+        check_range("Temperature", self.temperature, 0.0, limits.max_temperature)
+        check_range("Frequency penalty", self.freq_penalty, 0.0, limits.max_freq_penalty)
+        if self.positions not in POSITIONS:
+            raise InputError(f"positions must be one of {', '.join(POSITIONS)}, got {self.positions!r}.")
+
+
+class GenerationResult(NamedTuple):
+    """Normal and steered samples of one prompt, sample ``i`` of each drawn from the same random stream."""
+
+    prompt: str
+    """The prompt as given."""
+    prompt_len: int
+    """Prompt length in tokens."""
+    normal: list[str]
+    """``n_samples`` continuations (new text only) without steering."""
+    steered: list[str] | None
+    """``n_samples`` continuations with steering; None when no latent was given."""
+    normal_tokens: Tensor
+    """Prompt + new tokens without steering. Shape (n_samples, prompt_len + max_new_tokens), or shorter if
+    every sample stopped early."""
+    steered_tokens: Tensor | None
+    """Same with steering, or None."""
+
+
+def prompt_tokens(model: HookedTransformer, prompt: str, max_new_tokens: int, limits: Limits = LIMITS) -> Tensor:
+    """The prompt's tokens, shape (1, pos), after checking it and that the generation fits the context."""
+    check_prompt(prompt, limits)
+    tokens = model.to_tokens(prompt)  # (1, pos)
+    n = tokens.shape[1]
+    if n > limits.max_prompt_tokens:
+        raise InputError(f"The prompt is {n} tokens long; the limit is {limits.max_prompt_tokens}. Shorten it.")
+    if n + max_new_tokens > model.cfg.n_ctx:
+        raise InputError(
+            f"The prompt ({n} tokens) plus {max_new_tokens} new tokens exceeds the model's context of "
+            f"{model.cfg.n_ctx} tokens: shorten the prompt or generate fewer tokens."
+        )
+    return tokens
+
+
+@contextmanager
+def _seeded(seed: int, device: torch.device) -> Iterator[None]:
+    # TransformerLens samples from torch's global generator; fork it so the seed neither leaks out nor
+    # depends on what ran before. Safe because callers hold the model's queue slot.
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices, device_type=device.type if device.type != "cpu" else "cuda"):
+        torch.manual_seed(seed)
+        yield
+
+
+def _model_device(model: HookedTransformer) -> torch.device:
+    return next(model.parameters()).device
+
+
+def sample_tokens(
+    model: HookedTransformer,
+    sae: SAE,
+    tokens: Tensor,
+    specs: Sequence[SteeringSpec],
+    settings: GenerationSettings,
+    row_scales: Tensor | None = None,
+    on_step: Callable[[], None] | None = None,
+) -> Tensor:
+    """One seeded, batched, KV-cached TransformerLens generation; ``tokens`` (batch, pos) -> (batch, pos + new).
+
+    The caller holds the model's queue slot (``generate`` and ``dose_response`` do); ``settings.n_samples``
+    is ignored, the batch is ``tokens``'s.
+    """
+    try:
+        with _seeded(settings.seed, _model_device(model)):
+            with steering_hooks(model, sae, specs, settings.positions, tokens.shape[1], row_scales, on_step):
+                return model.generate(
+                    tokens,
+                    max_new_tokens=settings.max_new_tokens,
+                    temperature=settings.temperature,
+                    freq_penalty=settings.freq_penalty,
+                    stop_at_eos=settings.stop_at_eos,
+                    use_past_kv_cache=True,
+                    return_type="tokens",
+                    verbose=False,
+                )
+    except torch.OutOfMemoryError:
+        raise GenerationError(
+            "Out of memory while generating: ask for fewer samples or fewer tokens. The model is unchanged."
+        ) from None
+    except RuntimeError as err:
+        raise GenerationError(f"Generation failed part-way ({err}). The model is unchanged; try again.") from err
+
+
+def _decode_new(model: HookedTransformer, tokens: Tensor, prompt_len: int) -> list[str]:
+    return [model.tokenizer.decode(row[prompt_len:], skip_special_tokens=True) for row in tokens]
+
+
+def generate(
+    model: HookedTransformer,
+    sae: SAE,
+    prompt: str,
+    specs: Sequence[SteeringSpec],
+    settings: GenerationSettings = GenerationSettings(),
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    on_wait: Callable[[int], None] | None = None,
+) -> GenerationResult:
+    """Generate ``settings.n_samples`` normal and (if ``specs``) steered continuations of ``prompt``.
+
+    Both runs are one batch each, start from ``settings.seed`` and hold the model's queue slot.
+    ``progress(done, total)`` is called once per forward pass, ``on_wait(n_ahead)`` while queued; either
+    may raise to stop the run (the hooks are removed and the slot released).
+    """
+    check_specs(specs, int(sae.cfg.d_sae))
+    tokens = prompt_tokens(model, prompt, settings.max_new_tokens)
+    batch = tokens.expand(settings.n_samples, -1).to(_model_device(model))  # (n_samples, pos)
+    total = settings.max_new_tokens * (2 if specs else 1)
+    done = 0
+
+    def step() -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, total)
+
+    with queue_for(model).slot(on_wait):
+        normal = sample_tokens(model, sae, batch, [], settings, on_step=step)
+        done = settings.max_new_tokens  # a run that stopped at EOS early still counts as finished
+        steered = sample_tokens(model, sae, batch, specs, settings, on_step=step) if specs else None
+    n = tokens.shape[1]
+    return GenerationResult(
+        prompt=prompt,
+        prompt_len=n,
+        normal=_decode_new(model, normal, n),
+        steered=None if steered is None else _decode_new(model, steered, n),
+        normal_tokens=normal,
+        steered_tokens=steered,
+    )
+
+
+# --- dose-response ------------------------------------------------------------------------------
+
+
+class DoseResponse(NamedTuple):
+    """What happens as every multiplier is scaled from 0 up: where steering starts to act, where it breaks."""
+
+    scales: Tensor
+    """The factors applied to every spec's multipliers. Shape (k,)."""
+    kl_next_token: Tensor
+    """KL(steered || unsteered) of the next-token distribution right after the prompt, in nats. Shape (k,)."""
+    kl_generated: Tensor
+    """Mean KL(steered || unsteered) over the positions that produced the steered text, in nats. Shape (k,)."""
+    latent_acts: Tensor
+    """Mean activation of each steered latent on the steered text as the unsteered model reads it.
+    Shape (k, n_specs), spec order."""
+    texts: list[str]
+    """The steered continuation at each scale (one sample per scale)."""
+    tokens: Tensor
+    """Prompt + steered tokens per scale. Shape (k, prompt_len + new)."""
+
+
+def _valid_new(tokens: Tensor, prompt_len: int, eos: int | None) -> Tensor:
+    """(batch, new) mask of generated tokens up to and including the first end-of-text token."""
+    new = tokens[:, prompt_len:]
+    if eos is None:
+        return torch.ones_like(new, dtype=torch.bool)
+    is_eos = (new == eos).int()
+    return (is_eos.cumsum(1) - is_eos) == 0
+
+
+def dose_response(
+    model: HookedTransformer,
+    sae: SAE,
+    prompt: str,
+    specs: Sequence[SteeringSpec],
+    scales: Sequence[float],
+    settings: GenerationSettings = GenerationSettings(),
+    *,
+    on_wait: Callable[[int], None] | None = None,
+) -> DoseResponse:
+    """Generate one sample per scale (all as one batch, row ``j`` steered with multipliers × ``scales[j]``)
+    and measure how far each moved the model and how much the steered latents fire on the result."""
+    if not specs:
+        raise InputError("Pick at least one latent to sweep.")
+    check_specs(specs, int(sae.cfg.d_sae))
+    if not (1 <= len(scales) <= LIMITS.max_sweep_points):
+        raise InputError(f"A sweep takes 1 to {LIMITS.max_sweep_points} values, got {len(scales)}.")
+    largest = max(abs(m) for s in specs for m in s.multipliers()) or 1.0
+    for value in scales:
+        check_range("Sweep scale", value, 0.0, LIMITS.max_multiplier / largest)
+    tokens = prompt_tokens(model, prompt, settings.max_new_tokens)
+    device = _model_device(model)
+    k = len(scales)
+    batch = tokens.expand(k, -1).to(device)  # (k, pos)
+    row_scales = torch.tensor(list(scales), dtype=torch.float32, device=device)  # (k,)
+    n = tokens.shape[1]
+    hook_name = sae.cfg.metadata.hook_name
+    latents = torch.tensor([s.latent for s in specs], dtype=torch.long)
+    with queue_for(model).slot(on_wait):
+        out = sample_tokens(model, sae, batch, specs, settings, row_scales=row_scales)  # (k, n + new)
+        with torch.inference_mode():
+            inputs = out[:, :-1]  # (k, L - 1): every position that predicted a generated token
+            with steering_hooks(model, sae, specs, settings.positions, n, row_scales):
+                logits_steered = model(inputs, return_type="logits")  # (k, L - 1, vocab)
+            logits_clean, cache = model.run_with_cache(out, return_type="logits", names_filter=[hook_name])
+    logits_clean = logits_clean[:, :-1]
+    logp_s = logits_steered[:, n - 1 :].float().log_softmax(-1)  # (k, new, vocab)
+    logp_c = logits_clean[:, n - 1 :].float().log_softmax(-1)
+    kl = (logp_s.exp() * (logp_s - logp_c)).sum(-1)  # (k, new)
+    valid = _valid_new(out, n, model.tokenizer.eos_token_id if model.tokenizer is not None else None)
+    weights = valid.float()  # (k, new)
+    kl_generated = (kl * weights).sum(1) / weights.sum(1).clamp(min=1)
+    with torch.inference_mode():
+        acts = cache[hook_name][:, n:].to(sae.W_dec.dtype)  # (k, new, d_in)
+        z = sae.encode(acts)[..., latents.to(acts.device)].float()  # (k, new, n_specs)
+    latent_acts = (z * weights[..., None]).sum(1) / weights.sum(1).clamp(min=1)[:, None]
+    return DoseResponse(
+        scales=row_scales.cpu(),
+        kl_next_token=kl[:, 0].cpu(),
+        kl_generated=kl_generated.cpu(),
+        latent_acts=latent_acts.cpu(),
+        texts=_decode_new(model, out, n),
+        tokens=out.cpu(),
+    )
+
+
+# --- showing results ----------------------------------------------------------------------------
+
+
+def show_newlines(text: str) -> str:
+    """Newlines as the write-up's ``↵`` so a table row stays one line."""
+    return text.replace("\r\n", "\n").replace("\n", NEWLINE_SYMBOL)
+
+
+def word_diff(normal: str, steered: str) -> list[tuple[str, bool]]:
+    """``steered`` cut into words and the spaces between them, each flagged True where it differs from
+    ``normal`` (a word inserted or replaced, by a longest-matching-blocks diff over words)."""
+    parts = re.findall(r"\S+|\s+", steered)
+    word_pos = [i for i, p in enumerate(parts) if not p.isspace()]
+    a = normal.split()
+    b = [parts[i] for i in word_pos]
+    changed = [False] * len(parts)
+    for tag, _, _, j1, j2 in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes():
+        if tag in ("replace", "insert"):
+            for j in range(j1, j2):
+                changed[word_pos[j]] = True
+    return list(zip(parts, changed))
+
+
+def highlight_html(normal: str, steered: str) -> str:
+    """``steered`` as HTML with the words that differ from ``normal`` in ``<mark>``; newlines as ``↵``."""
+    out = []
+    for text, changed in word_diff(normal, steered):
+        shown = html.escape(show_newlines(text))
+        out.append(f"<mark>{shown}</mark>" if changed else shown)
+    return "".join(out)
+
+
+_WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
+
+
+def word_share(texts: Sequence[str], words: set[str]) -> float:
+    """Fraction of the words in ``texts`` (lowercased) that belong to ``words``; 0 for no words."""
+    tokens = [w for t in texts for w in _WORD.findall(t.lower())]
+    return sum(w in words for w in tokens) / len(tokens) if tokens else 0.0
+
+
+def comparison_table_html(result: GenerationResult, steered_label: str) -> str:
+    """The write-up's table as HTML: the normal output, then each steered sample with the words that
+    differ from the normal sample drawn from the same random stream in ``<mark>``; newlines as ``↵``."""
+    prompt = html.escape(show_newlines(result.prompt))
+    rows = [("Normal output", f"<b>{prompt}</b>{html.escape(show_newlines(result.normal[0]))}")]
+    for normal, steered in zip(result.normal, result.steered or []):
+        rows.append((steered_label, f"<b>{prompt}</b>{highlight_html(normal, steered)}"))
+    body = "".join(f"<tr><td>{html.escape(label)}</td><td>{text}</td></tr>" for label, text in rows)
+    return (
+        '<table class="outputs-table"><thead><tr><th>Steered latent</th><th>Output</th></tr></thead>'
+        f"<tbody>{body}</tbody></table>"
+    )
+
+
+def default_max_act(index: object | None, latent: int, from_url: str | None = None) -> tuple[float, str | None]:
+    """The max activation to steer ``latent`` with, and a note for the user when it is a guess.
+
+    Order: the value the latent browser put in the URL, the latent index's ``max_act``, else 1.0.
+    """
+    if from_url:
+        try:
+            value = float(from_url)
+            if math.isfinite(value) and value > 0:
+                return value, None
+        except ValueError:
+            pass
+        note = f"The link's max_act={from_url!r} is not a positive number. "
+    else:
+        note = ""
+    if index is not None:
+        value = float(index.max_act[latent])
+        if value > 0:
+            return value, (note + "Using the latent index's value.") if note else None
+        return 1.0, note + f"Latent {latent} never fired while the index was built (max 0): using 1.0."
+    return 1.0, note + "No latent index is loaded, so the max activation is unknown: 1.0 is used; type a better value."

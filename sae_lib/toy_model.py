@@ -1,0 +1,384 @@
+"""Anthropic's "Toy Models of Superposition", batched over sparsity levels, and a tiny SAE on top.
+
+The setup: ``n_features`` features, each uniform in [0, 1] with probability ``p`` and 0 otherwise, are
+squeezed into ``n_hidden`` neurons by ``h = W x`` and read back by ``x_hat = ReLU(W^T h + b)``; the loss
+is the squared error weighted by each feature's importance ``decay**i``. Every sparsity level (and every
+random restart of it) is one *instance* of a single batched model: ``W`` has shape
+``(instance, hidden, feature)``, so the whole sweep trains in one loop of small batched matmuls.
+
+Chosen defaults and why they suffice (checked over several seeds; the tests pin seed 0):
+
+- ``steps=1500, batch_size=128, lr=0.04`` with a cosine decay to 0. The toy has 15 parameters per
+  instance, so per-step Python overhead, not arithmetic, sets the cost; a small batch with many steps
+  and a high Adam rate converges fastest per second. 1500 steps reach the paper's solutions (dense: 2
+  orthogonal features; sparse: a pentagon with negative biases; 1000 steps leave the dropped dense
+  features at norms up to 0.2 on some seeds). The sweep took 1.9 s on one core of a quiet machine
+  and 3-4 CPU-seconds on the shared, oversubscribed 2-core dev machine (``bench/toy_model.py``).
+- ``restarts=4``: each level is trained from 4 random initialisations (extra instances, nearly free
+  when batched) and the one with the lowest loss on a held-out batch is kept. Without it, some seeds
+  get stuck in local minima at intermediate sparsity (e.g. a square of 4 features next to a level
+  that found 5), and the count of represented features then wobbles instead of growing with sparsity.
+- A feature counts as *represented* when its column norm ``||W_i||`` exceeds 0.5: trained norms sit
+  near 0 or near 1 (slightly above 1 in the sparse regime, where the negative bias eats part of it).
+
+The SAE demo trains SAELens's own ``StandardTrainingSAE`` (ReLU + L1: exactly the write-up's
+equations) with its ``training_forward_pass`` on the hidden activations of one sparsity level. Using
+SAELens's piece rather than a hand-written SAE keeps the demo's equations those of the library the app
+runs on; its full training runner is not used because it streams activations from a language model.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+from sae_lens.saes.sae import TrainStepInput
+from sae_lens.saes.standard_sae import StandardTrainingSAE, StandardTrainingSAEConfig
+from torch import Tensor, nn
+
+from sae_lib.errors import InputError
+from sae_lib.limits import LIMITS
+
+REPRESENTED_NORM = 0.5
+"""A feature with column norm ``||W_i||`` above this counts as represented."""
+EVAL_BATCH = 4096
+"""Held-out samples per instance used to pick the best restart of each level."""
+
+
+@dataclass(frozen=True)
+class ToyConfig:
+    """One sweep of toy models over sparsity levels. Frozen and hashable so results cache by it."""
+
+    n_features: int = 5
+    """Number of input features (the paper's n)."""
+    n_hidden: int = 2
+    """Number of hidden neurons (the paper's m); fewer than ``n_features`` or nothing is squeezed."""
+    importance_decay: float = 0.9
+    """Feature i has importance ``importance_decay ** i``: feature 0 matters most."""
+    max_probability: float = 1.0
+    """Probability that a feature is non-zero at the densest level (1 = always on)."""
+    min_probability: float = 0.05
+    """Probability that a feature is non-zero at the sparsest level."""
+    n_levels: int = 10
+    """Sparsity levels, spaced geometrically from ``max_probability`` down to ``min_probability``."""
+    steps: int = 1500
+    """Adam steps (cosine-decayed learning rate)."""
+    batch_size: int = 128
+    """Samples per step and instance."""
+    lr: float = 0.04
+    """Peak Adam learning rate."""
+    restarts: int = 4
+    """Random initialisations per level; the one with the lowest held-out loss is kept."""
+    seed: int = 0
+    """Seed for the initialisation and the data (a private generator: global RNG state is untouched)."""
+
+    def __post_init__(self) -> None:
+        if not 2 <= self.n_features <= LIMITS.max_toy_features:
+            raise InputError(
+                f"The toy model needs between 2 and {LIMITS.max_toy_features} features, got {self.n_features}."
+            )
+        if not 1 <= self.n_hidden < self.n_features:
+            raise InputError(
+                f"Hidden neurons must be at least 1 and fewer than the features ({self.n_features}), got "
+                f"{self.n_hidden}: with as many neurons as features every feature gets its own and there "
+                "is no superposition to see. Lower the neurons or add features."
+            )
+        if not 0.0 < self.importance_decay <= 1.0:
+            raise InputError(f"Importance decay must be in (0, 1], got {self.importance_decay:g}.")
+        if not 0.0 < self.min_probability <= self.max_probability <= 1.0:
+            raise InputError(
+                "Feature probabilities must satisfy 0 < sparsest <= densest <= 1, got "
+                f"sparsest {self.min_probability:g} and densest {self.max_probability:g}: "
+                "put the smaller probability on the sparse end."
+            )
+        if not 1 <= self.n_levels <= LIMITS.max_toy_levels:
+            raise InputError(f"Sparsity levels must be between 1 and {LIMITS.max_toy_levels}, got {self.n_levels}.")
+        if self.n_levels > 1 and self.min_probability == self.max_probability:
+            raise InputError("The sparsity range is empty: make the sparsest probability smaller than the densest.")
+        if not 1 <= self.steps <= LIMITS.max_toy_steps:
+            raise InputError(f"Training steps must be between 1 and {LIMITS.max_toy_steps:,}, got {self.steps}.")
+        if not 1 <= self.batch_size <= 65536:
+            raise InputError(f"Batch size must be between 1 and 65,536, got {self.batch_size}.")
+        if not 1 <= self.restarts <= 16:
+            raise InputError(f"Restarts must be between 1 and 16, got {self.restarts}.")
+        if not 0.0 < self.lr < 10.0:
+            raise InputError(f"The learning rate must be in (0, 10), got {self.lr:g}.")
+
+    def feature_probability(self) -> Tensor:
+        """Probability of each feature being non-zero per level, densest first. Shape (level,)."""
+        if self.n_levels == 1:
+            return torch.tensor([self.min_probability])
+        t = torch.linspace(0, 1, self.n_levels)
+        return self.max_probability * (self.min_probability / self.max_probability) ** t
+
+    def importance(self) -> Tensor:
+        """Importance of each feature. Shape (feature,)."""
+        return self.importance_decay ** torch.arange(self.n_features, dtype=torch.float32)
+
+
+class ToyModel(nn.Module):
+    """``x_hat = ReLU(W^T W x + b)`` for many independent instances at once."""
+
+    def __init__(self, n_instances: int, n_features: int, n_hidden: int, generator: torch.Generator):
+        super().__init__()
+        # Xavier-normal per instance (torch's own xavier would count the instance axis in the fan).
+        std = math.sqrt(2.0 / (n_features + n_hidden))
+        self.W = nn.Parameter(torch.randn(n_instances, n_hidden, n_features, generator=generator) * std)
+        self.b = nn.Parameter(torch.zeros(n_instances, n_features))
+
+    # Written as a short loop over hidden neurons of broadcast multiply-adds rather than torch.bmm:
+    # CPU bmm always splits its instance loop across threads, and for matrices this small the thread
+    # hand-off costs 10-100x the arithmetic (a 1500-step sweep took 70 s instead of 2 s on a busy
+    # 2-core machine). These elementwise ops stay below torch's parallel grain size at the defaults.
+    def hidden(self, x: Tensor) -> Tensor:
+        """(instance, batch, feature) -> (instance, batch, hidden)."""
+        return torch.cat([(x * self.W[:, None, k, :]).sum(-1, keepdim=True) for k in range(self.W.shape[1])], -1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(instance, batch, feature) -> reconstruction ``ReLU(W^T W x + b)``, same shape."""
+        out = self.b[:, None, :]  # (instance, 1, feature)
+        for k in range(self.W.shape[1]):
+            w_k = self.W[:, None, k, :]  # (instance, 1, feature): neuron k's row
+            out = out + (x * w_k).sum(-1, keepdim=True) * w_k
+        return torch.relu(out)
+
+
+def sample_features(probability: Tensor, batch: int, n_features: int, generator: torch.Generator) -> Tensor:
+    """Sparse feature vectors: uniform in [0, 1] with ``probability[i]`` per instance, else 0.
+
+    Returns shape (instance, batch, feature).
+    """
+    shape = (len(probability), batch, n_features)
+    on = torch.rand(shape, generator=generator) < probability[:, None, None]
+    return torch.where(on, torch.rand(shape, generator=generator), 0.0)
+
+
+def weighted_loss(x: Tensor, x_hat: Tensor, importance: Tensor) -> Tensor:
+    """Importance-weighted squared error per instance, averaged over batch and features. Shape (instance,)."""
+    return ((x - x_hat).square() * importance).mean(dim=(1, 2))
+
+
+class ToyResult(NamedTuple):
+    """A trained sweep: the best restart of each sparsity level."""
+
+    W: Tensor
+    """Embedding of the features, shape (level, hidden, feature); column i is feature i's direction."""
+    b: Tensor
+    """Output bias, shape (level, feature)."""
+    feature_probability: Tensor
+    """Probability of a feature being non-zero, shape (level,), densest first."""
+    importance: Tensor
+    """Importance of each feature, shape (feature,)."""
+    loss: Tensor
+    """Held-out importance-weighted loss of the kept restart, shape (level,)."""
+    config: ToyConfig
+    """What was trained."""
+
+
+def train_toy(cfg: ToyConfig) -> ToyResult:
+    """Train every sparsity level (times ``cfg.restarts``) as one batched model; keep the best restart."""
+    gen = torch.Generator().manual_seed(cfg.seed)
+    levels = cfg.feature_probability()
+    probability = levels.repeat_interleave(cfg.restarts)  # (level * restart,)
+    importance = cfg.importance()
+    model = ToyModel(len(probability), cfg.n_features, cfg.n_hidden, gen)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    for step in range(cfg.steps):
+        for group in opt.param_groups:
+            group["lr"] = cfg.lr * 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
+        x = sample_features(probability, cfg.batch_size, cfg.n_features, gen)
+        # Summed over instances: each instance's gradient is its own loss's gradient.
+        loss = weighted_loss(x, model(x), importance).sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        x = sample_features(probability, EVAL_BATCH, cfg.n_features, gen)
+        held_out = weighted_loss(x, model(x), importance).view(cfg.n_levels, cfg.restarts)
+        best = held_out.argmin(dim=1) + torch.arange(cfg.n_levels) * cfg.restarts  # (level,)
+        return ToyResult(
+            W=model.W.detach()[best].clone(),
+            b=model.b.detach()[best].clone(),
+            feature_probability=levels,
+            importance=importance,
+            loss=held_out.min(dim=1).values,
+            config=cfg,
+        )
+
+
+# --- what the paper measures -----------------------------------------------------------------
+
+
+class ToyAnalysis(NamedTuple):
+    """The paper's measures of a trained sweep."""
+
+    norms: Tensor
+    """``||W_i||`` per level and feature, shape (level, feature): near 1 = represented, near 0 = dropped."""
+    represented: Tensor
+    """``norms > REPRESENTED_NORM``, bool, shape (level, feature)."""
+    n_represented: Tensor
+    """Represented features per level, shape (level,)."""
+    superposition: Tensor
+    """``sum_{j != i} (W_i/||W_i|| . W_j)^2`` per level and feature, shape (level, feature):
+    0 when feature i has a direction to itself, larger the more others interfere with it."""
+    feature_dimensionality: Tensor
+    """The paper's ``D_i = ||W_i||^2 / sum_j (W_i/||W_i|| . W_j)^2``, shape (level, feature): the share
+    of a hidden dimension feature i gets (1 = a dimension of its own, 0 = not represented)."""
+    dimensions_per_feature: Tensor
+    """``n_hidden / ||W||_F^2`` per level, shape (level,): 1 for no superposition, 2/5 for a pentagon."""
+
+
+def gram(W: Tensor) -> Tensor:
+    """``W^T W``: how much writing feature j interferes with reading feature i. (..., feature, feature)."""
+    return W.transpose(-1, -2) @ W
+
+
+def analyse(W: Tensor) -> ToyAnalysis:
+    """The paper's measures for embeddings ``W`` of shape (level, hidden, feature)."""
+    norms = W.norm(dim=-2)  # (level, feature)
+    # Zero columns have no direction: divide by a floor so they contribute 0, not NaN.
+    unit = W / norms.clamp_min(1e-8)[..., None, :]
+    overlap = (unit.transpose(-1, -2) @ W).square()  # (level, i, j) = (W_i_hat . W_j)^2
+    total = overlap.sum(dim=-1)  # (level, feature), includes j = i which is ||W_i||^2
+    superposition = total - overlap.diagonal(dim1=-2, dim2=-1)
+    represented = norms > REPRESENTED_NORM
+    return ToyAnalysis(
+        norms=norms,
+        represented=represented,
+        n_represented=represented.sum(dim=-1),
+        superposition=superposition,
+        feature_dimensionality=norms.square() / total.clamp_min(1e-12),
+        dimensions_per_feature=W.shape[-2] / W.square().sum(dim=(-2, -1)).clamp_min(1e-12),
+    )
+
+
+def neighbour_angles(directions: Tensor) -> Tensor:
+    """Angles in degrees between angularly adjacent 2-D directions, going once round the circle.
+
+    ``directions`` has shape (2, k); returns shape (k,), summing to 360. A regular pentagon gives 72s.
+    """
+    if directions.shape[0] != 2:
+        raise ValueError(f"neighbour_angles needs 2-D directions, got {directions.shape[0]}-D.")
+    theta = torch.atan2(directions[1], directions[0]).sort().values  # (k,)
+    gaps = torch.diff(theta, append=theta[:1] + 2 * math.pi)
+    return torch.rad2deg(gaps)
+
+
+# --- a tiny SAE on the toy's hidden activations ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class ToySAEConfig:
+    """A tiny SAE trained on the hidden activations ``h = W x`` of one trained sparsity level."""
+
+    level: int = -1
+    """Which sparsity level's activations (index into the sweep; -1 = the sparsest)."""
+    d_sae: int = 10
+    """SAE latents; more than the features, as for real SAEs (surplus latents die or duplicate)."""
+    l1_coefficient: float = 0.3
+    """Weight of the L1 sparsity penalty against the reconstruction loss. At 0.03 latents blend
+    neighbouring pentagon directions (L0 ~3); at 1.0 the penalty starts killing latents."""
+    steps: int = 400
+    """Adam steps."""
+    batch_size: int = 256
+    """Samples per step; only those with some feature on carry signal, so this is not tiny."""
+    lr: float = 0.02
+    """Adam learning rate."""
+    seed: int = 0
+    """Seed for the SAE's initialisation and its data."""
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.d_sae <= 4 * LIMITS.max_toy_features:
+            raise InputError(f"SAE latents must be between 1 and {4 * LIMITS.max_toy_features}, got {self.d_sae}.")
+        if not 0.0 <= self.l1_coefficient <= 10.0:
+            raise InputError(f"The L1 coefficient must be between 0 and 10, got {self.l1_coefficient:g}.")
+        if not 1 <= self.steps <= LIMITS.max_toy_steps:
+            raise InputError(f"SAE training steps must be between 1 and {LIMITS.max_toy_steps:,}, got {self.steps}.")
+        if not 1 <= self.batch_size <= 65536:
+            raise InputError(f"Batch size must be between 1 and 65,536, got {self.batch_size}.")
+        if not 0.0 < self.lr < 10.0:
+            raise InputError(f"The learning rate must be in (0, 10), got {self.lr:g}.")
+
+
+class ToySAEResult(NamedTuple):
+    """A tiny SAE trained on a toy model's hidden activations, and how its latents match the features.
+
+    Plain tensors rather than the SAELens module, so the result can be cached by value (the module
+    holds lambdas and does not pickle)."""
+
+    W_enc: Tensor
+    """Encoder weights, shape (hidden, d_sae)."""
+    b_enc: Tensor
+    """Encoder bias, shape (d_sae,)."""
+    W_dec: Tensor
+    """Decoder weights, shape (d_sae, hidden): row k is latent k's direction in the hidden space."""
+    b_dec: Tensor
+    """Decoder bias, subtracted before encoding and added after decoding, shape (hidden,)."""
+    cosine: Tensor
+    """Cosine similarity of each latent's decoder row with each planted feature direction ``W_i``,
+    shape (d_sae, feature)."""
+    frequency: Tensor
+    """Fraction of held-out samples on which each latent fires, shape (d_sae,); 0 = dead latent."""
+    explained_variance: float
+    """1 - (reconstruction error / variance of h) on held-out samples."""
+    l0: float
+    """Mean number of latents firing per held-out sample with at least one feature on."""
+
+
+def train_toy_sae(toy: ToyResult, cfg: ToySAEConfig) -> ToySAEResult:
+    """Train a ReLU + L1 SAE (SAELens's ``StandardTrainingSAE``) on ``h = W x`` of one level."""
+    n_levels = len(toy.feature_probability)
+    if not -n_levels <= cfg.level < n_levels:
+        raise InputError(f"Sparsity level {cfg.level} does not exist: the sweep has {n_levels} levels.")
+    W = toy.W[cfg.level]  # (hidden, feature)
+    probability = toy.feature_probability[cfg.level].reshape(1)  # (1,): one instance
+    n_hidden, n_features = W.shape
+    gen = torch.Generator().manual_seed(cfg.seed)
+
+    def hidden_batch(n: int) -> tuple[Tensor, Tensor]:
+        x = sample_features(probability, n, n_features, gen)[0]  # (batch, feature)
+        return x, x @ W.T  # (batch, hidden)
+
+    sae_cfg = StandardTrainingSAEConfig(d_in=n_hidden, d_sae=cfg.d_sae, l1_coefficient=cfg.l1_coefficient)
+    # SAELens initialises from the global RNG: fork it so seeding here leaves the caller's state alone.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        sae = StandardTrainingSAE(sae_cfg)
+    opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr)
+    for step in range(cfg.steps):
+        _, h = hidden_batch(cfg.batch_size)
+        out = sae.training_forward_pass(
+            TrainStepInput(
+                sae_in=h,
+                coefficients={"l1": cfg.l1_coefficient},
+                dead_neuron_mask=None,
+                n_training_steps=step,
+                is_logging_step=False,
+            )
+        )
+        opt.zero_grad(set_to_none=True)
+        out.loss.backward()
+        opt.step()
+    sae.eval()
+    with torch.no_grad():
+        x, h = hidden_batch(EVAL_BATCH)
+        z = sae.encode(h)  # (batch, d_sae)
+        h_hat = sae.decode(z)
+        fired = z > 0
+        any_on = x.sum(dim=-1) > 0
+        resid = (h - h_hat).square().sum()
+        var = (h - h.mean(dim=0)).square().sum().clamp_min(1e-12)
+        dec = sae.W_dec / sae.W_dec.norm(dim=-1, keepdim=True).clamp_min(1e-8)  # (d_sae, hidden)
+        feat = W / W.norm(dim=0, keepdim=True).clamp_min(1e-8)  # (hidden, feature)
+        return ToySAEResult(
+            W_enc=sae.W_enc.detach().clone(),
+            b_enc=sae.b_enc.detach().clone(),
+            W_dec=sae.W_dec.detach().clone(),
+            b_dec=sae.b_dec.detach().clone(),
+            cosine=dec @ feat,
+            frequency=fired.float().mean(dim=0),
+            explained_variance=float(1 - resid / var),
+            l0=float(fired[any_on].sum(dim=-1).float().mean()) if any_on.any() else 0.0,
+        )

@@ -1,0 +1,55 @@
+"""scripts/push_to_hub.py: dry run, missing token, not an SAE folder, token never printed."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+from huggingface_hub import HfApi
+from sae_lens import SAE
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "push_to_hub.py"
+spec = importlib.util.spec_from_file_location("push_to_hub", SCRIPT)
+push_to_hub = importlib.util.module_from_spec(spec)
+sys.modules["push_to_hub"] = push_to_hub  # dataclasses resolve the module by name
+spec.loader.exec_module(push_to_hub)
+
+
+@pytest.fixture
+def sae_dir(tmp_path, tiny_sae):
+    tiny_sae.save_model(str(tmp_path / "sae"))
+    return tmp_path / "sae"
+
+
+def test_dry_run_writes_a_loadable_folder(sae_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("HF_TOKEN", raising=False)  # a dry run needs no token
+    assert push_to_hub.main(["--sae-dir", str(sae_dir), "--repo", "me/saes", "--sae-id", "l1", "--dry-run", str(tmp_path / "d")]) == 0
+    assert "l1/sae_weights.safetensors" in capsys.readouterr().out
+    assert SAE.load_from_disk(str(tmp_path / "d" / "l1")).cfg.d_sae == 96
+
+
+def test_push_without_token(sae_dir, capsys, monkeypatch):
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    assert push_to_hub.main(["--sae-dir", str(sae_dir), "--repo", "me/saes"]) == 2
+    assert "HF_TOKEN is not set" in capsys.readouterr().err
+
+
+def test_push_of_a_folder_that_is_not_an_sae(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_secret")
+    assert push_to_hub.main(["--sae-dir", str(tmp_path), "--repo", "me/saes"]) == 2
+    assert "is not an SAE folder" in capsys.readouterr().err
+
+
+def test_token_never_printed_even_when_the_hub_fails(sae_dir, capsys, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_secret_123")
+    monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kw: None)
+    monkeypatch.setattr(HfApi, "file_exists", lambda self, *a, **kw: False)
+
+    def fail(self, **kw):
+        raise RuntimeError(f"401 Unauthorized for token {self.token}")
+
+    monkeypatch.setattr(HfApi, "upload_folder", fail)
+    assert push_to_hub.main(["--sae-dir", str(sae_dir), "--repo", "me/saes"]) == 1
+    captured = capsys.readouterr()
+    assert "upload to me/saes failed" in captured.err and "***" in captured.err
+    assert "hf_secret_123" not in captured.out + captured.err

@@ -1,0 +1,68 @@
+"""The model queue: one holder at a time, first come first served, a truthful place in line."""
+
+import threading
+import time
+
+import pytest
+
+from sae_lib.model_queue import ModelQueue, queue_for
+
+
+def test_one_at_a_time_in_arrival_order():
+    queue = ModelQueue()
+    order, inside, overlap = [], [], []
+    arrived = threading.Event()
+
+    def visitor(name, delay):
+        time.sleep(delay)
+        with queue.slot() as ahead:
+            if inside:
+                overlap.append(name)
+            inside.append(name)
+            order.append((name, ahead))
+            arrived.wait(2)
+            time.sleep(0.02)
+            inside.remove(name)
+
+    threads = [threading.Thread(target=visitor, args=(n, 0.05 * i)) for i, n in enumerate("abcd")]
+    for t in threads:
+        t.start()
+    time.sleep(0.3)
+    assert queue.ahead_of_new_arrival() == 4  # a holds the slot, b, c, d wait
+    arrived.set()
+    for t in threads:
+        t.join()
+    assert not overlap
+    assert order == [("a", 0), ("b", 1), ("c", 2), ("d", 3)]
+    assert queue.ahead_of_new_arrival() == 0
+
+
+def test_waiting_visitor_sees_its_place_and_can_leave():
+    queue = ModelQueue()
+    seen = []
+
+    def give_up(ahead):
+        seen.append(ahead)
+        raise KeyboardInterrupt
+
+    with queue.slot():
+        with pytest.raises(KeyboardInterrupt):
+            with queue.slot(on_wait=give_up):
+                pass
+        assert seen == [1]
+        assert queue.ahead_of_new_arrival() == 1  # only the holder: the leaver is out of line
+    with queue.slot() as ahead:
+        assert ahead == 0
+
+
+def test_slot_is_released_when_the_body_raises():
+    queue = ModelQueue()
+    with pytest.raises(ValueError):
+        with queue.slot():
+            raise ValueError
+    assert queue.ahead_of_new_arrival() == 0
+
+
+def test_one_queue_per_model(tiny_model, tiny_sae):
+    assert queue_for(tiny_model) is queue_for(tiny_model)
+    assert queue_for(tiny_model) is not queue_for(tiny_sae)

@@ -1,0 +1,89 @@
+"""sae_lib.push: upload layout, model card, token handling; only HfApi's network methods are replaced."""
+
+import json
+
+import pytest
+import torch
+from huggingface_hub import HfApi
+from sae_lens import SAE
+
+from sae_lib import constants
+from sae_lib import push as hub
+from sae_lib.errors import InputError, SAELoadError
+from tests.conftest import TINY_HOOK
+
+
+@pytest.fixture
+def sae_dir(tmp_path, tiny_sae):
+    folder = tmp_path / "sae"
+    tiny_sae.save_model(str(folder))
+    (folder / "runner_cfg.json").write_text(json.dumps({"model_name": "tiny-qwen3", "training_tokens": 123_456}))
+    (folder / constants.EVALS_FILENAME).write_text(json.dumps({"summary": {"explained_variance": 0.8125, "l0": 17.5,
+                                                                           "dead_fraction": 0.0625, "n_tokens": 640}}))
+    (folder / constants.INDEX_META_FILENAME).write_text("{}")
+    (folder / "train_job.json").write_text("{}")
+    (folder / "checkpoints" / "run" / "100").mkdir(parents=True)
+    return folder
+
+
+def test_staged_folder_is_the_saelens_layout_and_loads(sae_dir, tmp_path, tiny_sae):
+    target = hub.stage_upload(sae_dir, "me/saes", None, tmp_path / "stage")
+    assert target == tmp_path / "stage" / TINY_HOOK  # default sae_id: the hook name
+    names = {p.name for p in target.iterdir()}
+    assert names == {"cfg.json", "sae_weights.safetensors", "runner_cfg.json", "evals.json", "latent_index.json", "README.md"}
+    assert sorted(p.name for p in (tmp_path / "stage").iterdir()) == ["README.md", TINY_HOOK]
+    loaded = SAE.load_from_disk(str(target))
+    torch.testing.assert_close(loaded.W_enc, tiny_sae.W_enc)
+    card = (tmp_path / "stage" / "README.md").read_text()
+    for fact in ("library_name: saelens", "`tiny-qwen3`", f"`{TINY_HOOK}`", "32 -> 96 latents (3x)", "123,456",
+                 "81.2%", "17.5", "6.2%", f'SAE.from_pretrained("me/saes", "{TINY_HOOK}")'):
+        assert fact in card, fact
+    with pytest.raises(InputError, match="already has files"):
+        hub.stage_upload(sae_dir, "me/saes", None, tmp_path / "stage")
+
+
+def test_not_an_sae_folder(tmp_path):
+    with pytest.raises(SAELoadError, match="not an SAE folder: cfg.json, sae_weights.safetensors missing"):
+        hub.check_sae_folder(tmp_path)
+    (tmp_path / "cfg.json").write_text("{not json")
+    (tmp_path / "sae_weights.safetensors").write_text("")
+    with pytest.raises(SAELoadError, match="not valid JSON"):
+        hub.check_sae_folder(tmp_path)
+    with pytest.raises(SAELoadError, match="is not a folder"):
+        hub.check_sae_folder(tmp_path / "nope")
+
+
+@pytest.mark.parametrize("repo", ["noslash", "a/b/c", "me/re po", "/x"])
+def test_bad_repo_ids(repo):
+    with pytest.raises(InputError, match="not a Hub repo id"):
+        hub.check_repo_id(repo)
+
+
+def test_token_comes_from_hf_token_only():
+    assert hub.token_from_env({"HF_TOKEN": " hf_abc "}) == "hf_abc"
+    with pytest.raises(InputError, match="HF_TOKEN is not set"):
+        hub.token_from_env({"HUGGING_FACE_HUB_TOKEN": "hf_other"})
+
+
+@pytest.mark.parametrize("readme_exists", [False, True])
+def test_push_uploads_the_staged_folder(sae_dir, tmp_path, monkeypatch, readme_exists):
+    calls = {}
+    monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kw: calls.setdefault("create", (repo_id, kw, self.token)))
+    monkeypatch.setattr(HfApi, "create_branch", lambda self, repo_id, **kw: calls.setdefault("branch", (repo_id, kw)))
+    monkeypatch.setattr(HfApi, "file_exists", lambda self, repo_id, filename, **kw: readme_exists)
+
+    def upload_folder(self, **kw):
+        calls["upload"] = kw
+        calls["files"] = sorted(str(p.relative_to(kw["folder_path"])) for p in __import__("pathlib").Path(kw["folder_path"]).rglob("*") if p.is_file())
+        return "https://huggingface.co/me/saes/commit/abc"
+
+    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+    staged = tmp_path / "stage"
+    hub.stage_upload(sae_dir, "me/saes", "layer1", staged)
+    url = hub.push_staged(staged, "me/saes", "hf_secret", revision="v1", private=True, sae_id="layer1")
+    assert url.endswith("/commit/abc")
+    assert calls["create"] == ("me/saes", {"repo_type": "model", "private": True, "exist_ok": True}, "hf_secret")
+    assert calls["branch"] == ("me/saes", {"branch": "v1", "exist_ok": True})
+    assert calls["upload"]["repo_id"] == "me/saes" and calls["upload"]["revision"] == "v1"
+    assert calls["upload"]["ignore_patterns"] == (["README.md"] if readme_exists else None)
+    assert "layer1/sae_weights.safetensors" in calls["files"] and not any("checkpoints" in f for f in calls["files"])
