@@ -44,13 +44,13 @@ STEP_TIMEOUT_MS = 120_000
 # (url path, page file, heading the page shows, its title in the navigation), in app.py's order.
 # The page files decide what runs.
 PAGES = [
-    ("home", "pages/home.py", "Latent Lab", "Home"),
-    ("theory", "pages/theory.py", "Superposition, and why SAEs", "Theory"),
-    ("latents", "pages/latent_browser.py", "Latent browser", "Latent browser"),
-    ("steering", "pages/steering.py", "Steering playground", "Steering playground"),
+    ("home", "app_pages/home.py", "Latent Lab", "Home"),
+    ("theory", "app_pages/theory.py", "Superposition, and why SAEs", "Theory"),
+    ("latent_browser", "app_pages/latent_browser.py", "Latent browser", "Latent browser"),
+    ("steering", "app_pages/steering.py", "Steering playground", "Steering playground"),
 ]
-HAS_BROWSER_PAGE = (REPO_ROOT / "pages/latent_browser.py").exists()
-HAS_STEERING = (REPO_ROOT / "pages/steering.py").exists()
+HAS_BROWSER_PAGE = (REPO_ROOT / "app_pages/latent_browser.py").exists()
+HAS_STEERING = (REPO_ROOT / "app_pages/steering.py").exists()
 
 pytestmark = [
     pytest.mark.timeout(600),
@@ -72,12 +72,7 @@ def browser():
 
 @pytest.fixture(scope="module")
 def server(demo_paths, browser):
-    """A server whose app has run once from its entry script, ``/`` (see the first-visit test below)."""
     with serve(demo_paths.root, ARTIFACTS / "server.log") as srv:
-        warm = browser.new_page()
-        warm.goto(srv.url + "/")
-        expect(warm.get_by_role("heading", name="Latent Lab", level=1)).to_be_visible(timeout=LOAD_TIMEOUT_MS)
-        warm.close()
         yield srv
 
 
@@ -92,9 +87,13 @@ def page(browser, server):
     assert not errors, f"JavaScript errors in the page: {errors}"
 
 
-def shot(pg, name: str) -> None:
+def shot(pg, name: str, focus=None) -> None:
+    """Screenshot of the window (Streamlit scrolls inside its main block, so it is the viewport), after
+    scrolling ``focus`` (a locator) into view when given."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    pg.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+    if focus is not None:
+        focus.scroll_into_view_if_needed()
+    pg.screenshot(path=str(ARTIFACTS / f"{name}.png"))
 
 
 def open_page(pg, server, path: str, heading: str, query: str = "") -> None:
@@ -127,20 +126,36 @@ def slider(pg, label: str):
 def nudge(pg, label: str, key: str, times: int = 1) -> tuple[str, str]:
     """Move a slider with the keyboard; (value before, value after) as the thumb shows them."""
     thumb = slider(pg, label)
-    before = thumb.get_attribute("aria-valuenow")
+    before = thumb.input_value()  # the thumb is an <input type="range">
     thumb.focus()
     for _ in range(times):
         pg.keyboard.press(key)
     wait_idle(pg)
-    return before, slider(pg, label).get_attribute("aria-valuenow")
+    return before, slider(pg, label).input_value()
 
 
-@pytest.mark.parametrize("path, file, heading, nav", PAGES, ids=[p[0] for p in PAGES])
+STRAY_TEXT = pytest.mark.xfail(
+    strict=True,
+    reason="app_pages/theory.py: the attribute docstring under PROBABILITIES is a bare string, which "
+    "Streamlit's magic renders above the title; make it a comment",
+)
+
+
+@pytest.mark.parametrize(
+    "path, file, heading, nav",
+    [pytest.param(*p, marks=STRAY_TEXT) if p[0] == "theory" else p for p in PAGES],
+    ids=[p[0] for p in PAGES],
+)
 def test_every_page_renders(page, server, path, file, heading, nav):
     if not (REPO_ROOT / file).exists():
         pytest.skip(f"{file} is not installed in this app")
     open_page(page, server, path, heading)
     no_exception(page)
+    # Nothing but notices above the title (a stray string literal in a page script shows up there).
+    first_text = page.get_by_test_id("stMain").locator(
+        '[data-testid="stMarkdownContainer"]:not([data-testid="stAlert"] *), h1'
+    ).first
+    expect(first_text).to_have_text(heading)
     # Every installed page is in the navigation, on every page.
     nav_bar = page.get_by_test_id("stSidebarNav")
     for _, other_file, _, other_nav in PAGES:
@@ -149,14 +164,10 @@ def test_every_page_renders(page, server, path, file, heading, nav):
     shot(page, f"page-{path}")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Streamlit 1.67 runs an app with a pages/ folder next to its entry script as a legacy "
-    "multipage app until some visitor opens `/` and app.py's st.navigation runs: a first visitor "
-    "arriving on /home gets the folder's navigation (app, home, latent browser, ...) and the "
-    "app's url paths (/latents) do not exist. Fix: rename pages/ (e.g. app_pages/).",
-)
 def test_first_visitor_on_a_page_url_gets_the_apps_navigation(demo_paths, browser, tmp_path):
+    """On a fresh server, a visitor arriving on a page's URL gets app.py's navigation. (Streamlit 1.67
+    runs an app with a ``pages/`` folder beside its entry script as a legacy multipage app until app.py
+    first runs: the folder's menu, other URLs. Found by this test; the pages now live in app_pages/.)"""
     with serve(demo_paths.root, tmp_path / "server.log") as fresh:
         pg = browser.new_page()
         try:
@@ -164,17 +175,18 @@ def test_first_visitor_on_a_page_url_gets_the_apps_navigation(demo_paths, browse
             expect(pg.get_by_role("heading", name="Latent Lab", level=1)).to_be_visible(timeout=LOAD_TIMEOUT_MS)
             wait_idle(pg)
             shot(pg, "first-visit-home")
-            links = [a.inner_text().strip() for a in pg.get_by_test_id("stSidebarNav").get_by_role("link").all()]
+            # A link's text is its Material icon's ligature name, then its title.
+            links = [a.inner_text().split("\n")[-1].strip() for a in pg.get_by_test_id("stSidebarNav").get_by_role("link").all()]
             assert links == [nav for _, file, _, nav in PAGES if (REPO_ROOT / file).exists()]
         finally:
             pg.close()
 
 
-@pytest.mark.skipif(not HAS_BROWSER_PAGE, reason="pages/latent_browser.py is not installed")
+@pytest.mark.skipif(not HAS_BROWSER_PAGE, reason="app_pages/latent_browser.py is not installed")
 def test_browser_slider_filters_the_table(page, server, demo_workspace):
     from sae_lib import latent_index as li
 
-    open_page(page, server, "latents", "Latent browser")
+    open_page(page, server, "latent_browser", "Latent browser")
     caption = page.get_by_text(re.compile(r"^[\d,]+ latents match"))
     expect(caption).to_be_visible()
     low_before, low_after = nudge(page, "log10 density range", "ArrowRight", times=10)
@@ -187,10 +199,10 @@ def test_browser_slider_filters_the_table(page, server, demo_workspace):
     shot(page, "browser-slider")
 
 
-@pytest.mark.skipif(not HAS_BROWSER_PAGE, reason="pages/latent_browser.py is not installed")
+@pytest.mark.skipif(not HAS_BROWSER_PAGE, reason="app_pages/latent_browser.py is not installed")
 @pytest.mark.parametrize("bad, message", [("abc", "not a number"), ("99999999", "out of range"), ("-1", "out of range")])
 def test_bad_latent_in_the_url_shows_a_message(page, server, bad, message):
-    open_page(page, server, "latents", "Latent browser", f"?latent={bad}")
+    open_page(page, server, "latent_browser", "Latent browser", f"?latent={bad}")
     expect(page.get_by_test_id("stAlertContentError").filter(has_text=message)).to_be_visible()
     no_exception(page)
 
@@ -199,7 +211,7 @@ def test_bad_latent_in_the_url_shows_a_message(page, server, bad, message):
 def test_latent_link_to_steering_and_a_steered_generation(page, server, demo_workspace):
     index = demo_workspace.index
     latent = int(index.count.argmax())  # the latent that fires most: surely alive
-    open_page(page, server, "latents", "Latent browser", f"?latent={latent}")
+    open_page(page, server, "latent_browser", "Latent browser", f"?latent={latent}")
     expect(page.get_by_text("Top activating contexts")).to_be_visible()
     shot(page, "browser-latent")
 
@@ -242,4 +254,4 @@ def test_latent_link_to_steering_and_a_steered_generation(page, server, demo_wor
         expect(rows.nth(i).locator("td").first).to_have_text(str(latent))
         assert len(rows.nth(i).locator("td").nth(1).inner_text()) > len("What are you?")
     no_exception(page)
-    shot(page, "steering-result")
+    shot(page, "steering-result", focus=table)
