@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 8501
 
-.PHONY: setup demo app test bench clean-demo
+.PHONY: setup browser demo app serve test bench clean-demo
 
 setup: $(VENV)/.installed
 
@@ -23,9 +23,25 @@ demo: setup
 app: demo
 	$(PY) -m streamlit run app.py --server.port $(PORT)
 
+# What a Space runs (Dockerfile CMD): the same start script, serving on 0.0.0.0:$(PORT).
+serve: demo
+	PYTHON=$(PY) PORT=$(PORT) bash scripts/start_space.sh
+
+# Debian's chromium for the real-browser test (tests/e2e), installed with apt-get as root; Playwright
+# (requirements-dev.txt) drives it, so no Playwright browser is downloaded. Not root: a note, and the
+# real-browser test skips itself.
+browser:
+	@if command -v chromium >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; \
+	else \
+		echo "NOTE: chromium is not installed and this is not root, so the real-browser test (tests/e2e) will be skipped."; \
+		echo "      Install it with: sudo apt-get install chromium"; \
+	fi
+
 # Passive OpenMP waiting: tests run the app server, a browser and torch side by side on 2 cores, where
 # spinning OpenMP workers slow small-tensor loops by 10x or more.
-test: setup
+test: setup browser
 	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q
 
 bench: demo

@@ -1,15 +1,24 @@
-"""One place for every bound on what a visitor can ask for.
+"""One place for every bound on what a visitor can ask for, and for running out of GPU memory.
 
-Each bound can be changed with an environment variable (``LATENT_LAB_MAX_<NAME>``), so a Space on a
-big GPU can allow more than the CPU demo. Pages read ``LIMITS`` for their widget ranges and call
-the ``check_*`` helpers, which raise :class:`InputError` with a message that says what to change.
+Each bound can be changed with an environment variable (``LATENT_LAB_MAX_<NAME>``, see
+:func:`env_var`), so a Space on a big GPU can allow more than the CPU demo. Pages read ``LIMITS`` for
+their widget ranges and call the ``check_*`` helpers, which raise :class:`InputError` with a message
+that says what to change. Work that may run out of accelerator memory runs inside :func:`oom_guard`.
 """
 
 import dataclasses
+import gc
+import math
 import os
+import traceback
+import unicodedata
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from sae_lib.errors import InputError
+
+ENV_PREFIX = "LATENT_LAB_"
 
 
 @dataclass(frozen=True)
@@ -39,41 +48,121 @@ class Limits:
     max_toy_steps: int = 10000
     """Most training steps for the toy model (and its tiny SAE)."""
 
+    def __post_init__(self) -> None:
+        # A bound of 0, a negative one or NaN would turn every widget range upside down.
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise InputError(f"Limit {field.name} must be a number, got {value!r}.")
+            if not math.isfinite(value) or value <= 0:
+                raise InputError(
+                    f"{env_var(field.name)} must be a positive finite number, got {value!r}; unset it or fix it."
+                )
+
     @classmethod
-    def from_env(cls, environ: "os._Environ[str] | dict[str, str] | None" = None) -> "Limits":
-        """Read ``LATENT_LAB_MAX_PROMPT_CHARS`` etc.; a malformed value is an :class:`InputError`."""
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Limits":
+        """Read ``LATENT_LAB_MAX_PROMPT_CHARS`` etc.; a malformed value is an :class:`InputError`.
+
+        A ``LATENT_LAB_MAX_*`` variable that names no bound is refused too: a typo in a Space's
+        settings would otherwise silently keep the default.
+        """
         environ = os.environ if environ is None else environ
-        values = {}
-        for field in dataclasses.fields(cls):
-            key = "LATENT_LAB_" + field.name.upper()
-            if key in environ:
-                try:
-                    value = field.type(environ[key]) if isinstance(field.type, type) else float(environ[key])
-                except ValueError:
-                    raise InputError(f"{key}={environ[key]!r} is not a number; unset it or give a number.") from None
-                if value <= 0:
-                    raise InputError(f"{key} must be positive, got {environ[key]!r}.")
-                values[field.name] = value
+        names = {env_var(f.name): f for f in dataclasses.fields(cls)}
+        unknown = sorted(k for k in environ if k.startswith(ENV_PREFIX + "MAX_") and k not in names)
+        if unknown:
+            raise InputError(
+                f"Unknown limit variable(s) {', '.join(unknown)}; the limits are {', '.join(sorted(names))}."
+            )
+        values: dict[str, int | float] = {}
+        for key, field in names.items():
+            if key not in environ:
+                continue
+            raw = environ[key].strip()
+            try:
+                value: int | float = int(raw) if field.type in (int, "int") else float(raw)
+            except ValueError:
+                kind = "a whole number" if field.type in (int, "int") else "a number"
+                raise InputError(f"{key}={environ[key]!r} is not {kind}; unset it or give {kind}.") from None
+            values[field.name] = value
         return cls(**values)
+
+
+def env_var(field_name: str) -> str:
+    """The environment variable that sets a bound: ``max_samples`` -> ``LATENT_LAB_MAX_SAMPLES``."""
+    return ENV_PREFIX + field_name.upper()
 
 
 LIMITS = Limits.from_env()
 
+# Characters a prompt may contain that show nothing: control characters (``Cc``, tab and newlines
+# included) and format characters (``Cf``: zero-width spaces, bidi marks and overrides).
+_INVISIBLE_CATEGORIES = ("Cc", "Cf")
+
+
+def _has_visible_text(prompt: str) -> bool:
+    return any(not ch.isspace() and unicodedata.category(ch) not in _INVISIBLE_CATEGORIES for ch in prompt)
+
 
 def check_prompt(prompt: str, limits: Limits = LIMITS) -> str:
-    """Return the prompt if it is usable, else raise :class:`InputError` saying why."""
-    if not prompt or not prompt.strip():
-        raise InputError("The prompt is empty: type some text to run the model on.")
+    """Return the prompt if it is usable, else raise :class:`InputError` saying why.
+
+    Any Unicode text is accepted as is (the tokenizers are byte-level, so right-to-left scripts,
+    emoji and control characters all have tokens); the prompt only has to show something and fit
+    the length limit. Length is checked first, so a pasted novel is refused without scanning it.
+    """
+    if not isinstance(prompt, str):
+        raise InputError(f"The prompt must be text, got {type(prompt).__name__}.")
     if len(prompt) > limits.max_prompt_chars:
         raise InputError(
             f"The prompt has {len(prompt):,} characters; the limit is {limits.max_prompt_chars:,}. "
             "Shorten it (a few sentences are enough to steer or inspect)."
         )
+    if not _has_visible_text(prompt):
+        raise InputError("The prompt is empty (nothing but spaces or invisible characters): type some text.")
     return prompt
 
 
 def check_range(name: str, value: float, low: float, high: float) -> float:
-    """Raise :class:`InputError` unless ``low <= value <= high``."""
+    """Raise :class:`InputError` unless ``low <= value <= high`` (NaN is never in range)."""
     if not (low <= value <= high):
         raise InputError(f"{name} must be between {low:g} and {high:g}, got {value:g}.")
     return value
+
+
+def free_accelerator_memory() -> None:
+    """Drop unreachable tensors and give cached GPU blocks back, so the next visitor starts clean."""
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
+    if hasattr(torch, "mps") and torch.backends.mps.is_available():
+        torch.mps.empty_cache()
+
+
+@contextmanager
+def oom_guard(what: str = "generating", limits: Limits = LIMITS) -> Iterator[None]:
+    """Turn running out of accelerator memory inside the ``with`` into an :class:`InputError`.
+
+    The failed frames' locals (the half-built activations) are cleared before the cache is emptied:
+    the exception's traceback would otherwise keep them alive while the ``with`` statement unwinds,
+    and ``empty_cache`` could give nothing back. So the memory is free when the visitor is told to
+    ask for less, and the app keeps serving.
+    """
+    # torch is imported here, not at module level, so reading the limits (the start script's check,
+    # every page) does not pay for importing torch.
+    import torch
+
+    failed = False
+    try:
+        yield
+    except torch.OutOfMemoryError as err:
+        traceback.clear_frames(err.__traceback__)
+        failed = True
+    if failed:
+        free_accelerator_memory()
+        raise InputError(
+            f"The GPU ran out of memory while {what}. Lower the number of samples or of tokens to generate "
+            f"(this server allows up to {limits.max_samples} samples and {limits.max_new_tokens} tokens, "
+            "but not always both at once) and try again."
+        ) from None
