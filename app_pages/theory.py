@@ -16,8 +16,9 @@ from sae_lib.errors import LatentLabError
 from sae_lib.limits import LIMITS
 from sae_lib.toy_model import REPRESENTED_NORM, ToyConfig, ToySAEConfig, analyse, gram
 
+# Choices for the ends of the sparsity range (probability that a feature is non-zero). A comment, not
+# a docstring: Streamlit's "magic" would render a bare string in a page script.
 PROBABILITIES = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0]
-"""Choices for the ends of the sparsity range (probability that a feature is non-zero)."""
 DEFAULTS = ToyConfig()
 SAE_DEFAULTS = ToySAEConfig()
 

@@ -35,7 +35,7 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 
 from sae_lib.errors import CompatibilityError, GenerationError, InputError
-from sae_lib.limits import LIMITS, Limits, check_prompt, check_range
+from sae_lib.limits import LIMITS, Limits, check_prompt, check_range, oom_guard
 from sae_lib.model_queue import queue_for
 
 Method = Literal["write-up clamp", "add", "clamp activation"]
@@ -352,7 +352,9 @@ def sample_tokens(
     is ignored, the batch is ``tokens``'s.
     """
     try:
-        with _seeded(settings.seed, _model_device(model)):
+        # oom_guard frees the failed run's memory and empties the CUDA cache before telling the visitor
+        # to ask for less, so the app keeps serving; the hooks are gone by then (scoped context).
+        with oom_guard("generating"), _seeded(settings.seed, _model_device(model)):
             with steering_hooks(model, sae, specs, settings.positions, tokens.shape[1], row_scales, on_step):
                 return model.generate(
                     tokens,
@@ -364,10 +366,6 @@ def sample_tokens(
                     return_type="tokens",
                     verbose=False,
                 )
-    except torch.OutOfMemoryError:
-        raise GenerationError(
-            "Out of memory while generating: ask for fewer samples or fewer tokens. The model is unchanged."
-        ) from None
     except RuntimeError as err:
         raise GenerationError(f"Generation failed part-way ({err}). The model is unchanged; try again.") from err
 

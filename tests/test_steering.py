@@ -369,3 +369,21 @@ def test_steering_the_demo_raises_topic_words(demo_workspace):
     working = [t for t, (_, before, after) in shares.items() if after >= 3 * before and after >= 0.1]
     assert len(working) >= 2, shares
     assert_clean(ws.model)
+
+
+def test_out_of_memory_midway_tells_the_visitor_to_ask_for_less(tiny_model, tiny_sae, monkeypatch):
+    spec = SteeringSpec(3, "add", coeff=2.0)
+    freed = []
+    monkeypatch.setattr("sae_lib.limits.free_accelerator_memory", lambda: freed.append(True))
+
+    def oom(done, total):
+        if done == 4:  # inside the steered generation, hooks live
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    with pytest.raises(InputError, match="ran out of memory while generating.*samples"):
+        generate(tiny_model, tiny_sae, PROMPT, [spec], GenerationSettings(**FAST), progress=oom)
+    assert freed == [True]
+    assert_clean(tiny_model)
+    # and the model still serves the next request
+    out = generate(tiny_model, tiny_sae, PROMPT, [spec], GenerationSettings(**FAST))
+    assert len(out.steered) == FAST["n_samples"]

@@ -134,16 +134,9 @@ def nudge(pg, label: str, key: str, times: int = 1) -> tuple[str, str]:
     return before, slider(pg, label).input_value()
 
 
-STRAY_TEXT = pytest.mark.xfail(
-    strict=True,
-    reason="app_pages/theory.py: the attribute docstring under PROBABILITIES is a bare string, which "
-    "Streamlit's magic renders above the title; make it a comment",
-)
-
-
 @pytest.mark.parametrize(
     "path, file, heading, nav",
-    [pytest.param(*p, marks=STRAY_TEXT) if p[0] == "theory" else p for p in PAGES],
+    PAGES,
     ids=[p[0] for p in PAGES],
 )
 def test_every_page_renders(page, server, path, file, heading, nav):
