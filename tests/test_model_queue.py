@@ -66,3 +66,26 @@ def test_slot_is_released_when_the_body_raises():
 def test_one_queue_per_model(tiny_model, tiny_sae):
     assert queue_for(tiny_model) is queue_for(tiny_model)
     assert queue_for(tiny_model) is not queue_for(tiny_sae)
+
+
+def test_a_visitor_who_leaves_mid_generation_does_not_wedge_the_queue():
+    """A page reload stops the script with a BaseException inside the slot; the next visitor gets in."""
+    queue = ModelQueue()
+
+    class _Rerun(BaseException):
+        """Stands in for Streamlit's StopException / RerunException."""
+
+    with pytest.raises(_Rerun):
+        with queue.slot():
+            raise _Rerun
+    got_in = threading.Event()
+
+    def next_visitor():
+        with queue.slot() as ahead:
+            assert ahead == 0
+            got_in.set()
+
+    t = threading.Thread(target=next_visitor)
+    t.start()
+    t.join(timeout=5)
+    assert got_in.is_set() and queue.ahead_of_new_arrival() == 0

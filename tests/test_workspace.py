@@ -36,3 +36,22 @@ def test_half_configured_pair_is_explained(demo_paths, monkeypatch):
     monkeypatch.setenv(constants.ENV_MODEL, str(demo_paths.model))
     ws = load_workspace()
     assert constants.ENV_SAE in ws.fallback_reason and "together" in ws.fallback_reason
+
+
+def test_private_hub_sae_without_token_falls_back_with_a_clear_notice(demo_paths, monkeypatch):
+    """A Space started without HF_TOKEN for a private repo: the Hub answers 401 (as 'not found')."""
+    import httpx
+    import huggingface_hub
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    def unauthorized(repo_id, **kwargs):  # only the network call is replaced
+        request = httpx.Request("GET", f"https://huggingface.co/api/models/{repo_id}")
+        raise RepositoryNotFoundError("401 Client Error", response=httpx.Response(401, request=request))
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", unauthorized)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setenv(constants.ENV_DEMO_DIR, str(demo_paths.root))
+    ws = load_workspace(str(demo_paths.model), "me/private-saes:blocks.2.hook_mlp_out")
+    assert ws.sae_source == str(demo_paths.sae)  # the embedded default is serving
+    assert "me/private-saes" in ws.fallback_reason and "HF_TOKEN" in ws.fallback_reason
+    assert "private" in ws.fallback_reason and constants.ENV_SAE in ws.fallback_reason
