@@ -21,6 +21,7 @@ from sae_lens.constants import RUNNER_CFG_FILENAME
 
 from sae_lib import constants
 from sae_lib.errors import InputError, SAELoadError
+from sae_lib.sae import check_sae_folder as check_loadable_sae_folder
 
 ENV_TOKEN = "HF_TOKEN"
 
@@ -50,12 +51,11 @@ def check_sae_folder(folder: Path) -> dict[str, Any]:
             f"{folder} is not an SAE folder: {', '.join(missing)} missing. Point --sae-dir at a folder in "
             "SAELens's layout (what train_sae.py writes to --out, or SAE.save_model)."
         )
-    try:
-        cfg = json.loads((folder / constants.SAE_CFG_FILENAME).read_text())
-    except ValueError:
-        raise SAELoadError(f"{folder / constants.SAE_CFG_FILENAME} is not valid JSON; the folder is not a usable SAE.") from None
-    if not isinstance(cfg, dict) or not {"d_in", "d_sae", "architecture"} <= cfg.keys():
-        raise SAELoadError(f"{folder / constants.SAE_CFG_FILENAME} lacks d_in/d_sae/architecture: not a SAELens SAE config.")
+    # The rest (valid cfg.json, readable safetensors, pickle refusal) is the loader's own check, so a
+    # folder that pushes is a folder the app can load.
+    cfg = check_loadable_sae_folder(folder)
+    if "architecture" not in cfg:
+        raise SAELoadError(f"{folder / constants.SAE_CFG_FILENAME} lacks 'architecture': not a SAELens SAE config.")
     return cfg
 
 

@@ -41,11 +41,13 @@ from sae_lens.constants import (
 from sae_lens.saes.sae import TrainingSAE
 from sae_lens.training._interruption import InterruptedException
 from sae_lens.training.sae_trainer import SAETrainer
-from sae_lens.util import extract_stop_at_layer_from_tlens_hook_name, temporary_seed
+from sae_lens.util import temporary_seed
 from transformer_lens import HookedTransformer
 
 from sae_lib import constants
+from sae_lib.demo.build import DemoConfig
 from sae_lib.errors import InputError, LatentLabError
+from sae_lib.sae import hook_width as sae_hook_width
 
 Log = Callable[[str], None]
 
@@ -161,6 +163,8 @@ class Preset:
     """``JumpReLUTrainingSAEConfig`` fields; ``d_in`` None is read from the model at the hook."""
 
 
+_DEMO = DemoConfig()
+
 PRESETS: dict[str, Preset] = {
     "qwen3-8b": Preset(
         name="qwen3-8b",
@@ -213,17 +217,17 @@ PRESETS: dict[str, Preset] = {
         dataset="demo-corpus",
         runner=dict(
             model_name="latent-lab/demo",
-            hook_name="blocks.2.hook_mlp_out",
+            hook_name=_DEMO.hook_name,
             dataset_path="latent-lab/demo-corpus",
             streaming=False,
-            context_size=128,
+            context_size=_DEMO.sae_context,
             # About a minute on 2 uncontended CPU cores (bench/train.py measures ~2.3k tok/s under load).
             training_tokens=256 * 1024,
-            train_batch_size_tokens=1024,
+            train_batch_size_tokens=_DEMO.sae_batch_tokens,
             store_batch_size_prompts=16,
             # SAELens sizes its mixing buffer as n_batches_in_buffer * context tokens: 4 batches here.
-            n_batches_in_buffer=32,
-            lr=1e-3,
+            n_batches_in_buffer=4 * _DEMO.sae_batch_tokens // _DEMO.sae_context,
+            lr=_DEMO.sae_lr,
             lr_warm_up_steps=20,
             prepend_bos=False,
             n_checkpoints=2,
@@ -236,8 +240,10 @@ PRESETS: dict[str, Preset] = {
         ),
         sae=dict(
             d_in=None,
-            d_sae=1024,
-            l0_coefficient=2.0,
+            # The demo build's tuned SAE (sae_lib.demo.build.DemoConfig), so the preset retrains exactly
+            # the kind of SAE the app ships rather than a second, drifting copy of its settings.
+            d_sae=_DEMO.d_sae,
+            l0_coefficient=_DEMO.sae_l0_coefficient,
             jumprelu_sparsity_loss_mode="step",
             jumprelu_init_threshold=0.01,
             jumprelu_bandwidth=0.05,
@@ -474,21 +480,15 @@ def build_runner_config(
 
 
 def hook_width(model: HookedTransformer, hook_name: str) -> int:
-    """Width of the activations at ``hook_name`` (what the SAE's d_in must be), from a 2-token run."""
+    """Width of the activations at ``hook_name`` (what the SAE's d_in must be); a missing hook is an
+    :class:`InputError` worded for the script's flags."""
     if hook_name not in model.hook_dict:
         examples = [h for h in model.hook_dict if h.endswith("hook_mlp_out")][:3]
         raise InputError(
             f"The model has no hook named {hook_name!r} (it has {model.cfg.n_layers} layers; hooks look like "
             f"{', '.join(examples)}). Pass --hook_name with one of its hooks."
         )
-    device = next(model.parameters()).device
-    tokens = torch.zeros((1, 2), dtype=torch.long, device=device)  # (batch, pos)
-    with torch.no_grad():
-        _, cache = model.run_with_cache(
-            tokens, names_filter=[hook_name], stop_at_layer=extract_stop_at_layer_from_tlens_hook_name(hook_name)
-        )
-    act = cache[hook_name]  # (batch, pos, d) or (batch, pos, head, d_head)
-    return int(math.prod(act.shape[2:]))
+    return sae_hook_width(model, hook_name)
 
 
 # ================================================================================================
