@@ -26,7 +26,8 @@ from sae_lens import SAE  # noqa: E402
 from transformer_lens import HookedTransformer  # noqa: E402
 
 from sae_lib.errors import InputError, LatentLabError  # noqa: E402
-from sae_lib.latent_index import IndexConfig, LatentIndex, build_index, pack_texts, save_index  # noqa: E402
+from sae_lib.latent_index import IndexConfig, LatentIndex, build_index, save_index  # noqa: E402
+from sae_lib.packing import pack_texts  # noqa: E402
 
 DEMO = "demo"
 
