@@ -14,19 +14,14 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import sys
 import time
-from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from sae_lib import latent_index as li  # noqa: E402
-from sae_lib.packing import pack_texts  # noqa: E402
-from sae_lib.probe import encode_tokens  # noqa: E402
+from sae_lib import latent_index as li
+from sae_lib.packing import pack_texts
+from sae_lib.probe import encode_tokens
 
 
 def best_of(repeats: int, fn) -> float:
