@@ -6,7 +6,7 @@ from typing import NamedTuple
 
 import torch
 from sae_lens import SAE
-from sae_lens.util import extract_stop_at_layer_from_tlens_hook_name
+from sae_lens.util import extract_layer_from_tlens_hook_name
 from transformer_lens import HookedTransformer
 
 
@@ -27,8 +27,7 @@ def decoder_in_residual(model: HookedTransformer, sae: SAE) -> tuple[torch.Tenso
     """W_dec mapped into the residual stream (d_sae, d_model), or None when the hook has no such map."""
     W_dec = sae.W_dec.detach().float()  # (d_sae, d_in)
     hook = sae.cfg.metadata.hook_name
-    layer = extract_stop_at_layer_from_tlens_hook_name(hook)
-    layer = None if layer is None else layer - 1
+    layer = extract_layer_from_tlens_hook_name(hook)
     if hook.endswith("hook_z") and layer is not None:
         W_O = model.blocks[layer].attn.W_O.detach().float().to(W_dec.device)  # (n_heads, d_head, d_model)
         return torch.einsum("sd,dm->sm", W_dec, W_O.reshape(-1, W_O.shape[-1])), "W_dec @ W_O"
