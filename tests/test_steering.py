@@ -204,6 +204,7 @@ def test_no_hook_remains_after_generation_or_failure(tiny_model, tiny_sae):
     assert torch.equal(again.normal_tokens, first.normal_tokens)
 
 
+@pytest.mark.slow
 def test_threads_get_their_single_threaded_results(tiny_model, tiny_sae):
     settings = GenerationSettings(max_new_tokens=12, n_samples=2, temperature=1.0, seed=3)
     jobs = [

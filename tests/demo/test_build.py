@@ -20,6 +20,7 @@ def small_demo(tmp_path_factory):
     return paths, logs
 
 
+@pytest.mark.slow
 def test_small_build_end_to_end(small_demo):
     paths, logs = small_demo
     assert is_built(paths.root, SMALL_DEMO)
@@ -42,6 +43,7 @@ def test_small_build_end_to_end(small_demo):
         assert stage in text
 
 
+@pytest.mark.slow
 def test_second_run_reuses_the_build(small_demo):
     paths, _ = small_demo
     before = (paths.root / constants.DEMO_BUILD_MANIFEST).stat().st_mtime_ns
@@ -51,6 +53,7 @@ def test_second_run_reuses_the_build(small_demo):
     assert (paths.root / constants.DEMO_BUILD_MANIFEST).stat().st_mtime_ns == before
 
 
+@pytest.mark.slow
 def test_interrupted_build_leaves_nothing_half_written(tmp_path, monkeypatch):
     out = tmp_path / "demo"
 
