@@ -7,6 +7,7 @@ from plotly.subplots import make_subplots
 
 from lab_ui import sidebar, workspace_or_stop
 from sae_lib import render, steering
+from sae_lib.dose_response import dose_response
 from sae_lib.errors import LatentLabError
 from sae_lib.limits import LIMITS
 from sae_lib.model_queue import queue_for
@@ -150,7 +151,7 @@ if st.button("Run sweep", key="sweep_go", disabled=problem is not None or not sp
             freq_penalty=float(freq_penalty), seed=int(seed), positions=positions,
         )
         with st.spinner("Sweeping (one batch of all scales)..."):
-            dr = steering.dose_response(ws.model, ws.sae, prompt, specs, scales, settings, on_wait=waiting(status))
+            dr = dose_response(ws.model, ws.sae, prompt, specs, scales, settings, on_wait=waiting(status))
         st.session_state["sweep_result"] = (dr, [s.latent for s in specs])
     except LatentLabError as err:
         st.session_state.pop("sweep_result", None)

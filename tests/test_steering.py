@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 
+from sae_lib.dose_response import dose_response
 from sae_lib.errors import GenerationError, InputError
 from sae_lib.limits import Limits
 from sae_lib.model_queue import queue_for
@@ -16,7 +17,6 @@ from sae_lib.steering import (
     GenerationSettings,
     SteeringSpec,
     check_specs,
-    dose_response,
     generate,
     parse_latents,
     steering_hooks,
