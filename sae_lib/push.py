@@ -21,6 +21,7 @@ from sae_lens.constants import RUNNER_CFG_FILENAME
 
 from sae_lib import constants
 from sae_lib.errors import InputError, SAELoadError
+from sae_lib.evals import load_evals
 from sae_lib.sae import check_sae_folder as check_loadable_sae_folder
 
 ENV_TOKEN = "HF_TOKEN"
@@ -164,7 +165,7 @@ def stage_upload(sae_dir: Path, repo_id: str, sae_id: str | None, dest: Path) ->
     for path in upload_files(sae_dir):
         shutil.copy2(path, target / path.name)
     runner_cfg = _read_json(Path(sae_dir) / RUNNER_CFG_FILENAME)
-    evals = _read_json(Path(sae_dir) / constants.EVALS_FILENAME)
+    evals = load_evals(sae_dir)
     card = model_card(repo_id, sae_id, cfg, runner_cfg, evals)
     (dest / "README.md").write_text(card)
     (target / "README.md").write_text(card)  # kept with the SAE when the repo's README is someone else's
