@@ -50,26 +50,27 @@ def scrub_local_paths(obj: Any) -> Any:
     return public_name(obj)
 
 
-def measured_metadata(summary: dict[str, Any] | None) -> dict[str, Any]:
+def measured_metadata(summary: dict[str, Any] | None, d_sae: int | None = None) -> dict[str, Any]:
     """``metadata`` fields from an evals summary (``sae_lib.evals``): L0 and dead latents on held-out
-    tokens, with how many tokens; empty when there are no evals."""
-    if not summary or summary.get("l0") is None or summary.get("dead_fraction") is None:
+    tokens, with how many tokens; empty when there are no evals (``d_sae``: when the summary lacks it)."""
+    if not summary or summary.get("l0") is None:
         return {}
-    return {
-        "l0": summary["l0"],
-        "num_dead_features": round(summary["dead_fraction"] * summary["d_sae"]),
-        "measured_on_tokens": summary.get("n_tokens"),
-    }
+    out = {"l0": summary["l0"], "measured_on_tokens": summary.get("n_tokens")}
+    width = summary.get("d_sae") or d_sae
+    if summary.get("dead_fraction") is not None and width:
+        out["num_dead_features"] = round(summary["dead_fraction"] * width)
+    return out
 
 
 def public_cfg(cfg: dict[str, Any], evals_summary: dict[str, Any] | None = None) -> dict[str, Any]:
     """A cfg.json or runner_cfg.json dict as it may be written next to a finished SAE or published."""
     out = scrub_local_paths(cfg)
-    for holder in (out.get("metadata"), out.get("sae", {}).get("metadata") if isinstance(out.get("sae"), dict) else None):
+    sae = out.get("sae") if isinstance(out.get("sae"), dict) else {}
+    for holder, d_sae in ((out.get("metadata"), out.get("d_sae")), (sae.get("metadata"), sae.get("d_sae"))):
         if isinstance(holder, dict):
             for key in (*MEASURED_KEYS, "measured_on_tokens"):
                 holder.pop(key, None)
-            holder.update(measured_metadata(evals_summary))
+            holder.update(measured_metadata(evals_summary, d_sae))
     return out
 
 

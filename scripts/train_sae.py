@@ -16,14 +16,17 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+from pathlib import Path
 from typing import Any
 
-from simple_parsing import ArgumentGenerationMode, ArgumentParser, DashVariant, NestedMode
-from sae_lens import LanguageModelSAERunnerConfig
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
 
-from sae_lib.demo.config import DEMO_MODEL_NAME
-from sae_lib.errors import InputError, LatentLabError
-from sae_lib.training import (
+from sae_lens import LanguageModelSAERunnerConfig  # noqa: E402
+from simple_parsing import ArgumentGenerationMode, ArgumentParser, DashVariant, NestedMode  # noqa: E402
+
+from sae_lib.demo.config import DEMO_MODEL_NAME  # noqa: E402
+from sae_lib.errors import InputError, LatentLabError  # noqa: E402
+from sae_lib.training import (  # noqa: E402
     ARCHITECTURES,
     PRESETS,
     TrainingInterrupted,
@@ -96,9 +99,19 @@ def parse_args(argv: list[str] | None) -> tuple[TrainJob, LanguageModelSAERunner
     given = [name for name in _SET_BY_THE_JOB if getattr(cfg, name) is not None]
     if given:
         raise InputError(f"--{given[0]} is set by --out (and --resume); pass --out DIR instead.")
+    values = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(LanguageModelSAERunnerConfig)}
+    # SAELens resolves llm_device / act_store_device to ``device`` when it builds the preset, so the
+    # parser's defaults hold the preset's device: unless given on the command line, they follow --device.
+    for name in ("llm_device", "act_store_device"):
+        if not _given(argv, name):
+            values[name] = None
     # Back to SAELens's own class (the parser's subclass only existed to type ``sae``).
-    plain = LanguageModelSAERunnerConfig(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(LanguageModelSAERunnerConfig)})
-    return job, plain
+    return job, LanguageModelSAERunnerConfig(**values)
+
+
+def _given(argv: list[str] | None, field_name: str) -> bool:
+    flags = {f"--{field_name}", f"--{field_name.replace('_', '-')}"}
+    return any(arg.split("=", 1)[0] in flags for arg in (sys.argv[1:] if argv is None else argv))
 
 
 def load_model_for_training(source: str, device: str | None, dtype: str | None):

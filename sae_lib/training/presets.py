@@ -148,6 +148,10 @@ def with_architecture(cfg: LanguageModelSAERunnerConfig[Any], architecture: str)
         return cfg
     _, config_class = get_sae_training_class(architecture)
     shared = {f.name: getattr(cfg.sae, f.name) for f in dataclasses.fields(TrainingSAEConfig) if f.name != "metadata"}
+    if architecture == "matryoshka_batchtopk":
+        # SAELens has no default for the nested widths (an empty list is refused): prefixes of 1/16,
+        # 1/8, 1/4, 1/2 and all of the latents, as the Matryoshka SAE paper nests them.
+        shared["matryoshka_widths"] = [cfg.sae.d_sae // 2**i for i in range(4, 0, -1) if cfg.sae.d_sae // 2**i > 0] + [cfg.sae.d_sae]
     # The run name SAELens derived names the old architecture; None lets it derive the new one.
     return dataclasses.replace(cfg, sae=config_class(**shared), logger=dataclasses.replace(cfg.logger, run_name=None))
 
