@@ -81,9 +81,7 @@ def build_parser(preset: str, architecture: str | None) -> tuple[ArgumentParser,
     )
     parser.add_arguments(TrainJob, dest="job", default=TrainJob(preset=preset, architecture=architecture))
     config_class = _config_class(cfg)
-    # A run name derived from the preset's lr/tokens would go stale when they are overridden: let SAELens re-derive it.
-    logger = dataclasses.replace(cfg.logger, run_name=None)
-    default = config_class(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)} | {"logger": logger})
+    default = config_class(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)})
     parser.add_arguments(config_class, dest="cfg", default=default)
     return parser, cfg
 
@@ -105,6 +103,8 @@ def parse_args(argv: list[str] | None) -> tuple[TrainJob, LanguageModelSAERunner
     for name in ("llm_device", "act_store_device"):
         if not _given(argv, name):
             values[name] = None
+    if not _given(argv, "logger.run_name"):  # likewise the run name SAELens derives from lr and tokens
+        values["logger"] = dataclasses.replace(cfg.logger, run_name=None)
     # Back to SAELens's own class (the parser's subclass only existed to type ``sae``).
     return job, LanguageModelSAERunnerConfig(**values)
 

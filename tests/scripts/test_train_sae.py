@@ -67,7 +67,7 @@ def test_flags_reach_saelens_config_and_devices_follow_device():
     assert type(cfg).__name__ == "LanguageModelSAERunnerConfig" and job.out == Path("x") and job.preset == "qwen3-8b"
     assert (cfg.lr, cfg.sae.l0_coefficient, cfg.logger.wandb_project) == (1e-4, 2.0, "p")
     assert cfg.device == cfg.llm_device == cfg.act_store_device == "cpu"  # not the preset's cuda
-    assert "1e-04" in cfg.logger.run_name  # re-derived from the overridden lr
+    assert "LR-0.0001-" in cfg.logger.run_name  # re-derived from the overridden lr
     _, apart = train_sae.parse_args(["--preset", "qwen3-8b", "--out", "x", "--device", "cuda:1", "--llm_device", "cuda:0"])
     assert (apart.device, apart.llm_device, apart.act_store_device) == ("cuda:1", "cuda:0", "cuda:1")
 
