@@ -19,13 +19,11 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
+import torch
+from sae_lens.util import extract_stop_at_layer_from_tlens_hook_name
 
-import torch  # noqa: E402
-from sae_lens.util import extract_stop_at_layer_from_tlens_hook_name  # noqa: E402
-
-from sae_lib.demo.data import demo_corpus_rows  # noqa: E402
-from sae_lib.training import TrainJob, preset_config, train  # noqa: E402
+from sae_lib.demo.data import demo_corpus_rows
+from sae_lib.training import TrainJob, preset_config, train
 
 
 def _sync(device: str) -> None:

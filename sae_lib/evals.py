@@ -32,9 +32,7 @@ from sae_lens.training.activation_scaler import ActivationScaler
 from transformer_lens import HookedTransformer
 
 from sae_lib import constants
-
-DENSE_THRESHOLD = 0.1
-"""A latent firing on more than this fraction of evaluated tokens counts as dense."""
+from sae_lib.constants import DENSE_THRESHOLD
 
 MIN_ABLATION_GAP = 0.05
 """Nats. CE loss recovered is (ablated - with SAE) / (ablated - clean). When zero-ablating the hook

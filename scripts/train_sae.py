@@ -16,17 +16,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
+from sae_lens import LanguageModelSAERunnerConfig
+from simple_parsing import ArgumentGenerationMode, ArgumentParser, DashVariant, NestedMode
 
-from sae_lens import LanguageModelSAERunnerConfig  # noqa: E402
-from simple_parsing import ArgumentGenerationMode, ArgumentParser, DashVariant, NestedMode  # noqa: E402
-
-from sae_lib.demo.config import DEMO_MODEL_NAME  # noqa: E402
-from sae_lib.errors import InputError, LatentLabError  # noqa: E402
-from sae_lib.training import (  # noqa: E402
+from sae_lib.demo.config import DEMO_MODEL_NAME
+from sae_lib.errors import InputError, LatentLabError
+from sae_lib.training import (
     ARCHITECTURES,
     PRESETS,
     TrainingInterrupted,

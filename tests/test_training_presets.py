@@ -78,6 +78,7 @@ def shrink(cfg, model, layers_full: int):
                                llm_device=DEVICE, act_store_device=DEVICE)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_each_presets_exact_config_trains_two_steps(preset, shrunk_qwen3, tmp_path):
     model = shrunk_qwen3
@@ -102,6 +103,7 @@ def test_each_presets_exact_config_trains_two_steps(preset, shrunk_qwen3, tmp_pa
     assert SAE.load_from_disk(str(ckpt)).cfg.d_sae == cfg.sae.d_sae
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
 def test_each_architecture_trains_on_the_demo_shape_and_loads(architecture, demo_sized, tmp_path):
     model = demo_sized

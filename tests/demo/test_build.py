@@ -20,6 +20,7 @@ def small_demo(tmp_path_factory):
     return paths, logs
 
 
+@pytest.mark.slow
 def test_small_build_end_to_end(small_demo):
     paths, logs = small_demo
     assert is_built(paths.root, SMALL_DEMO)
@@ -51,6 +52,7 @@ def test_small_build_end_to_end(small_demo):
         assert stage in text
 
 
+@pytest.mark.slow
 def test_second_run_reuses_the_build(small_demo):
     paths, _ = small_demo
     before = (paths.root / constants.DEMO_BUILD_MANIFEST).stat().st_mtime_ns

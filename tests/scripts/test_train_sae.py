@@ -105,6 +105,7 @@ def hf_model_dir(tmp_path_factory, tiny_tokenizer):
     return folder
 
 
+@pytest.mark.slow
 def test_kill_then_resume_continues_from_the_checkpoint(tmp_path, hf_model_dir):
     out = tmp_path / "run"
     args = [*TINY_ARGS, "--model", str(hf_model_dir), "--out", str(out)]
