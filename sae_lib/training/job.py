@@ -10,14 +10,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from sae_lens import LanguageModelSAERunnerConfig
+from sae_lens import SAE, LanguageModelSAERunnerConfig
 from sae_lens.constants import RUNNER_CFG_FILENAME
 from transformer_lens import HookedTransformer
 
 from sae_lib import constants
 from sae_lib.demo.config import DEMO_DATASET
 from sae_lib.errors import InputError
+from sae_lib.evals import evaluate_sae, format_evals_table, save_evals
 from sae_lib.published import public_name
+from sae_lib.training.artifacts import finish_sae_folder
 from sae_lib.training.checkpoints import clear_outputs, is_finished_sae, latest_checkpoint
 from sae_lib.training.config import configure_run, hook_width
 from sae_lib.training.progress import Log
@@ -107,11 +109,6 @@ def train(job: TrainJob, cfg: LanguageModelSAERunnerConfig[Any] | None, model: H
     which reads the run's own). ``model`` is the model itself or a :data:`ModelLoader` called with the
     job's model source (``job.model``, else ``cfg.model_name``).
     """
-    from sae_lens import SAE
-
-    from sae_lib.evals import evaluate_sae, format_evals_table, save_evals
-    from sae_lib.training.artifacts import finish_sae_folder
-
     if job.out is None:
         raise InputError("--out is required: the folder to write the SAE into.")
     out = Path(job.out).expanduser().resolve()
