@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import difflib
 import html
+import logging
 import math
 import re
 from collections.abc import Callable, Iterator, Sequence
@@ -60,6 +61,8 @@ METHOD_HELP = {
         "reconstruction, so the SAE's error term is kept (\"Golden Gate\" style). coeff 0 ablates the latent."
     ),
 }
+log = logging.getLogger(__name__)
+
 POSITIONS_HELP = (
     "all: every position, prompt included (the write-up). generated: only the positions that produce new "
     "tokens, i.e. the prompt's last token and every generated one; the model reads the prompt unsteered."
@@ -95,6 +98,12 @@ class SteeringSpec:
                 f"Latent {self.latent}: max activation must be a positive number, got {self.max_act:g}. "
                 "A latent that never fires has max activation 0: type a scale to steer it anyway (1.0 is a start)."
             )
+        if self.max_act > LIMITS.max_latent_activation:
+            raise InputError(
+                f"Latent {self.latent}: max activation {self.max_act:g} is above this server's limit of "
+                f"{LIMITS.max_latent_activation:,g}. Real latents peak in the tens to hundreds: type the value "
+                "the Latent browser shows for this latent."
+            )
 
     def multipliers(self) -> tuple[float, ...]:
         """The knobs this method uses (what the sliders move)."""
@@ -120,20 +129,34 @@ def check_specs(specs: Sequence[SteeringSpec], d_sae: int, limits: Limits = LIMI
             check_range(f"Latent {spec.latent}: {name}", value, -limits.max_multiplier, limits.max_multiplier)
 
 
-def parse_latents(text: str, d_sae: int) -> list[int]:
-    """Latent numbers typed as ``"12, 40 7"``: unique, in order, each checked against ``d_sae``."""
+def _quoted(text: str, limit: int = 40) -> str:
+    """``text`` quoted for a message, cut to ``limit`` characters (a pasted page must not fill the screen)."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + f"... ({len(text):,} characters)"
+
+
+def parse_latents(text: str, d_sae: int, limit: int | None = None) -> list[int]:
+    """Latent numbers typed as ``"12, 40 7"``: unique, in order, each checked against ``d_sae``.
+
+    More than ``limit`` (default: this server's ``max_steered_latents``) is refused as soon as it is
+    seen, before anything is built for them.
+    """
+    limit = LIMITS.max_steered_latents if limit is None else limit
+    parts = [p for p in re.split(r"[\s,;]+", text.strip()) if p]
     out: list[int] = []
-    for part in re.split(r"[\s,;]+", text.strip()):
-        if not part:
-            continue
+    for part in parts:
         try:
             latent = int(part)
         except ValueError:
-            raise InputError(f"{part!r} is not a latent number; type whole numbers such as 12, 40.") from None
+            raise InputError(f"{_quoted(part)} is not a latent number; type whole numbers such as 12, 40.") from None
         if not (0 <= latent < d_sae):
             raise InputError(f"Latent {latent} does not exist: this SAE has latents 0 to {d_sae - 1}.")
         if latent not in out:
             out.append(latent)
+        if len(out) > limit:
+            raise InputError(
+                f"More than {limit} latents given ({len(parts):,} numbers in the list); at most {limit} can be "
+                "steered at once. Remove some."
+            )
     return out
 
 
@@ -337,6 +360,55 @@ def _model_device(model: HookedTransformer) -> torch.device:
     return next(model.parameters()).device
 
 
+NON_FINITE_MESSAGE = (
+    "The model's numbers overflowed (NaN or infinity) while {what}: the steering is too strong for this "
+    "model. Lower the max activation or the multipliers and try again; the model is unchanged."
+)
+
+
+class FiniteGuard:
+    """A forward hook on the model's last activation before the unembedding, raising
+    :class:`GenerationError` as soon as it holds NaN or infinity: the logits made from it would be
+    non-finite too, and the sampler would fail with an unreadable error (or sample garbage)."""
+
+    def __init__(self, what: str = "generating") -> None:
+        self.what = what
+
+    def __call__(self, act: Tensor, hook: object = None) -> Tensor:
+        if not bool(torch.isfinite(act).all()):
+            raise GenerationError(NON_FINITE_MESSAGE.format(what=self.what))
+        return act
+
+
+def final_hook_name(model: HookedTransformer) -> str:
+    """The hook point whose output the unembedding reads (after the final norm when there is one)."""
+    name = "ln_final.hook_normalized"
+    return name if name in model.hook_dict else f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
+
+
+@contextmanager
+def generation_errors(what: str = "generating") -> Iterator[None]:
+    """Turn any failure inside the ``with`` into a message for the visitor; the trace goes to the log.
+
+    A visitor's own mistake (:class:`InputError`, out of memory) and our messages pass through as they
+    are. Anything else (a device error, a sampler refusing its input) is logged with its traceback for
+    the operator and becomes a :class:`GenerationError` that says what to do, never a traceback.
+    """
+    try:
+        yield
+    except (InputError, GenerationError, CompatibilityError):
+        raise
+    except RuntimeError as err:
+        log.exception("Generation failed while %s", what)
+        raise GenerationError(f"Generation failed part-way ({err}). The model is unchanged; try again.") from err
+    except Exception as err:  # noqa: BLE001: whatever the libraries raise, the visitor gets a message
+        log.exception("Generation failed while %s", what)
+        raise GenerationError(
+            f"Generation failed part-way ({type(err).__name__}; the details are in the server's log). "
+            "The model is unchanged: try again, or lower the max activation or the multipliers."
+        ) from err
+
+
 def sample_tokens(
     model: HookedTransformer,
     sae: SAE,
@@ -351,11 +423,12 @@ def sample_tokens(
     The caller holds the model's queue slot (``generate`` and ``dose_response`` do); ``settings.n_samples``
     is ignored, the batch is ``tokens``'s.
     """
-    try:
-        # oom_guard frees the failed run's memory and empties the CUDA cache before telling the visitor
-        # to ask for less, so the app keeps serving; the hooks are gone by then (scoped context).
-        with oom_guard("generating"), _seeded(settings.seed, _model_device(model)):
-            with steering_hooks(model, sae, specs, settings.positions, tokens.shape[1], row_scales, on_step):
+    # oom_guard frees the failed run's memory and empties the CUDA cache before telling the visitor
+    # to ask for less, so the app keeps serving; the hooks are gone by then (scoped context). The
+    # FiniteGuard stops a run whose logits would be NaN before the sampler sees them.
+    with generation_errors("generating"), oom_guard("generating"), _seeded(settings.seed, _model_device(model)):
+        with steering_hooks(model, sae, specs, settings.positions, tokens.shape[1], row_scales, on_step):
+            with model.hooks(fwd_hooks=[(final_hook_name(model), FiniteGuard("generating"))]):
                 return model.generate(
                     tokens,
                     max_new_tokens=settings.max_new_tokens,
@@ -366,8 +439,6 @@ def sample_tokens(
                     return_type="tokens",
                     verbose=False,
                 )
-    except RuntimeError as err:
-        raise GenerationError(f"Generation failed part-way ({err}). The model is unchanged; try again.") from err
 
 
 def _decode_new(model: HookedTransformer, tokens: Tensor, prompt_len: int) -> list[str]:
@@ -430,8 +501,14 @@ class DoseResponse(NamedTuple):
     kl_generated: Tensor
     """Mean KL(steered || unsteered) over the positions that produced the steered text, in nats. Shape (k,)."""
     latent_acts: Tensor
-    """Mean activation of each steered latent on the steered text as the unsteered model reads it.
-    Shape (k, n_specs), spec order."""
+    """Mean activation of each steered latent on the steered text as the unsteered model reads it: does
+    the text steering wrote evoke the latent by itself? Over the generated tokens (up to the first
+    end-of-text). Shape (k, n_specs), spec order."""
+    steered_acts: Tensor
+    """Mean activation of each steered latent at the hook with the steering applied (the SAE encoding of
+    what the model carries on after the hook): what steering puts in, so it rises with the scale. Over
+    the positions that wrote the text (the prompt's last token and each generated token that predicted
+    another). Shape (k, n_specs), spec order."""
     texts: list[str]
     """The steered continuation at each scale (one sample per scale)."""
     tokens: Tensor
@@ -477,11 +554,16 @@ def dose_response(
     latents = torch.tensor([s.latent for s in specs], dtype=torch.long)
     with queue_for(model).slot(on_wait):
         out = sample_tokens(model, sae, batch, specs, settings, row_scales=row_scales)  # (k, n + new)
-        with torch.inference_mode():
+        guard = [(final_hook_name(model), FiniteGuard("measuring the sweep"))]
+        with generation_errors("measuring the sweep"), oom_guard("measuring the sweep"), torch.inference_mode():
             inputs = out[:, :-1]  # (k, L - 1): every position that predicted a generated token
-            with steering_hooks(model, sae, specs, settings.positions, n, row_scales):
-                logits_steered = model(inputs, return_type="logits")  # (k, L - 1, vocab)
-            logits_clean, cache = model.run_with_cache(out, return_type="logits", names_filter=[hook_name])
+            with steering_hooks(model, sae, specs, settings.positions, n, row_scales), model.hooks(fwd_hooks=guard):
+                # The cache hook is added after the steering hook, so it records the steered activation.
+                logits_steered, cache_steered = model.run_with_cache(
+                    inputs, return_type="logits", names_filter=[hook_name]
+                )  # (k, L - 1, vocab)
+            with model.hooks(fwd_hooks=guard):
+                logits_clean, cache = model.run_with_cache(out, return_type="logits", names_filter=[hook_name])
     logits_clean = logits_clean[:, :-1]
     logp_s = logits_steered[:, n - 1 :].float().log_softmax(-1)  # (k, new, vocab)
     logp_c = logits_clean[:, n - 1 :].float().log_softmax(-1)
@@ -490,14 +572,19 @@ def dose_response(
     weights = valid.float()  # (k, new)
     kl_generated = (kl * weights).sum(1) / weights.sum(1).clamp(min=1)
     with torch.inference_mode():
-        acts = cache[hook_name][:, n:].to(sae.W_dec.dtype)  # (k, new, d_in)
+        acts = cache[hook_name][:, n:].to(sae.W_dec.dtype)  # (k, new, d_in): the generated tokens
         z = sae.encode(acts)[..., latents.to(acts.device)].float()  # (k, new, n_specs)
-    latent_acts = (z * weights[..., None]).sum(1) / weights.sum(1).clamp(min=1)[:, None]
+        acts_s = cache_steered[hook_name][:, n - 1 :].to(sae.W_dec.dtype)  # (k, new, d_in): the writing positions
+        z_s = sae.encode(acts_s)[..., latents.to(acts_s.device)].float()  # (k, new, n_specs)
+    per_row = weights.sum(1).clamp(min=1)[:, None]  # (k, 1)
+    latent_acts = (z * weights[..., None]).sum(1) / per_row
+    steered_acts = (z_s * weights[..., None]).sum(1) / per_row
     return DoseResponse(
         scales=row_scales.cpu(),
         kl_next_token=kl[:, 0].cpu(),
         kl_generated=kl_generated.cpu(),
         latent_acts=latent_acts.cpu(),
+        steered_acts=steered_acts.cpu(),
         texts=_decode_new(model, out, n),
         tokens=out.cpu(),
     )
@@ -545,16 +632,22 @@ def word_share(texts: Sequence[str], words: set[str]) -> float:
 
 
 def comparison_table_html(result: GenerationResult, steered_label: str) -> str:
-    """The write-up's table as HTML: the normal output, then each steered sample with the words that
-    differ from the normal sample drawn from the same random stream in ``<mark>``; newlines as ``↵``."""
+    """The write-up's table as HTML, one row per sample: the normal output and, beside it, the steered
+    output drawn from the same random stream, with the words that differ from that normal output (the
+    one shown beside it) in ``<mark>``. The prompt heads the table; newlines show as ``↵``."""
     prompt = html.escape(show_newlines(result.prompt))
-    rows = [("Normal output", f"<b>{prompt}</b>{html.escape(show_newlines(result.normal[0]))}")]
-    for normal, steered in zip(result.normal, result.steered or []):
-        rows.append((steered_label, f"<b>{prompt}</b>{highlight_html(normal, steered)}"))
-    body = "".join(f"<tr><td>{html.escape(label)}</td><td>{text}</td></tr>" for label, text in rows)
+    head = "<th>Sample</th><th>Normal output</th>"
+    if result.steered is not None:
+        head += f"<th>Steered: {html.escape(steered_label)}</th>"
+    rows = []
+    for i, normal in enumerate(result.normal):
+        cells = f'<td>{i + 1}</td><td class="normal">{html.escape(show_newlines(normal))}</td>'
+        if result.steered is not None:
+            cells += f'<td class="steered">{highlight_html(normal, result.steered[i])}</td>'
+        rows.append(f"<tr>{cells}</tr>")
     return (
-        '<table class="outputs-table"><thead><tr><th>Steered latent</th><th>Output</th></tr></thead>'
-        f"<tbody>{body}</tbody></table>"
+        f'<table class="outputs-table"><caption>Prompt: <b>{prompt}</b></caption>'
+        f"<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
     )
 
 
@@ -566,11 +659,14 @@ def default_max_act(index: object | None, latent: int, from_url: str | None = No
     if from_url:
         try:
             value = float(from_url)
-            if math.isfinite(value) and value > 0:
-                return value, None
         except ValueError:
-            pass
-        note = f"The link's max_act={from_url!r} is not a positive number. "
+            value = math.nan
+        if math.isfinite(value) and 0 < value <= LIMITS.max_latent_activation:
+            return value, None
+        if math.isfinite(value) and value > LIMITS.max_latent_activation:
+            note = f"The link's max_act={_quoted(from_url)} is above this server's limit of {LIMITS.max_latent_activation:,g}. "
+        else:
+            note = f"The link's max_act={_quoted(from_url)} is not a positive number. "
     else:
         note = ""
     if index is not None:
