@@ -149,9 +149,9 @@ heat = go.Figure(
 )
 # Half a page wide: a title of two short lines, so it is not cut off.
 heat.update_layout(
-    title={"text": f"WᵀW at p = {probs[level]:.3g}<br><sup>diagonal: how well each feature is kept; "
-                   "off-diagonal: interference</sup>"},
-    yaxis={"autorange": "reversed", "scaleanchor": "x"}, height=440, margin={"t": 70, "b": 10},
+    title={"text": f"WᵀW at p = {probs[level]:.3g}<br><sup>diagonal: how well each feature is kept</sup><br>"
+                   "<sup>off-diagonal: how much two features interfere</sup>"},
+    yaxis={"autorange": "reversed", "scaleanchor": "x"}, height=440, margin={"t": 90, "b": 10},
 )
 left.plotly_chart(heat, key="toy_gram")
 

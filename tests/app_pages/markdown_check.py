@@ -1,4 +1,4 @@
-"""Is a Markdown string shown as exactly the visitor's text? Rendered the way a browser would see it.
+r"""Is a Markdown string shown as exactly the visitor's text? Rendered the way a browser would see it.
 
 Streamlit renders ``st.error`` / ``st.caption`` / ``st.markdown`` bodies as GitHub-flavoured Markdown
 (remark). markdown-it-py's ``gfm-like`` preset renders the same syntax, except bare-URL links: remark
