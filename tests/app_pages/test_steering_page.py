@@ -130,6 +130,7 @@ from html.parser import HTMLParser  # noqa: E402
 
 from streamlit.runtime.scriptrunner_utils.exceptions import StopException  # noqa: E402
 
+from sae_lib import render  # noqa: E402
 from sae_lib.limits import LIMITS  # noqa: E402
 from tests.app_pages.markdown_check import INJECTIONS, assert_shows_as_text, visible_text  # noqa: E402
 
@@ -293,10 +294,10 @@ def test_each_steered_sample_sits_beside_the_normal_it_is_highlighted_against(ti
     for i, (cells, marks) in enumerate(zip(parsed.rows, parsed.marks)):
         number, normal, steered = cells
         assert number == str(i + 1)
-        assert normal == steering.show_newlines(result.normal[i])  # every normal sample is shown
-        assert steered == steering.show_newlines(result.steered[i])
+        assert normal == render.show_newlines(result.normal[i])  # every normal sample is shown
+        assert steered == render.show_newlines(result.steered[i])
         # The marks are exactly the words that differ from the normal output in the same row.
-        expected = [steering.show_newlines(w) for w, changed in steering.word_diff(result.normal[i], result.steered[i]) if changed]
+        expected = [render.show_newlines(w) for w, changed in render.word_diff(result.normal[i], result.steered[i]) if changed]
         assert marks[2] == expected
 
 
