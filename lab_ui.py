@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 
 import streamlit as st
 
@@ -20,6 +21,37 @@ from sae_lib.redact import public_name, redact_paths
 from sae_lib.workspace import Workspace, load_workspace
 
 log = logging.getLogger("latent_lab")
+OPERATOR_LOGGERS = ("latent_lab", "sae_lib")
+"""Loggers whose records (what was loaded from where, failures with their traces) go to the server's
+stderr: the operator's log. Visitors see names and messages; the details are kept here."""
+
+
+class _Stderr(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of the record (as Python's last-resort handler)."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def _log_to_stderr() -> None:
+    # Without a handler, Python prints only warnings and up (and INFO lines such as where the model was
+    # loaded from would be lost). Added once per process; records still propagate (tests capture them).
+    for name in OPERATOR_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(getattr(h, "_latent_lab", False) for h in logger.handlers):
+            handler = _Stderr()
+            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+            handler._latent_lab = True  # type: ignore[attr-defined]
+            logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
+_log_to_stderr()
 
 # Every ASCII punctuation character: CommonMark lets each be escaped with a backslash, and each can
 # start Markdown ("[", "!", "*", "`", "#", "<", "|") or Streamlit's extensions (":red[...]", "$x$").

@@ -83,3 +83,16 @@ def test_uncaught_errors_show_visitors_no_details():
     value = config["client"]["showErrorDetails"]
     assert value == st_config.ShowErrorDetailsConfigOptions.NONE  # Streamlit 1.67's "none": no message, type or trace
     assert value in {o.value for o in st_config.ShowErrorDetailsConfigOptions}
+
+
+def test_the_operators_log_gets_info_and_traces(capsys):
+    import logging
+
+    logging.getLogger("sae_lib.steering").info("loaded from /srv/models/x")
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        logging.getLogger("latent_lab").exception("Generation failed")
+    err = capsys.readouterr().err
+    assert "loaded from /srv/models/x" in err  # paths go to the operator's log ...
+    assert "Traceback" in err and "ValueError: boom" in err  # ... with the trace
