@@ -38,6 +38,9 @@ from sae_lib.limits import LIMITS, Limits, check_range, oom_guard
 from sae_lib.model_queue import queue_for
 from sae_lib.probe import model_device, prompt_tokens
 
+log = logging.getLogger(__name__)
+"""Failures the visitor sees as a message are logged here with their trace, for the operator."""
+
 Method = Literal["write-up clamp", "add", "clamp activation"]
 METHODS: tuple[str, ...] = get_args(Method)
 Positions = Literal["all", "generated"]
@@ -58,8 +61,6 @@ METHOD_HELP = {
         "reconstruction, so the SAE's error term is kept (\"Golden Gate\" style). coeff 0 ablates the latent."
     ),
 }
-log = logging.getLogger(__name__)
-
 POSITIONS_HELP = (
     "all: every position, prompt included (the write-up). generated: only the positions that produce new "
     "tokens, i.e. the prompt's last token and every generated one; the model reads the prompt unsteered."
