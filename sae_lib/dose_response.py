@@ -12,14 +12,17 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 
 from sae_lib.errors import InputError
-from sae_lib.limits import LIMITS, check_range
+from sae_lib.limits import LIMITS, check_range, oom_guard
 from sae_lib.model_queue import queue_for
 from sae_lib.probe import model_device, prompt_tokens
 from sae_lib.steering import (
     GenerationSettings,
+    FiniteGuard,
     SteeringSpec,
     check_specs,
     decode_new,
+    final_hook_name,
+    generation_errors,
     sample_tokens,
     steering_hooks,
 )
@@ -35,8 +38,14 @@ class DoseResponse(NamedTuple):
     kl_generated: Tensor
     """Mean KL(steered || unsteered) over the positions that produced the steered text, in nats. Shape (k,)."""
     latent_acts: Tensor
-    """Mean activation of each steered latent on the steered text as the unsteered model reads it.
-    Shape (k, n_specs), spec order."""
+    """Mean activation of each steered latent on the steered text as the unsteered model reads it: does
+    the text steering wrote evoke the latent by itself? Over the generated tokens (up to the first
+    end-of-text). Shape (k, n_specs), spec order."""
+    steered_acts: Tensor
+    """Mean activation of each steered latent at the hook with the steering applied (the SAE encoding of
+    what the model carries on after the hook): what steering puts in, so it rises with the scale. Over
+    the positions that wrote the text (the prompt's last token and each generated token that predicted
+    another). Shape (k, n_specs), spec order."""
     texts: list[str]
     """The steered continuation at each scale (one sample per scale)."""
     tokens: Tensor
@@ -82,11 +91,16 @@ def dose_response(
     latents = torch.tensor([s.latent for s in specs], dtype=torch.long)
     with queue_for(model).slot(on_wait):
         out = sample_tokens(model, sae, batch, specs, settings, row_scales=row_scales)  # (k, n + new)
-        with torch.inference_mode():
+        guard = [(final_hook_name(model), FiniteGuard("measuring the sweep"))]
+        with generation_errors("measuring the sweep"), oom_guard("measuring the sweep"), torch.inference_mode():
             inputs = out[:, :-1]  # (k, L - 1): every position that predicted a generated token
-            with steering_hooks(model, sae, specs, settings.positions, n, row_scales):
-                logits_steered = model(inputs, return_type="logits")  # (k, L - 1, vocab)
-            logits_clean, cache = model.run_with_cache(out, return_type="logits", names_filter=[hook_name])
+            with steering_hooks(model, sae, specs, settings.positions, n, row_scales), model.hooks(fwd_hooks=guard):
+                # The cache hook is added after the steering hook, so it records the steered activation.
+                logits_steered, cache_steered = model.run_with_cache(
+                    inputs, return_type="logits", names_filter=[hook_name]
+                )  # (k, L - 1, vocab)
+            with model.hooks(fwd_hooks=guard):
+                logits_clean, cache = model.run_with_cache(out, return_type="logits", names_filter=[hook_name])
     logits_clean = logits_clean[:, :-1]
     logp_s = logits_steered[:, n - 1 :].float().log_softmax(-1)  # (k, new, vocab)
     logp_c = logits_clean[:, n - 1 :].float().log_softmax(-1)
@@ -95,14 +109,19 @@ def dose_response(
     weights = valid.float()  # (k, new)
     kl_generated = (kl * weights).sum(1) / weights.sum(1).clamp(min=1)
     with torch.inference_mode():
-        acts = cache[hook_name][:, n:].to(sae.W_dec.dtype)  # (k, new, d_in)
+        acts = cache[hook_name][:, n:].to(sae.W_dec.dtype)  # (k, new, d_in): the generated tokens
         z = sae.encode(acts)[..., latents.to(acts.device)].float()  # (k, new, n_specs)
-    latent_acts = (z * weights[..., None]).sum(1) / weights.sum(1).clamp(min=1)[:, None]
+        acts_s = cache_steered[hook_name][:, n - 1 :].to(sae.W_dec.dtype)  # (k, new, d_in): the writing positions
+        z_s = sae.encode(acts_s)[..., latents.to(acts_s.device)].float()  # (k, new, n_specs)
+    per_row = weights.sum(1).clamp(min=1)[:, None]  # (k, 1)
+    latent_acts = (z * weights[..., None]).sum(1) / per_row
+    steered_acts = (z_s * weights[..., None]).sum(1) / per_row
     return DoseResponse(
         scales=row_scales.cpu(),
         kl_next_token=kl[:, 0].cpu(),
         kl_generated=kl_generated.cpu(),
         latent_acts=latent_acts.cpu(),
+        steered_acts=steered_acts.cpu(),
         texts=decode_new(model, out, n),
         tokens=out.cpu(),
     )

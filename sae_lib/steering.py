@@ -20,6 +20,7 @@ other's steering.
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from collections.abc import Callable, Iterator, Sequence
@@ -36,6 +37,9 @@ from sae_lib.errors import CompatibilityError, GenerationError, InputError
 from sae_lib.limits import LIMITS, Limits, check_range, oom_guard
 from sae_lib.model_queue import queue_for
 from sae_lib.probe import model_device, prompt_tokens
+
+log = logging.getLogger(__name__)
+"""Failures the visitor sees as a message are logged here with their trace, for the operator."""
 
 Method = Literal["write-up clamp", "add", "clamp activation"]
 METHODS: tuple[str, ...] = get_args(Method)
@@ -92,6 +96,12 @@ class SteeringSpec:
                 f"Latent {self.latent}: max activation must be a positive number, got {self.max_act:g}. "
                 "A latent that never fires has max activation 0: type a scale to steer it anyway (1.0 is a start)."
             )
+        if self.max_act > LIMITS.max_latent_activation:
+            raise InputError(
+                f"Latent {self.latent}: max activation {self.max_act:g} is above this server's limit of "
+                f"{LIMITS.max_latent_activation:,g}. Real latents peak in the tens to hundreds: type the value "
+                "the Latent browser shows for this latent."
+            )
 
     def multipliers(self) -> tuple[float, ...]:
         """The knobs this method uses (what the sliders move)."""
@@ -117,20 +127,34 @@ def check_specs(specs: Sequence[SteeringSpec], d_sae: int, limits: Limits = LIMI
             check_range(f"Latent {spec.latent}: {name}", value, -limits.max_multiplier, limits.max_multiplier)
 
 
-def parse_latents(text: str, d_sae: int) -> list[int]:
-    """Latent numbers typed as ``"12, 40 7"``: unique, in order, each checked against ``d_sae``."""
+def _quoted(text: str, limit: int = 40) -> str:
+    """``text`` quoted for a message, cut to ``limit`` characters (a pasted page must not fill the screen)."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + f"... ({len(text):,} characters)"
+
+
+def parse_latents(text: str, d_sae: int, limit: int | None = None) -> list[int]:
+    """Latent numbers typed as ``"12, 40 7"``: unique, in order, each checked against ``d_sae``.
+
+    More than ``limit`` (default: this server's ``max_steered_latents``) is refused as soon as it is
+    seen, before anything is built for them.
+    """
+    limit = LIMITS.max_steered_latents if limit is None else limit
+    parts = [p for p in re.split(r"[\s,;]+", text.strip()) if p]
     out: list[int] = []
-    for part in re.split(r"[\s,;]+", text.strip()):
-        if not part:
-            continue
+    for part in parts:
         try:
             latent = int(part)
         except ValueError:
-            raise InputError(f"{part!r} is not a latent number; type whole numbers such as 12, 40.") from None
+            raise InputError(f"{_quoted(part)} is not a latent number; type whole numbers such as 12, 40.") from None
         if not (0 <= latent < d_sae):
             raise InputError(f"Latent {latent} does not exist: this SAE has latents 0 to {d_sae - 1}.")
         if latent not in out:
             out.append(latent)
+        if len(out) > limit:
+            raise InputError(
+                f"More than {limit} latents given ({len(parts):,} numbers in the list); at most {limit} can be "
+                "steered at once. Remove some."
+            )
     return out
 
 
@@ -315,6 +339,55 @@ def _seeded(seed: int, device: torch.device) -> Iterator[None]:
         yield
 
 
+NON_FINITE_MESSAGE = (
+    "The model's numbers overflowed (NaN or infinity) while {what}: the steering is too strong for this "
+    "model. Lower the max activation or the multipliers and try again; the model is unchanged."
+)
+
+
+class FiniteGuard:
+    """A forward hook on the model's last activation before the unembedding, raising
+    :class:`GenerationError` as soon as it holds NaN or infinity: the logits made from it would be
+    non-finite too, and the sampler would fail with an unreadable error (or sample garbage)."""
+
+    def __init__(self, what: str = "generating") -> None:
+        self.what = what
+
+    def __call__(self, act: Tensor, hook: object = None) -> Tensor:
+        if not bool(torch.isfinite(act).all()):
+            raise GenerationError(NON_FINITE_MESSAGE.format(what=self.what))
+        return act
+
+
+def final_hook_name(model: HookedTransformer) -> str:
+    """The hook point whose output the unembedding reads (after the final norm when there is one)."""
+    name = "ln_final.hook_normalized"
+    return name if name in model.hook_dict else f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
+
+
+@contextmanager
+def generation_errors(what: str = "generating") -> Iterator[None]:
+    """Turn any failure inside the ``with`` into a message for the visitor; the trace goes to the log.
+
+    A visitor's own mistake (:class:`InputError`, out of memory) and our messages pass through as they
+    are. Anything else (a device error, a sampler refusing its input) is logged with its traceback for
+    the operator and becomes a :class:`GenerationError` that says what to do, never a traceback.
+    """
+    try:
+        yield
+    except (InputError, GenerationError, CompatibilityError):
+        raise
+    except RuntimeError as err:
+        log.exception("Generation failed while %s", what)
+        raise GenerationError(f"Generation failed part-way ({err}). The model is unchanged; try again.") from err
+    except Exception as err:  # noqa: BLE001: whatever the libraries raise, the visitor gets a message
+        log.exception("Generation failed while %s", what)
+        raise GenerationError(
+            f"Generation failed part-way ({type(err).__name__}; the details are in the server's log). "
+            "The model is unchanged: try again, or lower the max activation or the multipliers."
+        ) from err
+
+
 def sample_tokens(
     model: HookedTransformer,
     sae: SAE,
@@ -329,11 +402,12 @@ def sample_tokens(
     The caller holds the model's queue slot (``generate`` and ``dose_response`` do); ``settings.n_samples``
     is ignored, the batch is ``tokens``'s.
     """
-    try:
-        # oom_guard frees the failed run's memory and empties the CUDA cache before telling the visitor
-        # to ask for less, so the app keeps serving; the hooks are gone by then (scoped context).
-        with oom_guard("generating"), _seeded(settings.seed, model_device(model)):
-            with steering_hooks(model, sae, specs, settings.positions, tokens.shape[1], row_scales, on_step):
+    # oom_guard frees the failed run's memory and empties the CUDA cache before telling the visitor
+    # to ask for less, so the app keeps serving; the hooks are gone by then (scoped context). The
+    # FiniteGuard stops a run whose logits would be NaN before the sampler sees them.
+    with generation_errors("generating"), oom_guard("generating"), _seeded(settings.seed, model_device(model)):
+        with steering_hooks(model, sae, specs, settings.positions, tokens.shape[1], row_scales, on_step):
+            with model.hooks(fwd_hooks=[(final_hook_name(model), FiniteGuard("generating"))]):
                 return model.generate(
                     tokens,
                     max_new_tokens=settings.max_new_tokens,
@@ -344,8 +418,6 @@ def sample_tokens(
                     return_type="tokens",
                     verbose=False,
                 )
-    except RuntimeError as err:
-        raise GenerationError(f"Generation failed part-way ({err}). The model is unchanged; try again.") from err
 
 
 def decode_new(model: HookedTransformer, tokens: Tensor, prompt_len: int) -> list[str]:
@@ -407,11 +479,14 @@ def default_max_act(index: object | None, latent: int, from_url: str | None = No
     if from_url:
         try:
             value = float(from_url)
-            if math.isfinite(value) and value > 0:
-                return value, None
         except ValueError:
-            pass
-        note = f"The link's max_act={from_url!r} is not a positive number. "
+            value = math.nan
+        if math.isfinite(value) and 0 < value <= LIMITS.max_latent_activation:
+            return value, None
+        if math.isfinite(value) and value > LIMITS.max_latent_activation:
+            note = f"The link's max_act={_quoted(from_url)} is above this server's limit of {LIMITS.max_latent_activation:,g}. "
+        else:
+            note = f"The link's max_act={_quoted(from_url)} is not a positive number. "
     else:
         note = ""
     if index is not None:
