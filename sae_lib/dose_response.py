@@ -43,7 +43,8 @@ class DoseResponse(NamedTuple):
     end-of-text). Shape (k, n_specs), spec order."""
     steered_acts: Tensor
     """Mean activation of each steered latent at the hook with the steering applied (the SAE encoding of
-    what the model carries on after the hook): what steering puts in, so it rises with the scale. Over
+    what the model carries on after the hook): what steering puts in: it rises with the scale when the latent's encoder reads its own decoder direction
+    (on the demo, latent 10's barely does: 0 up to half strength). Over
     the positions that wrote the text (the prompt's last token and each generated token that predicted
     another). Shape (k, n_specs), spec order."""
     texts: list[str]
