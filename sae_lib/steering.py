@@ -34,6 +34,7 @@ from sae_lens import SAE
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
+from sae_lib.engine import Engine, engine_for, hook_site
 from sae_lib.errors import CompatibilityError, GenerationError, InputError
 from sae_lib.limits import LIMITS, Limits, check_prompt, check_range, oom_guard
 from sae_lib.model_queue import queue_for
@@ -199,6 +200,19 @@ class SteeringHook:
         z_new[..., idx] = target
         return (sae.decode(z_new) - sae.decode(z)).to(act.dtype)  # (batch, pos, d_in)
 
+    def decode_add(self, batch: int) -> Tensor | None | bool:
+        """What this hook adds at every position once decoding has started (each one is steered then):
+        (batch, d_in), None when nothing, False when it depends on the activation (``clamp activation``).
+        The engine's compiled decode step applies it from a fixed buffer."""
+        if len(self._clamp_idx):
+            return False
+        if self._additive is None:
+            return None
+        add = self._additive.expand(batch, -1)  # (batch, d_in)
+        if self._row_scales is not None:
+            add = self._row_scales.to(add)[:, None] * add
+        return add
+
     def __call__(self, act: Tensor, hook: object = None) -> Tensor:
         # act: (batch, pos, d_in)
         start = self._seen
@@ -346,28 +360,53 @@ def sample_tokens(
     row_scales: Tensor | None = None,
     on_step: Callable[[], None] | None = None,
 ) -> Tensor:
-    """One seeded, batched, KV-cached TransformerLens generation; ``tokens`` (batch, pos) -> (batch, pos + new).
+    """One seeded, batched, KV-cached generation; ``tokens`` (batch, pos) -> (batch, pos + new).
 
-    The caller holds the model's queue slot (``generate`` and ``dose_response`` do); ``settings.n_samples``
-    is ignored, the batch is ``tokens``'s.
+    On the model's generation engine (:mod:`sae_lib.engine`: the Hugging Face module, steered at the
+    module whose output is the SAE's hook) when it has one, else TransformerLens's ``generate``; both
+    sample the same way, so a seed gives the same text. The caller holds the model's queue slot
+    (``generate`` and ``dose_response`` do); ``settings.n_samples`` is ignored, the batch is ``tokens``'s.
     """
+    engine = _engine(model, sae)
     try:
         # oom_guard frees the failed run's memory and empties the CUDA cache before telling the visitor
         # to ask for less, so the app keeps serving; the hooks are gone by then (scoped context).
-        with oom_guard("generating"), _seeded(settings.seed, _model_device(model)):
-            with steering_hooks(model, sae, specs, settings.positions, tokens.shape[1], row_scales, on_step):
-                return model.generate(
+        with oom_guard("generating"):
+            if engine is not None:
+                steer = SteeringHook(sae, specs, settings.positions, tokens.shape[1], row_scales) if specs else None
+                return engine.sample(
                     tokens,
                     max_new_tokens=settings.max_new_tokens,
                     temperature=settings.temperature,
                     freq_penalty=settings.freq_penalty,
+                    seed=settings.seed,
                     stop_at_eos=settings.stop_at_eos,
-                    use_past_kv_cache=True,
-                    return_type="tokens",
-                    verbose=False,
+                    hook_name=sae.cfg.metadata.hook_name,
+                    steer=steer,
+                    on_step=on_step,
                 )
+            with _seeded(settings.seed, _model_device(model)):
+                with steering_hooks(model, sae, specs, settings.positions, tokens.shape[1], row_scales, on_step):
+                    return model.generate(
+                        tokens,
+                        max_new_tokens=settings.max_new_tokens,
+                        temperature=settings.temperature,
+                        freq_penalty=settings.freq_penalty,
+                        stop_at_eos=settings.stop_at_eos,
+                        use_past_kv_cache=True,
+                        return_type="tokens",
+                        verbose=False,
+                    )
     except RuntimeError as err:
         raise GenerationError(f"Generation failed part-way ({err}). The model is unchanged; try again.") from err
+
+
+def _engine(model: HookedTransformer, sae: SAE) -> Engine | None:
+    """The model's generation engine when it has one with a module for the SAE's hook, else None."""
+    engine = engine_for(model)
+    if engine is None or hook_site(engine.hf, sae.cfg.metadata.hook_name) is None:
+        return None
+    return engine
 
 
 def _decode_new(model: HookedTransformer, tokens: Tensor, prompt_len: int) -> list[str]:
@@ -475,13 +514,20 @@ def dose_response(
     n = tokens.shape[1]
     hook_name = sae.cfg.metadata.hook_name
     latents = torch.tensor([s.latent for s in specs], dtype=torch.long)
+    engine = _engine(model, sae)
     with queue_for(model).slot(on_wait):
         out = sample_tokens(model, sae, batch, specs, settings, row_scales=row_scales)  # (k, n + new)
         with torch.inference_mode():
             inputs = out[:, :-1]  # (k, L - 1): every position that predicted a generated token
-            with steering_hooks(model, sae, specs, settings.positions, n, row_scales):
-                logits_steered = model(inputs, return_type="logits")  # (k, L - 1, vocab)
-            logits_clean, cache = model.run_with_cache(out, return_type="logits", names_filter=[hook_name])
+            if engine is not None:
+                steer = SteeringHook(sae, specs, settings.positions, n, row_scales)
+                logits_steered, _ = engine.logits(inputs, hook_name, steer)  # (k, L - 1, vocab)
+                logits_clean, acts_clean = engine.logits(out, hook_name, capture=True)
+            else:
+                with steering_hooks(model, sae, specs, settings.positions, n, row_scales):
+                    logits_steered = model(inputs, return_type="logits")  # (k, L - 1, vocab)
+                logits_clean, cache = model.run_with_cache(out, return_type="logits", names_filter=[hook_name])
+                acts_clean = cache[hook_name]
     logits_clean = logits_clean[:, :-1]
     logp_s = logits_steered[:, n - 1 :].float().log_softmax(-1)  # (k, new, vocab)
     logp_c = logits_clean[:, n - 1 :].float().log_softmax(-1)
@@ -490,7 +536,7 @@ def dose_response(
     weights = valid.float()  # (k, new)
     kl_generated = (kl * weights).sum(1) / weights.sum(1).clamp(min=1)
     with torch.inference_mode():
-        acts = cache[hook_name][:, n:].to(sae.W_dec.dtype)  # (k, new, d_in)
+        acts = acts_clean[:, n:].to(sae.W_dec.dtype)  # (k, new, d_in)
         z = sae.encode(acts)[..., latents.to(acts.device)].float()  # (k, new, n_specs)
     latent_acts = (z * weights[..., None]).sum(1) / weights.sum(1).clamp(min=1)[:, None]
     return DoseResponse(
