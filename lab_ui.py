@@ -27,6 +27,8 @@ def workspace_or_stop() -> Workspace:
         st.stop()
     if ws.fallback_reason:
         st.warning(ws.fallback_reason)
+    if ws.engine_notice:
+        st.info(ws.engine_notice)
     return ws
 
 
@@ -44,6 +46,7 @@ def sidebar(ws: Workspace) -> None:
                     f"**d_in** {info['d_in']:,} · **d_sae** {info['d_sae']:,}",
                     f"**Device** {info['device']} · **dtype** {info['dtype']}",
                     f"**Latent index** {info['index']}",
+                    f"**Generation** {info['engine']}",
                 ]
             )
         )

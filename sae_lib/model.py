@@ -32,7 +32,7 @@ import json
 from pathlib import Path
 
 import torch
-from transformer_lens import HookedTransformer
+from transformer_lens import HookedTransformer, HookedTransformerConfig
 from transformer_lens import loading_from_pretrained as tl_loading
 
 from sae_lib import constants
@@ -175,7 +175,6 @@ def load_model_from_folder(
     snapshot of a named model (TransformerLens special-cases some families by name); None reads the
     folder's ``config.json``. Peak memory is about one copy of the weights (see the module docstring).
     """
-    from accelerate import init_empty_weights
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder = Path(folder).expanduser().resolve()  # absolute: TransformerLens matches names by prefix
@@ -215,12 +214,27 @@ def load_model_from_folder(
     hf_model.eval()
     hf_model.requires_grad_(False)
 
+    return hooked_transformer_over(hf_model, cfg, tokenizer, str(folder))
+
+
+def hooked_transformer_over(
+    hf_model: torch.nn.Module, cfg: HookedTransformerConfig, tokenizer: object | None, source: str
+) -> HookedTransformer:
+    """A ``HookedTransformer`` whose parameters are views of ``hf_model``'s tensors (no weight
+    processing), with ``hf_model`` registered as its generation engine (:func:`sae_lib.engine.engine_for`).
+
+    ``cfg`` is TransformerLens's config for the model (``get_pretrained_model_config``); ``source`` names
+    the model in error messages and lets TransformerLens pick its weight converter.
+    """
+    from accelerate import init_empty_weights
+
+    dt = next(hf_model.parameters()).dtype
     with torch.no_grad():
         try:
             # Mostly views of hf_model's tensors (rearranges and transposes), plus small zero biases.
-            state_dict = tl_loading.get_pretrained_state_dict(str(folder), cfg, hf_model=hf_model, dtype=dt)
+            state_dict = tl_loading.get_pretrained_state_dict(source, cfg, hf_model=hf_model, dtype=dt)
         except (NotImplementedError, ValueError) as err:
-            raise ModelLoadError(f"TransformerLens cannot convert the weights in {folder}: {err}") from None
+            raise ModelLoadError(f"TransformerLens cannot convert the weights in {source}: {err}") from None
         with init_empty_weights(include_buffers=False):  # parameters on meta, buffers (rotary) real
             model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=False)
         result = model.load_state_dict(state_dict, strict=False, assign=True)
@@ -229,14 +243,14 @@ def load_model_from_folder(
     left_on_meta = [name for name, p in model.named_parameters() if p.device.type == "meta"]
     if left_on_meta or result.unexpected_keys:
         raise ModelLoadError(
-            f"The weights in {folder} do not fill this TransformerLens model: missing "
+            f"The weights in {source} do not fill this TransformerLens model: missing "
             f"{left_on_meta[:5]}, unexpected {list(result.unexpected_keys)[:5]}."
         )
     # The parameters stay views of the Hugging Face tensors, on every device: the Hugging Face module is
     # the one that generates (sae_lib.engine) and both must read one copy of the weights, not two.
     model.move_model_modules_to_device()  # the zero biases and buffers; the weights are already there
     model.eval()
-    attach_engine(model, hf_model, tokenizer.eos_token_id)
+    attach_engine(model, hf_model, getattr(tokenizer, "eos_token_id", None))
     return model
 
 
