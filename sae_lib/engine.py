@@ -176,7 +176,7 @@ class Engine:
 
     # --- forwards -----------------------------------------------------------------------------
 
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: SAE training keeps these activations in its buffer
     def activations(self, tokens: Tensor, hook_name: str) -> Tensor:
         """Activations at ``hook_name`` for ``tokens`` (batch, pos) -> (batch, pos, d); the layers above
         the hook never run (nor the unembedding)."""
@@ -290,7 +290,10 @@ class Engine:
         site = self.site(hook_name) if steer is not None and hook_name else None
         with contextlib.ExitStack() as stack:
             if static:
-                step = stack.enter_context(self._static_stepper(batch, n + max_new_tokens, site, steer))
+                # Steered or not, the same graph: its slot adds zeros when nothing steers (exact, and one
+                # compilation per batch size instead of two).
+                slot_site = hook_site(self.hf, hook_name) if hook_name else None
+                step = stack.enter_context(self._static_stepper(batch, n + max_new_tokens, slot_site, steer))
             else:
                 if site is not None:
                     stack.enter_context(hooked(site, steer))
@@ -364,7 +367,7 @@ class Engine:
         def step(ids: Tensor) -> Tensor:
             if first[0]:
                 first[0] = False
-                if site is not None:
+                if site is not None and steer is not None:
                     with hooked(site, steer):
                         logits = self.hf(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
                 else:
@@ -499,3 +502,39 @@ def hook_activations(model: torch.nn.Module, tokens: Tensor, hook_name: str) -> 
             tokens.to(device), names_filter=[hook_name], stop_at_layer=int(layer[1]) + 1 if layer else None
         )
     return cache[hook_name]
+
+
+class EngineActivations:
+    """The HookedTransformer as SAELens's ``ActivationsStore`` sees it, with activations from the engine.
+
+    SAELens reads activations with ``model.run_with_cache(tokens, names_filter=[hook], stop_at_layer=...,
+    prepend_bos=False)``; here that call runs the Hugging Face module up to the hook (the same forward
+    as the latent index pass). Every other attribute and call (``to_tokens``, ``cfg``, the hooks SAELens's
+    evals add with ``run_with_hooks``) is the HookedTransformer's own. Pass it where SAELens takes a
+    model (``override_model=EngineActivations(model)``); without an engine it changes nothing.
+    """
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model
+
+    def __getattr__(self, name: str):
+        return getattr(self.model, name)
+
+    def __call__(self, *args, **kwargs):
+        return self.model(*args, **kwargs)
+
+    def run_with_cache(self, tokens, *args, names_filter=None, stop_at_layer=None, prepend_bos=None, **kwargs):
+        engine = engine_for(self.model)
+        names = [names_filter] if isinstance(names_filter, str) else names_filter
+        if (
+            engine is not None
+            and not args
+            and not kwargs
+            and isinstance(names, (list, tuple))
+            and len(names) == 1
+            and hook_site(engine.hf, names[0]) is not None
+        ):
+            return None, {names[0]: engine.activations(tokens, names[0])}
+        return self.model.run_with_cache(
+            tokens, *args, names_filter=names_filter, stop_at_layer=stop_at_layer, prepend_bos=prepend_bos, **kwargs
+        )

@@ -60,6 +60,7 @@ from sae_lens.util import extract_stop_at_layer_from_tlens_hook_name
 from transformer_lens import HookedTransformer
 
 from sae_lib.constants import INDEX_CONTEXTS_FILENAME, INDEX_META_FILENAME, INDEX_STATS_FILENAME
+from sae_lib.engine import hook_activations as engine_hook_activations
 from sae_lib.errors import CompatibilityError, InputError
 from sae_lib.model_queue import queue_for
 from sae_lib.limits import LIMITS, Limits, check_prompt
@@ -355,12 +356,9 @@ class _Accumulator:
 
 
 def hook_activations(model: HookedTransformer, tokens: torch.Tensor, hook_name: str) -> torch.Tensor:
-    """Activations at ``hook_name`` for ``tokens`` (B, ctx), running the model only up to that hook's layer."""
-    stop = extract_stop_at_layer_from_tlens_hook_name(hook_name)
-    _, cache = model.run_with_cache(
-        tokens, stop_at_layer=stop, names_filter=[hook_name], return_cache_object=False
-    )
-    return cache[hook_name]
+    """Activations at ``hook_name`` for ``tokens`` (B, ctx), running the model only up to that hook's layer
+    (on the generation engine's Hugging Face kernels when the model has one: ``sae_lib.engine``)."""
+    return engine_hook_activations(model, tokens, hook_name)
 
 
 @torch.no_grad()

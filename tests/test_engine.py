@@ -15,7 +15,7 @@ from sae_lens.saes.sae import SAEMetadata
 
 from sae_lib import engine as engine_mod
 from sae_lib import steering
-from sae_lib.engine import SUPPORTED_ARCHITECTURES, engine_for, engine_notice, hook_activations, hook_site
+from sae_lib.engine import SUPPORTED_ARCHITECTURES, EngineActivations, engine_for, engine_notice, hook_activations, hook_site
 from sae_lib.errors import InputError
 from sae_lib.model import load_model
 from sae_lib.model_queue import queue_for
@@ -301,3 +301,20 @@ def test_unsupported_architecture_falls_back_with_a_notice(tiny_hf_qwen3_dir, sa
     assert acts.shape[-1] == 64
     with pytest.raises(InputError):
         generate(model, sae, "  ", [], GenerationSettings())
+
+
+def test_saelens_reads_activations_through_the_engine(loaded):
+    """What SAELens's ActivationsStore calls, answered by the engine, equals TransformerLens's answer."""
+    tokens = loaded.to_tokens(["The ship sailed across the ocean today"] * 3, prepend_bos=False)
+    proxy = EngineActivations(loaded)
+    calls = []
+    handle = engine_for(loaded).hf.model.layers[1].mlp.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        got = proxy.run_with_cache(tokens, names_filter=[HOOK], stop_at_layer=2, prepend_bos=False)[1][HOOK]
+    finally:
+        handle.remove()
+    assert calls  # the engine ran
+    _, ref = loaded.run_with_cache(tokens, names_filter=[HOOK], stop_at_layer=2, prepend_bos=False)
+    torch.testing.assert_close(got, ref[HOOK], atol=1e-4, rtol=0)
+    assert not got.is_inference()  # SAE training may keep it
+    assert proxy.cfg is loaded.cfg and proxy.to_tokens("a").shape[0] == 1
