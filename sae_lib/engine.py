@@ -480,6 +480,18 @@ def engine_for(model: torch.nn.Module) -> Engine | None:
     return _ENGINES.get(model)
 
 
+@contextmanager
+def transformerlens_only(model: torch.nn.Module) -> Iterator[None]:
+    """Inside the ``with``, ``model`` has no engine: everything runs on TransformerLens (the benches'
+    and tests' reference for "today's path"). Hold the model's queue slot around it in the app."""
+    engine = _ENGINES.pop(model, None)
+    try:
+        yield
+    finally:
+        if engine is not None:
+            _ENGINES[model] = engine
+
+
 def engine_notice(model: torch.nn.Module) -> str | None:
     """Why ``model`` has no engine, when its loader tried to give it one."""
     return _NOTICES.get(model)

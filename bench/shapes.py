@@ -1,0 +1,122 @@
+"""What the benches share: the model shapes, random models built straight on the device, a random SAE
+with calibrated thresholds, and CUDA-synchronized timing.
+
+Random weights stand in for real ones: speed and memory depend on shapes and dtypes, not on values.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+
+import torch
+
+QWEN3_8B = dict(
+    vocab_size=151936, hidden_size=4096, intermediate_size=12288, num_hidden_layers=36,
+    num_attention_heads=32, num_key_value_heads=8, head_dim=128, max_position_embeddings=40960,
+    rope_theta=1_000_000.0, rms_norm_eps=1e-6, tie_word_embeddings=False,
+)
+"""Qwen3-8B's config.json (8.19 B parameters)."""
+DEMO_SHAPE = dict(
+    vocab_size=2048, hidden_size=128, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4,
+    num_key_value_heads=2, head_dim=32, max_position_embeddings=512, tie_word_embeddings=True,
+)
+"""The embedded demo's shape."""
+
+
+def flagship_layer(shape: dict) -> int:
+    """The write-up's SAE layer: block 28 of Qwen3-8B's 36, the same depth for other shapes."""
+    return round(shape["num_hidden_layers"] * 28 / 36)
+
+
+def sync(device: torch.device | str) -> None:
+    """Wait for queued GPU work, so a timer reads what the GPU did and not what was queued."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fns: dict[str, Callable[[], object]], repeats: int, device: torch.device | str,
+          warmup: bool = True) -> dict[str, float]:
+    """Median seconds per call of each function, CUDA synchronized around every call, calls interleaved
+    round-robin so that load from other processes hits every figure alike (ratios stay fair)."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    if warmup:
+        for fn in fns.values():  # allocator, kernels, caches, compiled graphs
+            fn()
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            sync(device)
+            t0 = time.perf_counter()
+            fn()
+            sync(device)
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def random_model(shape: dict, dtype: torch.dtype, device: str | torch.device):
+    """A random ``Qwen3ForCausalLM`` of ``shape`` built directly on ``device`` in ``dtype`` (no float32
+    copy, no CPU copy), wrapped as the app's loader wraps it: a HookedTransformer over its tensors with
+    the HF module as generation engine. Returns the HookedTransformer."""
+    from transformer_lens import loading_from_pretrained as tl_loading
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    from sae_lib.model import hooked_transformer_over
+
+    config = Qwen3Config(**shape, architectures=["Qwen3ForCausalLM"])
+    torch.manual_seed(0)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)  # parameters are created in dtype, on the device
+    try:
+        with torch.device(device):
+            hf = Qwen3ForCausalLM(config)
+    finally:
+        torch.set_default_dtype(previous)
+    hf.eval().requires_grad_(False)
+    with tempfile.TemporaryDirectory() as tmp:
+        config.save_pretrained(tmp)  # TransformerLens reads the architecture from a folder's config.json
+        cfg = tl_loading.get_pretrained_model_config(tmp, device=str(device), dtype=dtype)
+        cfg.tokenizer_name = None  # random weights, token-id prompts: no tokenizer
+        cfg.trust_remote_code = False
+        return hooked_transformer_over(hf, cfg, None, tmp)
+
+
+def calibrated_sae(model, hook: str, d_sae: int, tokens: torch.Tensor, l0: float = 125.0):
+    """A random JumpReLU SAE on ``hook`` whose thresholds make about ``l0`` latents fire per token.
+
+    Unit-norm random decoder rows, ``W_enc = W_dec.T``; each latent's threshold is the value its
+    pre-activation exceeds on a fraction ``l0 / d_sae`` of the activations of ``tokens`` (batch, pos),
+    so the L0 on text like ``tokens`` is ``l0`` on average (zero thresholds would fire half the latents).
+    """
+    from sae_lens import JumpReLUSAE, JumpReLUSAEConfig
+    from sae_lens.saes.sae import SAEMetadata
+
+    from sae_lib.engine import hook_activations
+
+    device = next(model.parameters()).device
+    acts = hook_activations(model, tokens, hook).reshape(-1, model.cfg.d_model).float()  # (n, d_in)
+    n = acts.shape[0]
+    above = max(1, round(n * l0 / d_sae))  # activations above each threshold
+    sae = JumpReLUSAE(JumpReLUSAEConfig(d_in=model.cfg.d_model, d_sae=d_sae, metadata=SAEMetadata(hook_name=hook)))
+    sae = sae.to(device)
+    with torch.no_grad():
+        gen = torch.Generator(device=device).manual_seed(0)
+        w = torch.randn(d_sae, model.cfg.d_model, device=device, generator=gen)
+        sae.W_dec.copy_(w / w.norm(dim=1, keepdim=True))
+        sae.W_enc.copy_(sae.W_dec.T)
+        sae.b_enc.zero_()
+        sae.b_dec.zero_()
+        for start in range(0, d_sae, 8192):  # (n, chunk) pre-activations at a time
+            pre = acts @ sae.W_enc[:, start : start + 8192]
+            sae.threshold[start : start + 8192] = pre.kthvalue(n - above, dim=0).values.clamp(min=1e-3)
+    return sae.eval()
+
+
+def l0_of(model, sae, tokens: torch.Tensor) -> float:
+    """Mean number of latents firing per token on ``tokens``."""
+    from sae_lib.engine import hook_activations
+
+    with torch.no_grad():
+        acts = hook_activations(model, tokens, sae.cfg.metadata.hook_name)
+        return float((sae.encode(acts.to(sae.W_enc.dtype)) > 0).sum(-1).float().mean())
