@@ -339,27 +339,30 @@ class Engine:
 
         Dynamo does not guard on module hooks, so a hook added after compiling would be silently ignored
         by the graph: the decode step's steering therefore lives in a slot registered *before* compiling,
-        driven by a buffer that is zero unless a run is steering, and zeroed again in ``finally``. One
-        compiled step and cache per (batch, cache length, hook); the cache is reset before every run, so
-        a run cancelled midway leaves nothing the next one reads.
+        driven by a buffer that is zero unless a run is steering, and zeroed again in ``finally``. A static
+        cache per (batch, cache length), the last few kept; it is reset before every run, so a run
+        cancelled midway leaves nothing the next one reads.
         """
         from transformers import StaticCache
 
-        length = 1 << max(length - 1, 1).bit_length()  # a power of two: few distinct caches and graphs
+        length = 1 << max(length - 1, 1).bit_length()  # a power of two: few distinct caches
         slot = self._slot(site) if site is not None else None
-        key = (batch, length, None if site is None else id(site.module))
-        if key not in self._compiled:
+        if "decode" not in self._compiled:
             try:
-                cache = StaticCache(config=self.hf.config, max_cache_len=length)
-
-                def decode(ids: Tensor) -> Tensor:
-                    return self.hf(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
-
-                compiled = torch.compile(decode, mode="reduce-overhead", fullgraph=False, dynamic=False)
+                # One compiled function for every batch size and cache length: the first new shape
+                # recompiles with dynamic sizes (torch's automatic dynamic shapes), later ones reuse it;
+                # CUDA graphs are recorded per shape, which is cheap.
+                self._compiled["decode"] = torch.compile(self._decode, mode="reduce-overhead", fullgraph=False)
             except Exception as err:  # torch.compile unavailable (no triton, old GPU, ...)
                 raise _CompileProblem(f"torch.compile failed: {type(err).__name__}: {err}") from err
-            self._compiled[key] = (cache, compiled)
-        cache, compiled = self._compiled[key]
+        compiled = self._compiled["decode"]
+        caches = self._compiled.setdefault("caches", {})
+        cache = caches.pop((batch, length), None)
+        if cache is None:
+            while len(caches) >= 4:  # the least recently used goes: KV caches are large on an 8B model
+                caches.pop(next(iter(caches)))
+            cache = StaticCache(config=self.hf.config, max_cache_len=length)
+        caches[(batch, length)] = cache  # most recently used last
         cache.reset()
         add = self._decode_add(steer, batch)
         first = [True]
@@ -377,7 +380,7 @@ class Engine:
                 return logits
             try:
                 # CUDA graphs reuse their output buffer: copy before the next replay overwrites it.
-                return compiled(ids).clone()
+                return compiled(ids, cache).clone()
             except torch.OutOfMemoryError:
                 raise
             except Exception as err:  # a graph break dynamo cannot handle, a capture error, ...
@@ -389,9 +392,18 @@ class Engine:
             if slot is not None:
                 slot.clear()
 
+    def _decode(self, ids: Tensor, cache) -> Tensor:
+        """One decode step: ``ids`` (batch, 1) -> last-position logits (batch, vocab); compiled on CUDA."""
+        return self.hf(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+
     def _slot(self, site: HookSite) -> "DecodeSlot":
         key = id(site.module)
         if key not in self._slots:
+            if "decode" in self._compiled:
+                # Graphs traced before this slot existed would silently skip it (dynamo does not guard on
+                # module hooks): drop them so the next call traces with every slot in place.
+                torch._dynamo.reset()
+                del self._compiled["decode"]
             d = int(self.hf.config.hidden_size)
             self._slots[key] = DecodeSlot(site, d, self.device, self.dtype)
         return self._slots[key]
