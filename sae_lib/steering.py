@@ -13,9 +13,11 @@ Three ways to push a latent (``SteeringSpec.method``), all applied at the SAE's 
     Encode ``act`` with the SAE, set latent ``i`` to ``coeff * max_act``, and add the change of the
     reconstruction, ``decode(z') - decode(z)``: the SAE's error term is kept ("Golden Gate" style).
 
-Hooks only live inside ``model.hooks(...)`` for one generation, and every generation runs in the
-model's queue slot (:mod:`sae_lib.model_queue`), so visitors sharing the model never see each
-other's steering.
+Generation runs on the model's engine (:mod:`sae_lib.engine`: the Hugging Face module, steered at
+the module whose output is the SAE's hook) when it has one, else on TransformerLens; both sample
+alike, so a seed gives the same text. Hooks only live for one generation (a context manager that
+removes them in ``finally``), and every generation runs in the model's queue slot
+(:mod:`sae_lib.model_queue`), so visitors sharing the model never see each other's steering.
 """
 
 from __future__ import annotations
