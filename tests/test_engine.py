@@ -318,3 +318,20 @@ def test_saelens_reads_activations_through_the_engine(loaded):
     torch.testing.assert_close(got, ref[HOOK], atol=1e-4, rtol=0)
     assert not got.is_inference()  # SAE training may keep it
     assert proxy.cfg is loaded.cfg and proxy.to_tokens("a").shape[0] == 1
+
+
+def test_out_of_memory_midway_on_the_engine_tells_the_visitor_and_keeps_serving(loaded, sae, monkeypatch):
+    freed = []
+    monkeypatch.setattr("sae_lib.limits.free_accelerator_memory", lambda: freed.append(True))
+    settings = GenerationSettings(max_new_tokens=6, n_samples=2)
+
+    def oom(done, total):
+        if done == 8:  # inside the steered run, its hook live
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    with pytest.raises(InputError, match="ran out of memory while generating"):
+        generate(loaded, sae, PROMPT, SPECS["add"], settings, progress=oom)
+    assert freed == [True]
+    assert _hooks_on(engine_for(loaded).hf) == 0
+    assert queue_for(loaded).ahead_of_new_arrival() == 0
+    assert len(generate(loaded, sae, PROMPT, SPECS["add"], settings).steered) == 2
