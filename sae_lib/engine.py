@@ -284,6 +284,7 @@ class Engine:
         counts = torch.zeros(batch, vocab, dtype=torch.float32, device=device)  # uses of each token so far
         counts.scatter_add_(1, tokens, torch.ones_like(tokens, dtype=torch.float32))
         finished = torch.zeros(batch, dtype=torch.bool, device=device)
+        non_finite = torch.zeros(batch, dtype=torch.bool, device=device)
         rows = torch.arange(batch, device=device)
         eos = self.eos_token_id if stop_at_eos else None
         out = [tokens]
@@ -303,6 +304,11 @@ class Engine:
                 if on_step is not None:
                     on_step()
                 last = step(ids)  # (batch, vocab) logits at the last position
+                # Non-finite logits (steering far too strong) would make the sampler fail unreadably, or
+                # hit a device-side assert on CUDA: note them and sample from finite stand-ins instead,
+                # without a per-step device sync; the run is refused below.
+                non_finite |= ~torch.isfinite(last).all(-1)
+                last = torch.nan_to_num(last, nan=0.0, posinf=1e4, neginf=-1e4)
                 if temperature == 0.0:
                     nxt = last.argmax(-1)
                 else:
@@ -320,6 +326,10 @@ class Engine:
                 out.append(ids)
                 if eos is not None and bool(finished.all()):
                     break
+        if bool(non_finite.any()):
+            raise NonFiniteLogits(
+                "the model's logits overflowed (NaN or infinity): the steering is too strong for this model"
+            )
         return torch.cat(out, dim=1)
 
     def _dynamic_stepper(self) -> Callable[[Tensor], Tensor]:
@@ -438,6 +448,10 @@ class DecodeSlot:
 
     def _pre_hook(self, module, args):
         return (args[0] + self.add[: args[0].shape[0], None, :], *args[1:])
+
+
+class NonFiniteLogits(RuntimeError):
+    """The logits held NaN or infinity during a generation (steering far too strong)."""
 
 
 class _CompileProblem(Exception):

@@ -335,3 +335,14 @@ def test_out_of_memory_midway_on_the_engine_tells_the_visitor_and_keeps_serving(
     assert _hooks_on(engine_for(loaded).hf) == 0
     assert queue_for(loaded).ahead_of_new_arrival() == 0
     assert len(generate(loaded, sae, PROMPT, SPECS["add"], settings).steered) == 2
+
+
+def test_overflowing_steering_is_refused_with_a_message(loaded, sae):
+    """A push so strong the logits overflow: a clear GenerationError, no hook left, the next run fine."""
+    from sae_lib.errors import GenerationError
+
+    huge = [SteeringSpec(3, "add", max_act=3e38, coeff=100.0)]
+    with pytest.raises(GenerationError, match="too strong"):
+        generate(loaded, sae, PROMPT, huge, GenerationSettings(max_new_tokens=4, n_samples=2))
+    assert _hooks_on(engine_for(loaded).hf) == 0
+    assert len(generate(loaded, sae, PROMPT, SPECS["add"], GenerationSettings(max_new_tokens=4, n_samples=2)).steered) == 2
