@@ -240,7 +240,20 @@ class Engine:
         there (compilation, graph capture, memory) switches the engine to eager for good, with a log
         notice, and the run is redone eagerly from the same seed.
         """
-        args = (tokens, max_new_tokens, temperature, freq_penalty, seed, stop_at_eos, hook_name, steer, on_step)
+        steps_reported = 0
+
+        def step_once() -> None:
+            # A run redone eagerly after a compile failure reports only the steps not yet reported, so a
+            # caller's progress never counts past its total.
+            nonlocal steps_reported, replayed
+            replayed += 1
+            if replayed > steps_reported:
+                steps_reported = replayed
+                if on_step is not None:
+                    on_step()
+
+        replayed = 0
+        args = (tokens, max_new_tokens, temperature, freq_penalty, seed, stop_at_eos, hook_name, steer, step_once)
         if self.compile_decode and self.compile_failed is None and self._decode_add(steer, tokens.shape[0]) is not False:
             try:
                 return self._sample(*args, static=True)
@@ -248,6 +261,7 @@ class Engine:
                 self._give_up_compile(f"out of memory ({str(err)[:200]})")
             except _CompileProblem as err:
                 self._give_up_compile(str(err))
+            replayed = 0
         return self._sample(*args, static=False)
 
     def _decode_add(self, steer: Steer | None, batch: int) -> Tensor | None | bool:

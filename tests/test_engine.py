@@ -279,9 +279,11 @@ def test_failing_compile_falls_back_to_eager_with_a_notice(loaded, sae, monkeypa
     monkeypatch.setattr(engine, "compile_failed", None)
     monkeypatch.setattr(engine, "_compiled", {})
     monkeypatch.setattr(engine, "_slots", {})
+    steps = []
     with caplog.at_level(logging.WARNING, logger="sae_lib.engine"):
-        got = generate(loaded, sae, PROMPT, SPECS["add"], settings)
+        got = generate(loaded, sae, PROMPT, SPECS["add"], settings, progress=lambda d, t: steps.append((d, t)))
     assert torch.equal(got.steered_tokens, eager.steered_tokens)  # redone eagerly from the same seed
+    assert steps == [(i, 12) for i in range(1, 13)]  # the redone steps are not counted twice
     assert "no working C++ compiler" in engine.compile_failed
     assert "eagerly" in caplog.text
     assert _hooks_on(engine.hf) == 0  # the slots were taken off as well
