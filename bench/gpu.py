@@ -31,7 +31,6 @@ import argparse
 import contextlib
 import dataclasses
 import json
-import platform
 import resource
 import sys
 import tempfile
@@ -301,7 +300,7 @@ def run(cfg: GpuBenchConfig) -> dict:
 
     report: dict = {
         "preset": cfg.preset,
-        "device": torch.cuda.get_device_name() if device == "cuda" else f"cpu ({platform.processor() or 'unknown'})",
+        "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
         "torch": torch.__version__, "transformers": transformers.__version__,
         "torch_threads": torch.get_num_threads(), "dtype": str(preset.dtype).removeprefix("torch."),
     }
