@@ -136,7 +136,7 @@ def generation(model, sae, preset: Preset, device: str, bandwidth_gbs: float | N
             finally:
                 engine.compile_decode = compiled
 
-        # First calls compile and capture (when on): timed apart, not in the medians.
+        # First calls compile and capture (when on): timed apart, not in the figures.
         sync(device)
         t0 = time.perf_counter()
         sample_tokens(model, sae, batch, [], settings)

@@ -50,8 +50,8 @@ class BenchConfig:
     """Tokens generated per sample (no early stop, so every run does the same work)."""
     prompt_tokens: int = 16
     """Prompt length in tokens (random token ids for the random presets)."""
-    repeats: int = 5
-    """Timed repeats per figure; the median is reported (one untimed warm-up first)."""
+    repeats: int = 9
+    """Timed repeats per figure; the fastest is reported (one untimed warm-up first)."""
     d_sae: int = 0
     """SAE width for random presets (0: 8x d_model for demo-shape, 65536 for qwen3-8b)."""
     bandwidth_gbs: float = 3350.0
@@ -186,7 +186,7 @@ HELP = {
     "samples": "Samples per generation, run as one batch.",
     "new_tokens": "Tokens generated per sample (no early stop, so every run does the same work).",
     "prompt_tokens": "Prompt length in tokens (random token ids).",
-    "repeats": "Timed repeats per figure; the median is reported, after one untimed warm-up.",
+    "repeats": "Timed repeats per figure; the fastest is reported, after one untimed warm-up.",
     "d_sae": "SAE width for the random presets (0: 8 x d_model for demo-shape, 65536 for qwen3-8b).",
     "bandwidth_gbs": "GPU memory bandwidth in GB/s for the bound (H100 SXM 3350, H200 4800).",
 }
