@@ -42,9 +42,8 @@ from typing import Literal
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.shapes import DEMO_SHAPE, QWEN3_8B, calibrated_sae, flagship_layer, l0_of, random_model, sync, timed  # noqa: E402
+from sae_lib.random_models import DEMO_SHAPE, QWEN3_8B, calibrated_sae, flagship_layer, l0_of, random_model
+from sae_lib.timing import sync, timed
 
 
 @dataclass(frozen=True)
@@ -175,6 +174,7 @@ def generation(model, sae, preset: Preset, device: str, bandwidth_gbs: float | N
 
 def index_pass(model, sae, preset: Preset, device: str) -> dict:
     from sae_lib import latent_index as li
+    from sae_lib.probe import encode_tokens
 
     tokens = torch.randint(0, model.cfg.d_vocab, (preset.index_rows, preset.context),
                            generator=torch.Generator().manual_seed(2))
@@ -183,7 +183,7 @@ def index_pass(model, sae, preset: Preset, device: str) -> dict:
     def bare():
         with torch.no_grad():
             for row in range(0, tokens.shape[0], cfg.batch_size):
-                li.encode_tokens(model, sae, tokens[row : row + cfg.batch_size])
+                encode_tokens(model, sae, tokens[row : row + cfg.batch_size])
 
     def fixed():
         li.logit_lens(model, sae, cfg.n_logit_tokens)
@@ -211,11 +211,11 @@ def training(model, sae_hook: str, preset: Preset, device: str) -> dict:
     steps alone, free of setup, the activation-norm estimate and the shuffle buffer's first fill.
     """
     from datasets import Dataset
-    from sae_lens import JumpReLUTrainingSAEConfig, LanguageModelSAERunnerConfig, LanguageModelSAETrainingRunner
+    from sae_lens import LanguageModelSAETrainingRunner
     from sae_lens.config import LoggingConfig
 
     from sae_lib.engine import EngineActivations, hook_activations
-    from sae_lib.training import PRESETS as TRAIN_PRESETS
+    from sae_lib.training.presets import PRESETS as TRAIN_PRESETS
 
     steps, batch_tokens, ctx = preset.train_steps, preset.train_batch_tokens, preset.context
     short = max(2, steps // 10)
@@ -227,18 +227,18 @@ def training(model, sae_hook: str, preset: Preset, device: str) -> dict:
     store_prompts = max(1, min(32, batch_tokens // ctx))
 
     def train(n_steps: int) -> float:
-        sae_fields = dict(TRAIN_PRESETS["qwen3-8b"].sae)
-        sae_fields.update(d_in=model.cfg.d_model, d_sae=preset.d_sae, l0_warm_up_steps=n_steps)
-        runner_fields = dict(TRAIN_PRESETS["qwen3-8b"].runner)
-        runner_fields.update(
-            model_name="bench-random", hook_name=sae_hook, dataset_path="unused", streaming=False,
-            is_dataset_tokenized=True, context_size=ctx, training_tokens=n_steps * batch_tokens,
+        base = TRAIN_PRESETS["qwen3-8b"]()  # the flagship preset's SAELens config, shrunk to the bench's run
+        sae_cfg = dataclasses.replace(base.sae, d_in=model.cfg.d_model, d_sae=preset.d_sae, l0_warm_up_steps=n_steps,
+                                      device=device)
+        cfg = dataclasses.replace(
+            base, sae=sae_cfg, model_name="bench-random", hook_name=sae_hook, dataset_path="unused",
+            streaming=False, is_dataset_tokenized=True, context_size=ctx, training_tokens=n_steps * batch_tokens,
             train_batch_size_tokens=batch_tokens, n_checkpoints=0, lr_decay_steps=0, device=device,
+            llm_device=device, act_store_device=device,
             autocast=device == "cuda", autocast_lm=device == "cuda", store_batch_size_prompts=store_prompts,
             n_batches_in_buffer=n_batches_in_buffer, n_batches_for_norm_estimate=norm_batches,
-            logger=LoggingConfig(log_to_wandb=False),
+            logger=LoggingConfig(log_to_wandb=False), output_path=None,
         )
-        cfg = LanguageModelSAERunnerConfig(sae=JumpReLUTrainingSAEConfig(**sae_fields), **runner_fields)
         sync(device)
         t0 = time.perf_counter()
         LanguageModelSAETrainingRunner(cfg, override_dataset=dataset, override_model=EngineActivations(model)).run()
@@ -271,20 +271,20 @@ def load_check(preset: Preset, device: str) -> dict:
     app's loader in a fresh process: seconds and peak resident memory."""
     import subprocess
 
-    from bench.load import write_random_qwen3
+    from sae_lib.random_models import write_random_qwen3
 
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         write_random_qwen3(Path(tmp), "bfloat16" if preset.dtype == torch.bfloat16 else "float32", **preset.shape)
         write_s = time.perf_counter() - t0
         code = (
-            "import json,resource,time,torch,sys; sys.path.insert(0, %r)\n"
+            "import json,resource,time,torch\n"
             "from sae_lib.model import load_model\n"
             "t=time.perf_counter(); m=load_model(%r, device=%r)\n"
             "torch.cuda.synchronize() if torch.cuda.is_available() else None\n"
             "print(json.dumps({'load_s': round(time.perf_counter()-t, 1), "
             "'peak_rss_gb': round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1e6, 2)}))"
-        ) % (str(Path(__file__).resolve().parents[1]), tmp, device)
+        ) % (tmp, device)
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
         result = json.loads(done.stdout.strip().splitlines()[-1])
     return {"write_s": round(write_s, 1), **result}

@@ -27,8 +27,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
+from sae_lib.random_models import write_random_qwen3
 
 
 @dataclass
@@ -43,34 +42,6 @@ class Measurement:
     """peak_rss_delta_bytes / weight_bytes."""
     load_s: float
     """Wall-clock seconds of the load."""
-
-
-def write_random_qwen3(folder: Path, dtype: str, **sizes) -> Path:
-    """A random-weight ``Qwen3ForCausalLM`` + a small BPE tokenizer saved as a Hugging Face folder.
-
-    The parameters are allocated once, in ``dtype`` (built on the meta device, cast there, then given
-    storage): an 8B model in bfloat16 takes 16.4 GB of RAM while written, not a 32.8 GB float32 copy.
-    """
-    import torch
-    from transformers import Qwen3Config, Qwen3ForCausalLM
-
-    from sae_lib.demo.tokenizer import train_tokenizer
-
-    texts = [f"Story {i}: the ship sailed, the rocket flew, the band played and the soup boiled." for i in range(50)]
-    tokenizer = train_tokenizer(texts, vocab_size=300)
-    tokenizer.save_pretrained(folder)
-    cfg = Qwen3Config(**{"tie_word_embeddings": False, "max_position_embeddings": 2048, **sizes})
-    torch.manual_seed(0)
-    with torch.device("meta"):
-        model = Qwen3ForCausalLM(cfg)
-    model = model.to(getattr(torch, dtype)).to_empty(device="cpu")  # meta -> dtype is free; one allocation
-    with torch.no_grad():
-        for p in model.parameters():  # cheap random values; the bench measures memory, not quality
-            p.uniform_(-0.05, 0.05) if p.ndim > 1 else p.fill_(1.0)
-    model.save_pretrained(folder, max_shard_size="2GB")  # shard by shard: no second full copy
-    del model
-    gc.collect()
-    return folder
 
 
 SMALL_DEMO_LIKE = dict(

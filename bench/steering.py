@@ -21,21 +21,18 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.shapes import DEMO_SHAPE, QWEN3_8B, calibrated_sae, flagship_layer, l0_of, random_model, sync, timed  # noqa: E402
-from sae_lib import constants  # noqa: E402
-from sae_lib.engine import engine_for, transformerlens_only  # noqa: E402
-from sae_lib.limits import LIMITS  # noqa: E402
-from sae_lib.steering import GenerationSettings, SteeringHook, SteeringSpec, sample_tokens  # noqa: E402
+from sae_lib import constants
+from sae_lib.engine import engine_for, transformerlens_only
+from sae_lib.limits import LIMITS
+from sae_lib.random_models import DEMO_SHAPE, QWEN3_8B, calibrated_sae, flagship_layer, l0_of, random_model
+from sae_lib.steering import GenerationSettings, SteeringHook, SteeringSpec, sample_tokens
+from sae_lib.timing import sync, timed
 
 Preset = Literal["demo", "demo-shape", "qwen3-8b"]
 

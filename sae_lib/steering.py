@@ -1,4 +1,4 @@
-"""Steering a model with SAE latents: specs, scoped hooks, seeded batched generation, dose-response.
+"""Steering a model with SAE latents: specs, scoped hooks, seeded batched generation.
 
 Three ways to push a latent (``SteeringSpec.method``), all applied at the SAE's hook point:
 
@@ -22,8 +22,6 @@ removes them in ``finally``), and every generation runs in the model's queue slo
 
 from __future__ import annotations
 
-import difflib
-import html
 import math
 import re
 from collections.abc import Callable, Iterator, Sequence
@@ -38,8 +36,9 @@ from transformer_lens import HookedTransformer
 
 from sae_lib.engine import Engine, engine_for, hook_site
 from sae_lib.errors import CompatibilityError, GenerationError, InputError
-from sae_lib.limits import LIMITS, Limits, check_prompt, check_range, oom_guard
+from sae_lib.limits import LIMITS, Limits, check_range, oom_guard
 from sae_lib.model_queue import queue_for
+from sae_lib.probe import model_device, prompt_tokens
 
 Method = Literal["write-up clamp", "add", "clamp activation"]
 METHODS: tuple[str, ...] = get_args(Method)
@@ -48,8 +47,6 @@ POSITIONS: tuple[str, ...] = get_args(Positions)
 
 WRITEUP_PROMPT = "What are you? When you look in the mirror, what do you see?"
 """The write-up's prompt, the page's default."""
-NEWLINE_SYMBOL = "↵"
-"""How the write-up's table shows a newline."""
 
 METHOD_HELP = {
     "write-up clamp": (
@@ -324,21 +321,6 @@ class GenerationResult(NamedTuple):
     """Same with steering, or None."""
 
 
-def prompt_tokens(model: HookedTransformer, prompt: str, max_new_tokens: int, limits: Limits = LIMITS) -> Tensor:
-    """The prompt's tokens, shape (1, pos), after checking it and that the generation fits the context."""
-    check_prompt(prompt, limits)
-    tokens = model.to_tokens(prompt)  # (1, pos)
-    n = tokens.shape[1]
-    if n > limits.max_prompt_tokens:
-        raise InputError(f"The prompt is {n} tokens long; the limit is {limits.max_prompt_tokens}. Shorten it.")
-    if n + max_new_tokens > model.cfg.n_ctx:
-        raise InputError(
-            f"The prompt ({n} tokens) plus {max_new_tokens} new tokens exceeds the model's context of "
-            f"{model.cfg.n_ctx} tokens: shorten the prompt or generate fewer tokens."
-        )
-    return tokens
-
-
 @contextmanager
 def _seeded(seed: int, device: torch.device) -> Iterator[None]:
     # TransformerLens samples from torch's global generator; fork it so the seed neither leaks out nor
@@ -347,10 +329,6 @@ def _seeded(seed: int, device: torch.device) -> Iterator[None]:
     with torch.random.fork_rng(devices=devices, device_type=device.type if device.type != "cpu" else "cuda"):
         torch.manual_seed(seed)
         yield
-
-
-def _model_device(model: HookedTransformer) -> torch.device:
-    return next(model.parameters()).device
 
 
 def sample_tokens(
@@ -369,7 +347,7 @@ def sample_tokens(
     sample the same way, so a seed gives the same text. The caller holds the model's queue slot
     (``generate`` and ``dose_response`` do); ``settings.n_samples`` is ignored, the batch is ``tokens``'s.
     """
-    engine = _engine(model, sae)
+    engine = engine_serving(model, sae)
     try:
         # oom_guard frees the failed run's memory and empties the CUDA cache before telling the visitor
         # to ask for less, so the app keeps serving; the hooks are gone by then (scoped context).
@@ -387,7 +365,7 @@ def sample_tokens(
                     steer=steer,
                     on_step=on_step,
                 )
-            with _seeded(settings.seed, _model_device(model)):
+            with _seeded(settings.seed, model_device(model)):
                 with steering_hooks(model, sae, specs, settings.positions, tokens.shape[1], row_scales, on_step):
                     return model.generate(
                         tokens,
@@ -403,15 +381,17 @@ def sample_tokens(
         raise GenerationError(f"Generation failed part-way ({err}). The model is unchanged; try again.") from err
 
 
-def _engine(model: HookedTransformer, sae: SAE) -> Engine | None:
-    """The model's generation engine when it has one with a module for the SAE's hook, else None."""
+def engine_serving(model: HookedTransformer, sae: SAE) -> Engine | None:
+    """The model's generation engine when it has one with a module for the SAE's hook, else None
+    (then TransformerLens serves)."""
     engine = engine_for(model)
     if engine is None or hook_site(engine.hf, sae.cfg.metadata.hook_name) is None:
         return None
     return engine
 
 
-def _decode_new(model: HookedTransformer, tokens: Tensor, prompt_len: int) -> list[str]:
+def decode_new(model: HookedTransformer, tokens: Tensor, prompt_len: int) -> list[str]:
+    """Each row's text after its first ``prompt_len`` tokens, special tokens left out."""
     return [model.tokenizer.decode(row[prompt_len:], skip_special_tokens=True) for row in tokens]
 
 
@@ -433,7 +413,7 @@ def generate(
     """
     check_specs(specs, int(sae.cfg.d_sae))
     tokens = prompt_tokens(model, prompt, settings.max_new_tokens)
-    batch = tokens.expand(settings.n_samples, -1).to(_model_device(model))  # (n_samples, pos)
+    batch = tokens.expand(settings.n_samples, -1).to(model_device(model))  # (n_samples, pos)
     total = settings.max_new_tokens * (2 if specs else 1)
     done = 0
 
@@ -451,159 +431,14 @@ def generate(
     return GenerationResult(
         prompt=prompt,
         prompt_len=n,
-        normal=_decode_new(model, normal, n),
-        steered=None if steered is None else _decode_new(model, steered, n),
+        normal=decode_new(model, normal, n),
+        steered=None if steered is None else decode_new(model, steered, n),
         normal_tokens=normal,
         steered_tokens=steered,
     )
 
 
-# --- dose-response ------------------------------------------------------------------------------
-
-
-class DoseResponse(NamedTuple):
-    """What happens as every multiplier is scaled from 0 up: where steering starts to act, where it breaks."""
-
-    scales: Tensor
-    """The factors applied to every spec's multipliers. Shape (k,)."""
-    kl_next_token: Tensor
-    """KL(steered || unsteered) of the next-token distribution right after the prompt, in nats. Shape (k,)."""
-    kl_generated: Tensor
-    """Mean KL(steered || unsteered) over the positions that produced the steered text, in nats. Shape (k,)."""
-    latent_acts: Tensor
-    """Mean activation of each steered latent on the steered text as the unsteered model reads it.
-    Shape (k, n_specs), spec order."""
-    texts: list[str]
-    """The steered continuation at each scale (one sample per scale)."""
-    tokens: Tensor
-    """Prompt + steered tokens per scale. Shape (k, prompt_len + new)."""
-
-
-def _valid_new(tokens: Tensor, prompt_len: int, eos: int | None) -> Tensor:
-    """(batch, new) mask of generated tokens up to and including the first end-of-text token."""
-    new = tokens[:, prompt_len:]
-    if eos is None:
-        return torch.ones_like(new, dtype=torch.bool)
-    is_eos = (new == eos).int()
-    return (is_eos.cumsum(1) - is_eos) == 0
-
-
-def dose_response(
-    model: HookedTransformer,
-    sae: SAE,
-    prompt: str,
-    specs: Sequence[SteeringSpec],
-    scales: Sequence[float],
-    settings: GenerationSettings = GenerationSettings(),
-    *,
-    on_wait: Callable[[int], None] | None = None,
-) -> DoseResponse:
-    """Generate one sample per scale (all as one batch, row ``j`` steered with multipliers × ``scales[j]``)
-    and measure how far each moved the model and how much the steered latents fire on the result."""
-    if not specs:
-        raise InputError("Pick at least one latent to sweep.")
-    check_specs(specs, int(sae.cfg.d_sae))
-    if not (1 <= len(scales) <= LIMITS.max_sweep_points):
-        raise InputError(f"A sweep takes 1 to {LIMITS.max_sweep_points} values, got {len(scales)}.")
-    largest = max(abs(m) for s in specs for m in s.multipliers()) or 1.0
-    for value in scales:
-        check_range("Sweep scale", value, 0.0, LIMITS.max_multiplier / largest)
-    tokens = prompt_tokens(model, prompt, settings.max_new_tokens)
-    device = _model_device(model)
-    k = len(scales)
-    batch = tokens.expand(k, -1).to(device)  # (k, pos)
-    row_scales = torch.tensor(list(scales), dtype=torch.float32, device=device)  # (k,)
-    n = tokens.shape[1]
-    hook_name = sae.cfg.metadata.hook_name
-    latents = torch.tensor([s.latent for s in specs], dtype=torch.long)
-    engine = _engine(model, sae)
-    with queue_for(model).slot(on_wait):
-        out = sample_tokens(model, sae, batch, specs, settings, row_scales=row_scales)  # (k, n + new)
-        with torch.inference_mode():
-            inputs = out[:, :-1]  # (k, L - 1): every position that predicted a generated token
-            if engine is not None:
-                steer = SteeringHook(sae, specs, settings.positions, n, row_scales)
-                logits_steered, _ = engine.logits(inputs, hook_name, steer)  # (k, L - 1, vocab)
-                logits_clean, acts_clean = engine.logits(out, hook_name, capture=True)
-            else:
-                with steering_hooks(model, sae, specs, settings.positions, n, row_scales):
-                    logits_steered = model(inputs, return_type="logits")  # (k, L - 1, vocab)
-                logits_clean, cache = model.run_with_cache(out, return_type="logits", names_filter=[hook_name])
-                acts_clean = cache[hook_name]
-    logits_clean = logits_clean[:, :-1]
-    logp_s = logits_steered[:, n - 1 :].float().log_softmax(-1)  # (k, new, vocab)
-    logp_c = logits_clean[:, n - 1 :].float().log_softmax(-1)
-    kl = (logp_s.exp() * (logp_s - logp_c)).sum(-1)  # (k, new)
-    valid = _valid_new(out, n, model.tokenizer.eos_token_id if model.tokenizer is not None else None)
-    weights = valid.float()  # (k, new)
-    kl_generated = (kl * weights).sum(1) / weights.sum(1).clamp(min=1)
-    with torch.inference_mode():
-        acts = acts_clean[:, n:].to(sae.W_dec.dtype)  # (k, new, d_in)
-        z = sae.encode(acts)[..., latents.to(acts.device)].float()  # (k, new, n_specs)
-    latent_acts = (z * weights[..., None]).sum(1) / weights.sum(1).clamp(min=1)[:, None]
-    return DoseResponse(
-        scales=row_scales.cpu(),
-        kl_next_token=kl[:, 0].cpu(),
-        kl_generated=kl_generated.cpu(),
-        latent_acts=latent_acts.cpu(),
-        texts=_decode_new(model, out, n),
-        tokens=out.cpu(),
-    )
-
-
-# --- showing results ----------------------------------------------------------------------------
-
-
-def show_newlines(text: str) -> str:
-    """Newlines as the write-up's ``↵`` so a table row stays one line."""
-    return text.replace("\r\n", "\n").replace("\n", NEWLINE_SYMBOL)
-
-
-def word_diff(normal: str, steered: str) -> list[tuple[str, bool]]:
-    """``steered`` cut into words and the spaces between them, each flagged True where it differs from
-    ``normal`` (a word inserted or replaced, by a longest-matching-blocks diff over words)."""
-    parts = re.findall(r"\S+|\s+", steered)
-    word_pos = [i for i, p in enumerate(parts) if not p.isspace()]
-    a = normal.split()
-    b = [parts[i] for i in word_pos]
-    changed = [False] * len(parts)
-    for tag, _, _, j1, j2 in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes():
-        if tag in ("replace", "insert"):
-            for j in range(j1, j2):
-                changed[word_pos[j]] = True
-    return list(zip(parts, changed))
-
-
-def highlight_html(normal: str, steered: str) -> str:
-    """``steered`` as HTML with the words that differ from ``normal`` in ``<mark>``; newlines as ``↵``."""
-    out = []
-    for text, changed in word_diff(normal, steered):
-        shown = html.escape(show_newlines(text))
-        out.append(f"<mark>{shown}</mark>" if changed else shown)
-    return "".join(out)
-
-
-_WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
-
-
-def word_share(texts: Sequence[str], words: set[str]) -> float:
-    """Fraction of the words in ``texts`` (lowercased) that belong to ``words``; 0 for no words."""
-    tokens = [w for t in texts for w in _WORD.findall(t.lower())]
-    return sum(w in words for w in tokens) / len(tokens) if tokens else 0.0
-
-
-def comparison_table_html(result: GenerationResult, steered_label: str) -> str:
-    """The write-up's table as HTML: the normal output, then each steered sample with the words that
-    differ from the normal sample drawn from the same random stream in ``<mark>``; newlines as ``↵``."""
-    prompt = html.escape(show_newlines(result.prompt))
-    rows = [("Normal output", f"<b>{prompt}</b>{html.escape(show_newlines(result.normal[0]))}")]
-    for normal, steered in zip(result.normal, result.steered or []):
-        rows.append((steered_label, f"<b>{prompt}</b>{highlight_html(normal, steered)}"))
-    body = "".join(f"<tr><td>{html.escape(label)}</td><td>{text}</td></tr>" for label, text in rows)
-    return (
-        '<table class="outputs-table"><thead><tr><th>Steered latent</th><th>Output</th></tr></thead>'
-        f"<tbody>{body}</tbody></table>"
-    )
+# --- what the page starts from --------------------------------------------------------------------
 
 
 def default_max_act(index: object | None, latent: int, from_url: str | None = None) -> tuple[float, str | None]:

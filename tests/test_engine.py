@@ -14,12 +14,12 @@ from sae_lens import JumpReLUSAE, JumpReLUSAEConfig
 from sae_lens.saes.sae import SAEMetadata
 
 from sae_lib import engine as engine_mod
-from sae_lib import steering
-from sae_lib.engine import SUPPORTED_ARCHITECTURES, EngineActivations, engine_for, engine_notice, hook_activations, hook_site
+from sae_lib.engine import SUPPORTED_ARCHITECTURES, EngineActivations, engine_for, transformerlens_only, engine_notice, hook_activations, hook_site
 from sae_lib.errors import InputError
 from sae_lib.model import load_model
 from sae_lib.model_queue import queue_for
-from sae_lib.steering import GenerationSettings, SteeringSpec, dose_response, generate
+from sae_lib.dose_response import dose_response
+from sae_lib.steering import GenerationSettings, SteeringSpec, generate
 
 HOOKS = ["hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_attn_out", "hook_mlp_out", "mlp.hook_post"]
 PROMPT = "The ship sailed across the ocean"
@@ -41,12 +41,6 @@ def sae(device):
         sae.W_dec.copy_(sae.W_enc.T / sae.W_enc.T.norm(dim=1, keepdim=True))
         sae.threshold.fill_(0.05)
     return sae.eval().to(device)
-
-
-@pytest.fixture()
-def transformerlens_path(monkeypatch):
-    """Run steering on today's TransformerLens path (the reference): no engine."""
-    monkeypatch.setattr(steering, "_engine", lambda model, sae: None)
 
 
 def _hooks_on(module: torch.nn.Module) -> int:
@@ -125,8 +119,8 @@ SPECS = {
 
 
 def _tl_reference(model, sae, specs, settings, monkeypatch):
-    with monkeypatch.context() as m:
-        m.setattr(steering, "_engine", lambda model, sae: None)
+    """Today's TransformerLens path on the same model: the reference."""
+    with transformerlens_only(model):
         return generate(model, sae, PROMPT, specs, settings)
 
 
@@ -195,8 +189,7 @@ def test_dose_response_equals_transformerlens(loaded, sae, monkeypatch):
     specs = [SteeringSpec(6, "add", max_act=2.0, coeff=10.0)]
     settings = GenerationSettings(max_new_tokens=6, stop_at_eos=False)
     ours = dose_response(loaded, sae, PROMPT, specs, [0.0, 0.5, 2.0], settings)
-    with monkeypatch.context() as m:
-        m.setattr(steering, "_engine", lambda model, sae: None)
+    with transformerlens_only(loaded):
         ref = dose_response(loaded, sae, PROMPT, specs, [0.0, 0.5, 2.0], settings)
     assert torch.equal(ours.tokens, ref.tokens)
     for field in ("kl_next_token", "kl_generated", "latent_acts"):

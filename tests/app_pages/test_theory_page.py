@@ -19,6 +19,7 @@ def _theory_page() -> AppTest:
     return at
 
 
+@pytest.mark.slow
 def test_theory_page_opens_and_a_slider_retrains():
     at = _theory_page()
     assert not at.exception

@@ -1,5 +1,5 @@
-"""What the benches share: the model shapes, random models built straight on the device, a random SAE
-with calibrated thresholds, and CUDA-synchronized timing.
+"""Random models of real shapes, for the benches: Qwen3 built straight on the device in its dtype, wrapped
+as the loader wraps a model, and a random JumpReLU SAE with calibrated thresholds.
 
 Random weights stand in for real ones: speed and memory depend on shapes and dtypes, not on values.
 """
@@ -7,8 +7,7 @@ Random weights stand in for real ones: speed and memory depend on shapes and dty
 from __future__ import annotations
 
 import tempfile
-import time
-from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
@@ -28,31 +27,6 @@ DEMO_SHAPE = dict(
 def flagship_layer(shape: dict) -> int:
     """The write-up's SAE layer: block 28 of Qwen3-8B's 36, the same depth for other shapes."""
     return round(shape["num_hidden_layers"] * 28 / 36)
-
-
-def sync(device: torch.device | str) -> None:
-    """Wait for queued GPU work, so a timer reads what the GPU did and not what was queued."""
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize()
-
-
-def timed(fns: dict[str, Callable[[], object]], repeats: int, device: torch.device | str,
-          warmup: bool = True) -> dict[str, float]:
-    """Fastest seconds per call of each function, CUDA synchronized around every call, calls interleaved
-    round-robin. The minimum, not the median: on a shared machine (the 2-core CI box runs other jobs)
-    every disturbance only adds time, so the fastest call is the least disturbed measurement of each."""
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    if warmup:
-        for fn in fns.values():  # allocator, kernels, caches, compiled graphs
-            fn()
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            sync(device)
-            t0 = time.perf_counter()
-            fn()
-            sync(device)
-            times[name].append(time.perf_counter() - t0)
-    return {name: min(ts) for name, ts in times.items()}
 
 
 def random_model(shape: dict, dtype: torch.dtype, device: str | torch.device):
@@ -120,3 +94,32 @@ def l0_of(model, sae, tokens: torch.Tensor) -> float:
     with torch.no_grad():
         acts = hook_activations(model, tokens, sae.cfg.metadata.hook_name)
         return float((sae.encode(acts.to(sae.W_enc.dtype)) > 0).sum(-1).float().mean())
+
+
+def write_random_qwen3(folder: Path, dtype: str, **sizes) -> Path:
+    """A random-weight ``Qwen3ForCausalLM`` + a small BPE tokenizer saved as a Hugging Face folder.
+
+    The parameters are allocated once, in ``dtype`` (built on the meta device, cast there, then given
+    storage): an 8B model in bfloat16 takes 16.4 GB of RAM while written, not a 32.8 GB float32 copy.
+    """
+    import gc
+
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    from sae_lib.demo.tokenizer import train_tokenizer
+
+    texts = [f"Story {i}: the ship sailed, the rocket flew, the band played and the soup boiled." for i in range(50)]
+    tokenizer = train_tokenizer(texts, vocab_size=300)
+    tokenizer.save_pretrained(folder)
+    cfg = Qwen3Config(**{"tie_word_embeddings": False, "max_position_embeddings": 2048, **sizes})
+    torch.manual_seed(0)
+    with torch.device("meta"):
+        model = Qwen3ForCausalLM(cfg)
+    model = model.to(getattr(torch, dtype)).to_empty(device="cpu")  # meta -> dtype is free; one allocation
+    with torch.no_grad():
+        for p in model.parameters():  # cheap random values; the bench measures memory, not quality
+            p.uniform_(-0.05, 0.05) if p.ndim > 1 else p.fill_(1.0)
+    model.save_pretrained(folder, max_shard_size="2GB")  # shard by shard: no second full copy
+    del model
+    gc.collect()
+    return folder
