@@ -92,6 +92,8 @@ def workspace_or_stop() -> Workspace:
         st.stop()
     if ws.fallback_reason:
         st.warning(as_text(redact_paths(ws.fallback_reason)))
+    if ws.engine_notice:
+        st.info(as_text(redact_paths(ws.engine_notice)))
     return ws
 
 
@@ -118,6 +120,7 @@ def sidebar(ws: Workspace) -> None:
                     f"**d_in** {info['d_in']:,} · **d_sae** {info['d_sae']:,}",
                     f"**Device** {info['device']} · **dtype** {info['dtype']}",
                     f"**Latent index** {as_text(info['index'])}",
+                    f"**Generation** {as_text(info['engine'])}",
                 ]
             )
         )

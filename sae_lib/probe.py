@@ -11,9 +11,9 @@ from typing import NamedTuple
 import pandas as pd
 import torch
 from sae_lens import SAE
-from sae_lens.util import extract_stop_at_layer_from_tlens_hook_name
 from transformer_lens import HookedTransformer
 
+from sae_lib.engine import hook_activations as engine_hook_activations
 from sae_lib.errors import InputError
 from sae_lib.limits import LIMITS, Limits, check_prompt
 from sae_lib.model_queue import queue_for
@@ -43,12 +43,9 @@ def prompt_tokens(
 
 
 def hook_activations(model: HookedTransformer, tokens: torch.Tensor, hook_name: str) -> torch.Tensor:
-    """Activations at ``hook_name`` for ``tokens`` (B, ctx), running the model only up to that hook's layer."""
-    stop = extract_stop_at_layer_from_tlens_hook_name(hook_name)
-    _, cache = model.run_with_cache(
-        tokens, stop_at_layer=stop, names_filter=[hook_name], return_cache_object=False
-    )
-    return cache[hook_name]
+    """Activations at ``hook_name`` for ``tokens`` (B, ctx), running the model only up to that hook's layer
+    (on the generation engine's Hugging Face kernels when the model has one: ``sae_lib.engine``)."""
+    return engine_hook_activations(model, tokens, hook_name)
 
 
 @torch.no_grad()

@@ -13,9 +13,11 @@ Three ways to push a latent (``SteeringSpec.method``), all applied at the SAE's 
     Encode ``act`` with the SAE, set latent ``i`` to ``coeff * max_act``, and add the change of the
     reconstruction, ``decode(z') - decode(z)``: the SAE's error term is kept ("Golden Gate" style).
 
-Hooks only live inside ``model.hooks(...)`` for one generation, and every generation runs in the
-model's queue slot (:mod:`sae_lib.model_queue`), so visitors sharing the model never see each
-other's steering.
+Generation runs on the model's engine (:mod:`sae_lib.engine`: the Hugging Face module, steered at
+the module whose output is the SAE's hook) when it has one, else on TransformerLens; both sample
+alike, so a seed gives the same text. Hooks only live for one generation (a context manager that
+removes them in ``finally``), and every generation runs in the model's queue slot
+(:mod:`sae_lib.model_queue`), so visitors sharing the model never see each other's steering.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from sae_lens import SAE
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
+from sae_lib.engine import Engine, NonFiniteLogits, engine_for, hook_site
 from sae_lib.errors import CompatibilityError, GenerationError, InputError
 from sae_lib.limits import LIMITS, Limits, check_range, oom_guard
 from sae_lib.model_queue import queue_for
@@ -220,6 +223,19 @@ class SteeringHook:
         z_new[..., idx] = target
         return (sae.decode(z_new) - sae.decode(z)).to(act.dtype)  # (batch, pos, d_in)
 
+    def decode_add(self, batch: int) -> Tensor | None | bool:
+        """What this hook adds at every position once decoding has started (each one is steered then):
+        (batch, d_in), None when nothing, False when it depends on the activation (``clamp activation``).
+        The engine's compiled decode step applies it from a fixed buffer."""
+        if len(self._clamp_idx):
+            return False
+        if self._additive is None:
+            return None
+        add = self._additive.expand(batch, -1)  # (batch, d_in)
+        if self._row_scales is not None:
+            add = self._row_scales.to(add)[:, None] * add
+        return add
+
     def __call__(self, act: Tensor, hook: object = None) -> Tensor:
         # act: (batch, pos, d_in)
         start = self._seen
@@ -397,27 +413,57 @@ def sample_tokens(
     row_scales: Tensor | None = None,
     on_step: Callable[[], None] | None = None,
 ) -> Tensor:
-    """One seeded, batched, KV-cached TransformerLens generation; ``tokens`` (batch, pos) -> (batch, pos + new).
+    """One seeded, batched, KV-cached generation; ``tokens`` (batch, pos) -> (batch, pos + new).
 
-    The caller holds the model's queue slot (``generate`` and ``dose_response`` do); ``settings.n_samples``
-    is ignored, the batch is ``tokens``'s.
+    On the model's generation engine (:mod:`sae_lib.engine`: the Hugging Face module, steered at the
+    module whose output is the SAE's hook) when it has one, else TransformerLens's ``generate``; both
+    sample the same way, so a seed gives the same text. The caller holds the model's queue slot
+    (``generate`` and ``dose_response`` do); ``settings.n_samples`` is ignored, the batch is ``tokens``'s.
     """
+    engine = engine_serving(model, sae)
     # oom_guard frees the failed run's memory and empties the CUDA cache before telling the visitor
-    # to ask for less, so the app keeps serving; the hooks are gone by then (scoped context). The
-    # FiniteGuard stops a run whose logits would be NaN before the sampler sees them.
-    with generation_errors("generating"), oom_guard("generating"), _seeded(settings.seed, model_device(model)):
-        with steering_hooks(model, sae, specs, settings.positions, tokens.shape[1], row_scales, on_step):
-            with model.hooks(fwd_hooks=[(final_hook_name(model), FiniteGuard("generating"))]):
-                return model.generate(
+    # to ask for less, so the app keeps serving; the hooks are gone by then (scoped context). Non-finite
+    # logits stop the run before the sampler sees them: the engine checks them itself, and on the
+    # TransformerLens path the FiniteGuard does.
+    with generation_errors("generating"), oom_guard("generating"):
+        try:
+            if engine is not None:
+                steer = SteeringHook(sae, specs, settings.positions, tokens.shape[1], row_scales) if specs else None
+                return engine.sample(
                     tokens,
                     max_new_tokens=settings.max_new_tokens,
                     temperature=settings.temperature,
                     freq_penalty=settings.freq_penalty,
+                    seed=settings.seed,
                     stop_at_eos=settings.stop_at_eos,
-                    use_past_kv_cache=True,
-                    return_type="tokens",
-                    verbose=False,
+                    hook_name=sae.cfg.metadata.hook_name,
+                    steer=steer,
+                    on_step=on_step,
                 )
+        except NonFiniteLogits as err:
+            raise GenerationError(NON_FINITE_MESSAGE.format(what="generating")) from err
+        with _seeded(settings.seed, model_device(model)):
+            with steering_hooks(model, sae, specs, settings.positions, tokens.shape[1], row_scales, on_step):
+                with model.hooks(fwd_hooks=[(final_hook_name(model), FiniteGuard("generating"))]):
+                    return model.generate(
+                        tokens,
+                        max_new_tokens=settings.max_new_tokens,
+                        temperature=settings.temperature,
+                        freq_penalty=settings.freq_penalty,
+                        stop_at_eos=settings.stop_at_eos,
+                        use_past_kv_cache=True,
+                        return_type="tokens",
+                        verbose=False,
+                    )
+
+
+def engine_serving(model: HookedTransformer, sae: SAE) -> Engine | None:
+    """The model's generation engine when it has one with a module for the SAE's hook, else None
+    (then TransformerLens serves)."""
+    engine = engine_for(model)
+    if engine is None or hook_site(engine.hf, sae.cfg.metadata.hook_name) is None:
+        return None
+    return engine
 
 
 def decode_new(model: HookedTransformer, tokens: Tensor, prompt_len: int) -> list[str]:

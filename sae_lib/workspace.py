@@ -40,12 +40,31 @@ class Workspace:
     """Set when the configured model/SAE failed and the embedded default was loaded instead."""
 
     @property
+    def engine_notice(self) -> str | None:
+        """Why generation runs on TransformerLens instead of the fast engine (an unsupported architecture,
+        or an SAE hook the engine has no module for); None when the engine serves."""
+        from sae_lib.engine import engine_for, engine_notice, hook_site
+
+        engine = engine_for(self.model)
+        if engine is None:
+            return engine_notice(self.model)
+        if hook_site(engine.hf, self.hook_name) is None:
+            return (
+                f"The fast generation engine has no module for hook {self.hook_name!r}: generation and the "
+                "SAE's forwards use TransformerLens (slower, same results)."
+            )
+        return None
+
+    @property
     def hook_name(self) -> str:
         return self.sae.cfg.metadata.hook_name
 
     def describe(self) -> dict[str, object]:
         """The facts the sidebar shows."""
+        from sae_lib.engine import engine_for
+
         param = next(self.model.parameters())
+        engine = engine_for(self.model)
         return {
             "model": self.model_source,
             "sae": self.sae_source,
@@ -55,6 +74,7 @@ class Workspace:
             "device": str(param.device),
             "dtype": str(param.dtype).removeprefix("torch."),
             "index": "loaded" if self.index is not None else (self.index_problem or "none"),
+            "engine": engine.mode if engine is not None and self.engine_notice is None else "TransformerLens",
         }
 
 

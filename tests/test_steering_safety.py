@@ -11,12 +11,12 @@ import torch
 
 from sae_lib import steering
 from sae_lib.errors import GenerationError, InputError
+from sae_lib.dose_response import dose_response
 from sae_lib.limits import LIMITS
 from sae_lib.steering import (
     GenerationSettings,
     SteeringSpec,
     default_max_act,
-    dose_response,
     generate,
     parse_latents,
 )
