@@ -59,6 +59,7 @@ from sae_lens import SAE
 from sae_lens.util import extract_stop_at_layer_from_tlens_hook_name
 from transformer_lens import HookedTransformer
 
+from sae_lib import sae_hooks
 from sae_lib.constants import INDEX_CONTEXTS_FILENAME, INDEX_META_FILENAME, INDEX_STATS_FILENAME
 from sae_lib.errors import CompatibilityError, InputError
 from sae_lib.model_queue import queue_for
@@ -355,18 +356,16 @@ class _Accumulator:
 
 
 def hook_activations(model: HookedTransformer, tokens: torch.Tensor, hook_name: str) -> torch.Tensor:
-    """Activations at ``hook_name`` for ``tokens`` (B, ctx), running the model only up to that hook's layer."""
-    stop = extract_stop_at_layer_from_tlens_hook_name(hook_name)
-    _, cache = model.run_with_cache(
-        tokens, stop_at_layer=stop, names_filter=[hook_name], return_cache_object=False
-    )
-    return cache[hook_name]
+    """Activations at ``hook_name`` for ``tokens`` (B, ctx), running the model only up to that hook's layer
+    (names that are not plain hook points are mapped by :mod:`sae_lib.sae_hooks`)."""
+    return sae_hooks.read_activations(model, hook_name, tokens)
 
 
 @torch.no_grad()
 def encode_tokens(model: HookedTransformer, sae: SAE, tokens: torch.Tensor) -> torch.Tensor:
-    """SAE activations (B, ctx, d_sae) for tokens (B, ctx): model to the hook, then ``sae.encode``."""
-    acts = hook_activations(model, tokens.to(_device(model)), sae.cfg.metadata.hook_name)
+    """SAE activations (B, ctx, d_sae) for tokens (B, ctx): model to the SAE's input hook (for a
+    transcoder the hook it reads, not the one it writes), then ``sae.encode``."""
+    acts = sae_hooks.read_activations(model, sae_hooks.input_hook(sae), tokens.to(_device(model)))
     return sae.encode(acts.to(sae.device))
 
 
@@ -394,7 +393,11 @@ def build_index(
     total, t0 = n_seq * ctx, time.perf_counter()
     for row0 in range(0, n_seq, cfg.batch_size):
         batch = tokens[row0 : row0 + cfg.batch_size]
-        acc.update(encode_tokens(model, sae, batch), row0)
+        # One batch at a time in the model's queue: an index built in the app shares the model with
+        # steering, whose hooks must never be on it during this forward pass.
+        with queue_for(model).slot():
+            feats = encode_tokens(model, sae, batch)
+        acc.update(feats, row0)
         if progress is not None:
             progress(min(row0 + cfg.batch_size, n_seq) * ctx, total, time.perf_counter() - t0)
     lens = logit_lens(model, sae, cfg.n_logit_tokens)
@@ -453,8 +456,8 @@ class LogitLens(NamedTuple):
 
 def decoder_in_residual(model: HookedTransformer, sae: SAE) -> tuple[torch.Tensor, str] | None:
     """W_dec mapped into the residual stream (d_sae, d_model), or None when the hook has no such map."""
-    W_dec = sae.W_dec.detach().float()  # (d_sae, d_in)
-    hook = sae.cfg.metadata.hook_name
+    W_dec = sae.W_dec.detach().float()  # (d_sae, d_out): a transcoder's decoder writes its output hook
+    hook = sae_hooks.output_hook(sae)
     layer = extract_stop_at_layer_from_tlens_hook_name(hook)
     layer = None if layer is None else layer - 1
     if hook.endswith("hook_z") and layer is not None:
@@ -476,7 +479,7 @@ def logit_lens(model: HookedTransformer, sae: SAE, n: int, chunk: int = 2048) ->
     if mapped is None:
         empty_i = torch.zeros(d_sae, 0, dtype=torch.long)
         empty_f = torch.zeros(d_sae, 0)
-        why = f"unavailable: no map from {sae.cfg.metadata.hook_name} (d_in {sae.cfg.d_in}) to the residual stream"
+        why = f"unavailable: no map from {sae_hooks.output_hook(sae)} (width {sae_hooks.d_out(sae)}) to the residual stream"
         return LogitLens(empty_i, empty_f, empty_i, empty_f, why)
     dirs, how = mapped  # (d_sae, d_model)
     W_U = model.W_U.detach().float().to(dirs.device)  # (d_model, d_vocab)
@@ -528,7 +531,9 @@ def sae_fingerprint(sae: SAE) -> torch.Tensor:
     """(d_sae, 3) float32: W_dec row norms, W_enc column norms, b_enc. Close for the same SAE in any dtype."""
     W_dec = sae.W_dec.detach().float().cpu()
     W_enc = sae.W_enc.detach().float().cpu()
-    b_enc = sae.b_enc.detach().float().cpu()
+    # Gated SAEs have no b_enc (SAELens sets it to None); their gate bias plays its part.
+    b = sae.b_enc if getattr(sae, "b_enc", None) is not None else sae.b_gate
+    b_enc = b.detach().float().cpu()
     return torch.stack([W_dec.norm(dim=1), W_enc.norm(dim=0), b_enc], dim=1)
 
 
