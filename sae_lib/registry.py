@@ -157,11 +157,12 @@ def load(release: str, sae_id: str, device: str, dtype: str | None = None) -> tu
         with weights_only_torch_load():
             sae = SAE.from_pretrained(release, sae_id, device=device, dtype=dtype or "float32")
     except pickle.UnpicklingError as err:
+        lines = [ln for ln in str(err).splitlines() if "GLOBAL" in ln or "global" in ln]
+        why = f" ({lines[0].strip()[:200]})" if lines else ""
         raise SAELoadError(
-            f"{what} is a pickle checkpoint that does not load with torch's restricted weights_only unpickler "
-            f"({str(err).splitlines()[0][:200]}). Loading it fully could run arbitrary code, so it is refused "
-            "and nothing in it was run. Use an SAE saved as safetensors, or convert this one in a trusted "
-            "environment."
+            f"{what} is a pickle checkpoint that asks for more than tensors{why}, so torch's restricted "
+            "weights_only unpickler refused it. Loading it fully could run arbitrary code: it is refused and "
+            "nothing in it was run. Use an SAE saved as safetensors, or convert this one in a trusted environment."
         ) from None
     except LocalEntryNotFoundError:
         why = "HF_HUB_OFFLINE=1 is set" if hub_is_offline() else "the Hub cannot be reached (no network?)"
