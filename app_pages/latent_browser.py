@@ -66,8 +66,6 @@ if index is None:
         "`python scripts/build_latent_index.py --model <model> --sae <sae> --dataset <hub dataset>` "
         "(next to the SAE; then restart the app). Until then, only 'What fires here' is available."
     )
-    with st.expander("Build a latent index here", expanded=True):
-        index_build_panel(ws)
 url_latent = st.query_params.get("latent")
 if url_latent is not None and url_latent != st.session_state.get("lb_url_latent"):
     st.session_state["lb_url_latent"] = url_latent
@@ -205,3 +203,8 @@ elif view == SAMPLE:
     st.plotly_chart(fig, key="lb_sample_grid")
     st.selectbox("Open one", picked, key="lb_sample_pick")
     st.button("Open", key="lb_sample_open", on_click=open_picked, args=("lb_sample_pick",))
+
+# --- no index yet: build one here (shared by every visitor, kept on disk for this SAE) -----------------
+if index is None:
+    with st.expander("Build a latent index here", expanded=True):
+        index_build_panel(ws)
