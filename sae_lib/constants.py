@@ -38,6 +38,9 @@ INDEX_STATS_FILENAME = "latent_index.safetensors"
 INDEX_CONTEXTS_FILENAME = "latent_contexts.parquet"
 INDEX_META_FILENAME = "latent_index.json"
 
+DENSE_THRESHOLD = 0.1
+"""A latent firing on more than this fraction of tokens counts as dense (evals and the latent index)."""
+
 # --- evals written by the training script ------------------------------------------------------
 EVALS_FILENAME = "evals.json"
 

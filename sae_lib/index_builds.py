@@ -37,6 +37,9 @@ from sae_lens import SAE
 from transformer_lens import HookedTransformer
 
 from sae_lib import latent_index as li
+from sae_lib.latent_index.build import _Accumulator  # the pass's own statistics, for a faithful measurement
+from sae_lib.packing import pack_texts
+from sae_lib.probe import encode_tokens
 from sae_lib.errors import InputError, LatentLabError
 from sae_lib.model_queue import queue_for
 
@@ -243,7 +246,7 @@ def corpus_tokens(source: CorpusSource, tokenizer, n_tokens: int, context_size: 
     """(n_seq, context_size) tokens of ``source``: ``n_tokens`` rounded down to whole rows (fewer when it runs out)."""
     if n_tokens < context_size:
         raise InputError(f"Index at least one row: {n_tokens} tokens is less than the context of {context_size}.")
-    return li.pack_texts(source_texts(source), tokenizer, context_size, n_tokens // context_size).tokens
+    return pack_texts(source_texts(source), tokenizer, context_size, n_tokens // context_size).tokens
 
 
 # --- the pass, shared by the script and the app -------------------------------------------------------
@@ -319,13 +322,13 @@ def measure_tokens_per_s(model: HookedTransformer, sae: SAE, settings: Settings,
     one-off logit lens and hashing are left out). The basis of the UI's time estimate."""
     gen = torch.Generator().manual_seed(0)
     tokens = torch.randint(0, int(model.cfg.d_vocab), (n_rows + 1, settings.context_size), generator=gen)
-    acc = li._Accumulator(int(sae.cfg.d_sae), settings.index, sae.device)
+    acc = _Accumulator(int(sae.cfg.d_sae), settings.index, sae.device)
     with queue_for(model).slot():
-        acc.update(li.encode_tokens(model, sae, tokens[:1]), 0)  # warm-up: first-call allocations, kernels
+        acc.update(encode_tokens(model, sae, tokens[:1]), 0)  # warm-up: first-call allocations, kernels
         _sync(model)
         t0 = time.perf_counter()
         for row in range(1, n_rows + 1):
-            acc.update(li.encode_tokens(model, sae, tokens[row : row + 1]), row)
+            acc.update(encode_tokens(model, sae, tokens[row : row + 1]), row)
         _sync(model)
     return n_rows * settings.context_size / max(time.perf_counter() - t0, 1e-9)
 

@@ -24,6 +24,8 @@ from sae_lens import (
 from sae_lens.saes.sae import SAEMetadata
 
 from sae_lib import latent_index as li
+from sae_lib import probe
+from sae_lib.packing import pack_texts
 from sae_lib import sae_hooks, steering
 from sae_lib.sae import check_sae_matches_model
 from tests.conftest import TINY_TEXTS
@@ -97,7 +99,7 @@ def model(tiny_model):
 
 @pytest.fixture(scope="module")
 def tokens(model):
-    return li.pack_texts(TINY_TEXTS, model.tokenizer, context_size=16, n_seq=12).tokens
+    return pack_texts(TINY_TEXTS, model.tokenizer, context_size=16, n_seq=12).tokens
 
 
 def _naive_input(model, sae, tokens) -> torch.Tensor:
@@ -120,13 +122,13 @@ def test_reads_the_input_hook_and_indexes(arch, model, tokens, tmp_path):
         assert isinstance(sae, JumpReLUSAE)  # SAELens saves BatchTopK-family SAEs as JumpReLU for inference
     check_sae_matches_model(sae, model)
     with torch.no_grad():
-        feats = li.encode_tokens(model, sae, tokens)
+        feats = probe.encode_tokens(model, sae, tokens)
         torch.testing.assert_close(feats, sae.encode(_naive_input(model, sae, tokens)), atol=1e-5, rtol=1e-5)
     assert (feats > 0).any()
     index = li.build_index(model, sae, tokens, li.IndexConfig(n_bins=16, top_k=3, n_lower_examples=2, window=8, window_before=4, batch_size=5))
     assert index.d_sae == D_SAE and index.meta.hook_name == sae.cfg.metadata.hook_name
     torch.testing.assert_close(index.count, (feats > 0).sum(dim=(0, 1)).cpu())
-    firing = li.what_fires(model, sae, "The ship sailed across the ocean.")
+    firing = probe.what_fires(model, sae, "The ship sailed across the ocean.")
     assert firing.latents.shape[1] == 5
 
 

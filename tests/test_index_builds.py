@@ -18,6 +18,7 @@ from sae_lens.saes.sae import SAEMetadata
 
 from sae_lib import index_builds as ib
 from sae_lib import latent_index as li
+from sae_lib.latent_index import store
 from sae_lib.errors import InputError
 from sae_lib.workspace import load_workspace
 from tests.helpers import make_hub_unreachable, use_hf_cache
@@ -146,7 +147,7 @@ def test_a_full_disk_is_a_clear_message_and_writes_nothing(monkeypatch, cache, t
     def no_space(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(li, "save_file", no_space)  # the first file of the index (safetensors)
+    monkeypatch.setattr(store, "save_file", no_space)  # the first file of the index (safetensors)
     build, _ = ib.BuildRegistry().start(tiny_model, tiny_sae, ib.CorpusSource("demo"), 1024, SMALL)
     status = _wait(build)
     assert status.state == "failed" and "disk is too full" in status.message and "Nothing was written" in status.message
@@ -199,7 +200,7 @@ def test_index_built_in_the_app_equals_the_scripts(script, cache, tmp_path, tiny
     assert _wait(build).state == "done"
     app, scripted = li.load_index(ib.cache_dir(ws.sae), ws.sae), li.load_index(tmp_path / "script", ws.sae)
     assert app.meta.n_tokens == scripted.meta.n_tokens == n_tokens
-    for name in li._STAT_FIELDS:
+    for name in store._STAT_FIELDS:
         torch.testing.assert_close(getattr(app, name), getattr(scripted, name), atol=0, rtol=0, msg=name)
     for kind in ("top", "samples"):
         for a, b in zip(getattr(app, kind), getattr(scripted, kind)):

@@ -9,6 +9,8 @@ import torch
 from sae_lens import TopKSAE
 
 from sae_lib import latent_index as li
+from sae_lib import probe
+from sae_lib.packing import pack_texts
 from sae_lib import registry
 from sae_lib.errors import CompatibilityError, SAELoadError
 from sae_lib.model import load_model, official_model_name
@@ -58,8 +60,8 @@ def test_qwen_scope_layout_loads_through_sae_lens(scope, tiny_hf_qwen3_dir):
     # model has at blocks.1.hook_resid_post, as a naive top-k of Qwen's own equations.
     ws = load_workspace(str(tiny_hf_qwen3_dir), SPEC, device="cpu", dtype="float32", fallback=False)
     assert ws.index is None and "none" in ws.index_problem
-    tokens = li.pack_texts(TINY_TEXTS, ws.model.tokenizer, context_size=12, n_seq=2).tokens
-    feats = li.encode_tokens(ws.model, ws.sae, tokens)  # (2, 12, d_sae)
+    tokens = pack_texts(TINY_TEXTS, ws.model.tokenizer, context_size=12, n_seq=2).tokens
+    feats = probe.encode_tokens(ws.model, ws.sae, tokens)  # (2, 12, d_sae)
     _, cache = ws.model.run_with_cache(tokens, names_filter=[f"blocks.{LAYER}.hook_resid_post"])
     pre = cache[f"blocks.{LAYER}.hook_resid_post"] @ scope["W_enc"].T + scope["b_enc"]  # Qwen's W_enc: (d_sae, d_in)
     top = pre.topk(SCOPE_K, dim=-1)

@@ -10,6 +10,8 @@ from streamlit.testing.v1 import AppTest
 import lab_ui
 from sae_lib import index_builds as ib
 from sae_lib import latent_index as li
+from sae_lib import probe
+from sae_lib.packing import pack_texts
 from sae_lib.constants import REPO_ROOT
 from sae_lib.workspace import Workspace, load_workspace
 from tests.conftest import TINY_TEXTS
@@ -93,7 +95,7 @@ def test_every_architecture_in_every_page(arch, tiny_model, monkeypatch, tmp_pat
     from sae_lib.sae import check_sae_matches_model
 
     check_sae_matches_model(sae, model)
-    tokens = li.pack_texts(TINY_TEXTS, model.tokenizer, context_size=16, n_seq=20).tokens
+    tokens = pack_texts(TINY_TEXTS, model.tokenizer, context_size=16, n_seq=20).tokens
     index = li.build_index(model, sae, tokens, li.IndexConfig(n_bins=16, top_k=3, n_lower_examples=2, window=8, window_before=4))
     ws = Workspace(model=model, sae=sae, model_source="tiny", sae_source=arch, sae_dir=None, index=index)
     monkeypatch.setattr(lab_ui, "get_workspace", lambda: ws)
