@@ -78,8 +78,18 @@ def toy_sae(cfg: ToyConfig, sae_cfg: ToySAEConfig) -> ToySAEResult:
 # --- Latent browser: building a latent index in the app ------------------------------------------
 # Self-contained like the Theory glue above. Builds are shared by every visitor of this process
 # (sae_lib.index_builds.BUILDS: one per SAE); this section only draws them.
+import re  # noqa: E402
+
 from sae_lib import index_builds as ib  # noqa: E402
 from sae_lib.errors import InputError  # noqa: E402
+
+_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
+
+
+def _plain(message: object) -> str:
+    """``message`` as Markdown that shows exactly its characters (it may quote a dataset or file name a
+    visitor gave): every ASCII punctuation character backslash-escaped, as CommonMark allows."""
+    return _PUNCTUATION.sub(r"\\\1", str(message))
 
 TOKEN_CHOICES = (10_000, 30_000, 100_000, 300_000, 1_000_000, 3_000_000, 10_000_000, 30_000_000)
 """What the token slider offers (a log scale): up to 30M, 27 minutes at the H100 rate."""
@@ -113,7 +123,7 @@ def _build_progress(ws: Workspace) -> None:
     s = build.status()
     if s.active:
         label = "Reading the corpus..." if s.state == "reading" else (
-            "Writing the index..." if s.state == "writing" else f"Indexing {s.message}: {_status_line(s)}"
+            "Writing the index..." if s.state == "writing" else f"Indexing {_plain(s.message)}: {_status_line(s)}"
         )
         st.progress(min(s.fraction, 1.0), text=label)
         st.button("Cancel the build", key="ib_cancel", on_click=build.cancel,
@@ -132,7 +142,7 @@ def index_build_panel(ws: Workspace) -> None:
         _build_progress(ws)
         return
     if status is not None and status.state in ("cancelled", "failed"):
-        (st.info if status.state == "cancelled" else st.error)(status.message)
+        (st.info if status.state == "cancelled" else st.error)(_plain(status.message))
     settings = ib.default_settings(ws.model)
     st.caption(
         f"One pass over a corpus through the model (up to `{ws.hook_name}`) and the SAE's encoder, "
@@ -174,7 +184,7 @@ def index_build_panel(ws: Workspace) -> None:
                 ib.upload_texts(source.name, source.data, source.text_column)
             _, started = ib.BUILDS.start(ws.model, ws.sae, source, int(n_tokens), settings)
         except InputError as err:
-            st.error(str(err))
+            st.error(_plain(err))
             return
         if not started:
             st.info("A build for this SAE was already running: showing it.")

@@ -16,7 +16,6 @@ disk-full build leaves nothing a reader could mistake for an index, and a rerun 
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import io
 import json
@@ -37,11 +36,11 @@ from sae_lens import SAE
 from transformer_lens import HookedTransformer
 
 from sae_lib import latent_index as li
+from sae_lib.errors import InputError, LatentLabError
 from sae_lib.latent_index.build import _Accumulator  # the pass's own statistics, for a faithful measurement
+from sae_lib.model_queue import queue_for
 from sae_lib.packing import pack_texts
 from sae_lib.probe import encode_tokens
-from sae_lib.errors import InputError, LatentLabError
-from sae_lib.model_queue import queue_for
 
 CACHE_SUBDIR = "latent-lab-indexes"
 """Folder of app-built indexes inside ``HF_HUB_CACHE``; one subfolder per SAE weight hash."""
@@ -309,10 +308,14 @@ def write_atomic_folder(index: li.LatentIndex, final: Path) -> Path:
         shutil.rmtree(partial, ignore_errors=True)
         if err.errno in (errno.ENOSPC, errno.EDQUOT):
             raise LatentLabError(
-                f"The disk is too full to write the latent index into {final.parent} ({os.strerror(err.errno)}). "
-                "Nothing was written. Free some space (or give the Space more storage), or index fewer tokens."
+                f"The disk is too full to write the latent index into the index cache under HF_HUB_CACHE "
+                f"({os.strerror(err.errno)}). Nothing was written. Free some space (or give the Space more "
+                "storage), or index fewer tokens."
             ) from None
-        raise LatentLabError(f"Could not write the latent index into {final.parent}: {err}. Nothing was written.") from None
+        raise LatentLabError(
+            f"Could not write the latent index into the index cache under HF_HUB_CACHE ({err.strerror or type(err).__name__}). "
+            "Nothing was written."
+        ) from None
     return final
 
 

@@ -24,9 +24,8 @@ from sae_lens import (
 from sae_lens.saes.sae import SAEMetadata
 
 from sae_lib import latent_index as li
-from sae_lib import probe
+from sae_lib import probe, sae_hooks, steering
 from sae_lib.packing import pack_texts
-from sae_lib import sae_hooks, steering
 from sae_lib.sae import check_sae_matches_model
 from tests.conftest import TINY_TEXTS
 

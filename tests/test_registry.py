@@ -8,12 +8,10 @@ import pytest
 import torch
 from sae_lens import TopKSAE
 
-from sae_lib import latent_index as li
-from sae_lib import probe
-from sae_lib.packing import pack_texts
-from sae_lib import registry
+from sae_lib import probe, registry
 from sae_lib.errors import CompatibilityError, SAELoadError
 from sae_lib.model import load_model, official_model_name
+from sae_lib.packing import pack_texts
 from sae_lib.sae import load_sae, parse_sae_spec
 from sae_lib.workspace import load_workspace
 from tests.conftest import TINY_TEXTS

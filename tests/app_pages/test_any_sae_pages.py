@@ -10,9 +10,8 @@ from streamlit.testing.v1 import AppTest
 import lab_ui
 from sae_lib import index_builds as ib
 from sae_lib import latent_index as li
-from sae_lib import probe
-from sae_lib.packing import pack_texts
 from sae_lib.constants import REPO_ROOT
+from sae_lib.packing import pack_texts
 from sae_lib.workspace import Workspace, load_workspace
 from tests.conftest import TINY_TEXTS
 from tests.registry_helpers import fake_scope_cache, use_registry
@@ -119,3 +118,23 @@ def test_every_architecture_in_every_page(arch, tiny_model, monkeypatch, tmp_pat
     assert any(sae.cfg.metadata.hook_name_out or sae.cfg.metadata.hook_name in m.value for m in at.markdown)
     assert all(not h.fwd_hooks for h in model.hook_dict.values())
     assert torch.is_tensor(index.max_act)
+
+
+def test_unreachable_dataset_in_the_page_offers_the_alternatives_as_text(tiny_model, tiny_sae, monkeypatch, tmp_path):
+    from tests.helpers import make_hub_unreachable, use_hf_cache
+
+    use_hf_cache(monkeypatch, tmp_path / "hub", offline=True)
+    make_hub_unreachable(monkeypatch)
+    monkeypatch.setattr(ib, "BUILDS", ib.BuildRegistry())
+    ws = Workspace(model=tiny_model, sae=tiny_sae, model_source="tiny", sae_source="tiny", sae_dir=None)
+    monkeypatch.setattr(lab_ui, "get_workspace", lambda: ws)
+    at = open_page(BROWSER)
+    at.radio(key="ib_kind").set_value("Hub dataset").run()
+    at.text_input(key="ib_dataset").input("[click](https://evil.example)/data").run()
+    at.button(key="ib_start").click().run()
+    build = ib.BUILDS.get(tiny_sae)
+    assert build.finished.wait(120) and build.status().state == "failed"
+    at.run()
+    assert not at.exception
+    shown = " ".join(e.value for e in at.error)
+    assert "demo corpus or upload" in shown and r"\[click\]\(https\:\/\/evil" in shown  # the name stays text
