@@ -138,3 +138,24 @@ def test_unreachable_dataset_in_the_page_offers_the_alternatives_as_text(tiny_mo
     assert not at.exception
     shown = " ".join(e.value for e in at.error)
     assert "demo corpus or upload" in shown and r"\[click\]\(https\:\/\/evil" in shown  # the name stays text
+
+
+def test_qwen_scope_layout_at_the_demo_width_in_every_page(demo_paths, monkeypatch, tmp_path):
+    """The issue's fixture: a Qwen-Scope-layout repo (``layer2.sae.pt``: W_enc, W_dec, b_enc, b_dec) at the
+    embedded model's width, named by LATENT_LAB_MODEL / LATENT_LAB_SAE and loaded through the registry."""
+    import json
+
+    width = json.loads((demo_paths.model / "config.json").read_text())["hidden_size"]
+    entries = fake_scope_cache(monkeypatch, tmp_path / "hub", width, [2], model=str(demo_paths.model))
+    use_registry(monkeypatch, entries)
+    monkeypatch.setenv("LATENT_LAB_MODEL", str(demo_paths.model))
+    monkeypatch.setenv("LATENT_LAB_SAE", "sae-lens:test-scope/layer2")
+    monkeypatch.setattr(ib, "BUILDS", ib.BuildRegistry())
+    ws = load_workspace(device="cpu", dtype="float32", fallback=False)
+    assert (ws.sae.cfg.d_in, ws.sae.cfg.d_sae, ws.hook_name) == (width, 1024, "blocks.2.hook_resid_post")
+    monkeypatch.setattr(lab_ui, "get_workspace", lambda: ws)
+    at = open_page(BROWSER)
+    at.text_area(key="lb_prompt").input("The ship sailed across the ocean.")
+    at.button[0].click().run()
+    assert not at.exception and len(at.dataframe) == 1
+    generate(open_page(STEERING), 3)
