@@ -33,6 +33,8 @@ def workspace_or_stop() -> Workspace:
 def sidebar(ws: Workspace) -> None:
     """What is loaded, in the sidebar of every page."""
     info = ws.describe()
+    if ws.index is None and current_index(ws) is not None:
+        info["index"] = "built in the app"
     with st.sidebar:
         st.markdown("### Loaded")
         st.markdown(
