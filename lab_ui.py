@@ -84,6 +84,7 @@ import re  # noqa: E402
 
 from sae_lib import index_builds as ib  # noqa: E402
 from sae_lib.errors import InputError  # noqa: E402
+from sae_lib.model_queue import queue_for  # noqa: E402
 
 _PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
 
@@ -92,6 +93,7 @@ def _plain(message: object) -> str:
     """``message`` as Markdown that shows exactly its characters (it may quote a dataset or file name a
     visitor gave): every ASCII punctuation character backslash-escaped, as CommonMark allows."""
     return _PUNCTUATION.sub(r"\\\1", str(message))
+
 
 TOKEN_CHOICES = (10_000, 30_000, 100_000, 300_000, 1_000_000, 3_000_000, 10_000_000, 30_000_000)
 """What the token slider offers (a log scale): up to 30M, 27 minutes at the H100 rate."""
@@ -105,10 +107,21 @@ def current_index(ws: Workspace):
     return build.index if build is not None else None
 
 
-@st.cache_resource(show_spinner="Measuring the index pass on this machine (a few rows)...")
-def measured_tokens_per_s(key: str, _ws: Workspace) -> float:
-    """Tokens/s of the index pass here, measured once per SAE (``key``: its weight hash)."""
-    return ib.measure_tokens_per_s(_ws.model, _ws.sae, ib.default_settings(_ws.model))
+_RATES: dict[str, float] = {}
+"""Measured index-pass tokens/s per SAE weight hash (process-wide, like the model)."""
+
+
+def measured_tokens_per_s(ws: Workspace) -> float | None:
+    """Tokens/s of the index pass here, measured once per SAE (a few rows); None while the model is busy
+    (measuring would wait for a generation or build to finish) or if the measurement failed."""
+    key = ib.sae_key(ws.sae)
+    if key not in _RATES and queue_for(ws.model).ahead_of_new_arrival() == 0:
+        try:
+            with st.spinner("Measuring the index pass on this machine (a few rows)..."):
+                _RATES[key] = ib.measure_tokens_per_s(ws.model, ws.sae, ib.default_settings(ws.model))
+        except Exception:  # a failed measurement only costs the local estimate
+            return None
+    return _RATES.get(key)
 
 
 def _status_line(s: ib.BuildStatus) -> str:
@@ -174,11 +187,7 @@ def index_build_panel(ws: Workspace) -> None:
     default = 100_000 if settings.context_size <= 128 else 10_000_000
     n_tokens = st.select_slider("Tokens to index", choices, value=default if default in choices else choices[0],
                                 key="ib_tokens", format_func=lambda n: f"{n:,}")
-    try:
-        rate = measured_tokens_per_s(ib.sae_key(ws.sae), ws)
-    except Exception:  # a failed measurement only costs the local estimate
-        rate = None
-    st.caption(ib.estimate_text(int(n_tokens), rate))
+    st.caption(ib.estimate_text(int(n_tokens), measured_tokens_per_s(ws)))
     if st.button("Build the index", key="ib_start", type="primary", disabled=problem is not None,
                  help=problem):
         try:
