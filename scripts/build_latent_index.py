@@ -3,9 +3,12 @@
 Examples:
     python scripts/build_latent_index.py                                  # the embedded demo
     python scripts/build_latent_index.py --preset qwen3-8b --sae user/repo:sae_id --out my_sae/
+    python scripts/build_latent_index.py --preset qwen3-8b --model Qwen/Qwen3-8B-Base \
+        --sae sae-lens:qwen-scope-3-8b-base-w64k-l50/layer20     # into the app's index cache (no --out)
     python scripts/build_latent_index.py --help                           # every knob and its default
 
-The app finds the index when it sits in the SAE's folder; push that folder (push_to_hub.py) to share it.
+The app finds the index when it sits in the SAE's folder (push that folder with push_to_hub.py to share
+it), or, for a registry SAE, in its index cache under HF_HUB_CACHE, where the Latent browser's own builds go.
 """
 
 from __future__ import annotations
