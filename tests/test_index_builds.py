@@ -208,3 +208,15 @@ def test_index_built_in_the_app_equals_the_scripts(script, cache, tmp_path, tiny
     same = {"build_id", "created", "description"}
     a_meta, s_meta = (json.loads(json.dumps({k: v for k, v in vars(m).items() if k not in same})) for m in (app.meta, scripted.meta))
     assert a_meta == s_meta
+
+
+def test_script_writes_a_registry_saes_index_where_the_app_finds_it(script, monkeypatch, tmp_path, tiny_hf_qwen3_dir):
+    from tests.registry_helpers import fake_scope_cache, use_registry
+
+    use_registry(monkeypatch, fake_scope_cache(monkeypatch, tmp_path / "hub", 64, [1], model=str(tiny_hf_qwen3_dir)))
+    spec = "sae-lens:test-scope/layer1"
+    cfg = script.BuildIndexConfig(model=str(tiny_hf_qwen3_dir), sae=spec, n_tokens=1024, context_size=64, device="cpu", dtype="float32")
+    out = script.run(cfg, log=lambda _: None)
+    assert out.parent == ib.cache_root()
+    ws = load_workspace(str(tiny_hf_qwen3_dir), spec, device="cpu", dtype="float32", fallback=False)
+    assert ws.index is not None and out == ib.cache_dir(ws.sae) and ws.index.meta.n_tokens == 1024
