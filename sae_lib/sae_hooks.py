@@ -100,15 +100,24 @@ def _model_name(model: HookedTransformer) -> str:
     return str(getattr(model.cfg, "model_name", "the model"))
 
 
+def enable_hook(model: HookedTransformer, name: str) -> None:
+    """Switch on the optional hook point ``name`` if it is one (``hook_mlp_in``, ...); idempotent.
+
+    It only makes the model call a hook it skips otherwise: outputs are unchanged."""
+    setter = _FLAGS.get(name.rsplit(".", 1)[-1])
+    if setter is not None and hasattr(model, setter):
+        flag = setter.removeprefix("set_")
+        if not getattr(model.cfg, flag, False):
+            getattr(model, setter)(True)
+
+
 def prepare_model(model: HookedTransformer, sae: SAE) -> None:
     """Switch on the optional hook points the SAE's hooks need (see the module docstring).
 
     Changes the model's config: call it while loading, before the model is shared.
     """
     for name in {input_hook(sae), output_hook(sae)}:
-        setter = _FLAGS.get(name.rsplit(".", 1)[-1])
-        if setter is not None and hasattr(model, setter):
-            getattr(model, setter)(True)
+        enable_hook(model, name)
 
 
 def to_sae_space(site: HookSite, act: torch.Tensor) -> torch.Tensor:
@@ -133,6 +142,7 @@ def read_activations(model: HookedTransformer, name: str, tokens: torch.Tensor) 
     """Activations at hook ``name`` (as an SAE names it) for ``tokens`` (batch, pos), running the model
     only up to that hook's layer. Shape (batch, pos, width) or, for per-head hooks, (batch, pos, head, d_head)."""
     site = resolve(model, name)
+    enable_hook(model, site.model_hook)  # a no-op once the SAE's loader has prepared the model
     stop = extract_stop_at_layer_from_tlens_hook_name(site.model_hook)
     _, cache = model.run_with_cache(
         tokens, stop_at_layer=stop, names_filter=[site.model_hook], return_cache_object=False

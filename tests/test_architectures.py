@@ -161,3 +161,16 @@ def test_steering_writes_the_output_hook(arch, model, tokens, tmp_path):
     dr = steering.dose_response(model, sae, "The ship sailed", [add], [0.0, 1.0], settings)
     assert float(dr.kl_next_token[0]) == pytest.approx(0.0, abs=1e-6)
     assert all(not h.fwd_hooks for h in model.hook_dict.values())
+
+
+def test_optional_hook_points_are_switched_on_only_when_an_sae_needs_them(tiny_model, tmp_path):
+    model = copy.deepcopy(tiny_model)
+    assert not model.cfg.use_hook_mlp_in
+    check_sae_matches_model(build("topk", tmp_path), model)  # resid_post: nothing to switch on
+    assert not model.cfg.use_hook_mlp_in
+    sae = build("batchtopk", tmp_path)  # blocks.1.hook_mlp_in
+    check_sae_matches_model(sae, model)
+    assert model.cfg.use_hook_mlp_in
+    tokens = torch.tensor([[1, 2, 3, 4]])
+    with torch.no_grad():  # switching it on changes nothing the model computes
+        torch.testing.assert_close(model(tokens), tiny_model(tokens), atol=0, rtol=0)
