@@ -26,7 +26,7 @@ import time
 import uuid
 import weakref
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, NamedTuple
 
@@ -111,7 +111,7 @@ class CorpusSource:
     """Split of a Hub dataset."""
     text_column: str = ""
     """Column holding the text (Hub dataset, jsonl, parquet); empty: detected."""
-    data: bytes = b""
+    data: bytes = field(default=b"", repr=False)
     """The uploaded file's bytes."""
     seed: int = 0
     """Seed of the demo corpus (the demo build's)."""
