@@ -1,4 +1,4 @@
-"""Steering a model with SAE latents: specs, scoped hooks, seeded batched generation, dose-response.
+"""Steering a model with SAE latents: specs, scoped hooks, seeded batched generation.
 
 Three ways to push a latent (``SteeringSpec.method``), all applied at the hook the SAE writes (its
 ``hook_name``, or a transcoder's output hook ``hook_name_out``: see :mod:`sae_lib.sae_hooks`):
@@ -21,6 +21,7 @@ other's steering.
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from collections.abc import Callable, Iterator, Sequence
@@ -38,6 +39,9 @@ from sae_lib.errors import CompatibilityError, GenerationError, InputError
 from sae_lib.limits import LIMITS, Limits, check_range, oom_guard
 from sae_lib.model_queue import queue_for
 from sae_lib.probe import model_device, prompt_tokens
+
+log = logging.getLogger(__name__)
+"""Failures the visitor sees as a message are logged here with their trace, for the operator."""
 
 Method = Literal["write-up clamp", "add", "clamp activation"]
 METHODS: tuple[str, ...] = get_args(Method)
@@ -94,6 +98,12 @@ class SteeringSpec:
                 f"Latent {self.latent}: max activation must be a positive number, got {self.max_act:g}. "
                 "A latent that never fires has max activation 0: type a scale to steer it anyway (1.0 is a start)."
             )
+        if self.max_act > LIMITS.max_latent_activation:
+            raise InputError(
+                f"Latent {self.latent}: max activation {self.max_act:g} is above this server's limit of "
+                f"{LIMITS.max_latent_activation:,g}. Real latents peak in the tens to hundreds: type the value "
+                "the Latent browser shows for this latent."
+            )
 
     def multipliers(self) -> tuple[float, ...]:
         """The knobs this method uses (what the sliders move)."""
@@ -119,20 +129,34 @@ def check_specs(specs: Sequence[SteeringSpec], d_sae: int, limits: Limits = LIMI
             check_range(f"Latent {spec.latent}: {name}", value, -limits.max_multiplier, limits.max_multiplier)
 
 
-def parse_latents(text: str, d_sae: int) -> list[int]:
-    """Latent numbers typed as ``"12, 40 7"``: unique, in order, each checked against ``d_sae``."""
+def _quoted(text: str, limit: int = 40) -> str:
+    """``text`` quoted for a message, cut to ``limit`` characters (a pasted page must not fill the screen)."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + f"... ({len(text):,} characters)"
+
+
+def parse_latents(text: str, d_sae: int, limit: int | None = None) -> list[int]:
+    """Latent numbers typed as ``"12, 40 7"``: unique, in order, each checked against ``d_sae``.
+
+    More than ``limit`` (default: this server's ``max_steered_latents``) is refused as soon as it is
+    seen, before anything is built for them.
+    """
+    limit = LIMITS.max_steered_latents if limit is None else limit
+    parts = [p for p in re.split(r"[\s,;]+", text.strip()) if p]
     out: list[int] = []
-    for part in re.split(r"[\s,;]+", text.strip()):
-        if not part:
-            continue
+    for part in parts:
         try:
             latent = int(part)
         except ValueError:
-            raise InputError(f"{part!r} is not a latent number; type whole numbers such as 12, 40.") from None
+            raise InputError(f"{_quoted(part)} is not a latent number; type whole numbers such as 12, 40.") from None
         if not (0 <= latent < d_sae):
             raise InputError(f"Latent {latent} does not exist: this SAE has latents 0 to {d_sae - 1}.")
         if latent not in out:
             out.append(latent)
+        if len(out) > limit:
+            raise InputError(
+                f"More than {limit} latents given ({len(parts):,} numbers in the list); at most {limit} can be "
+                "steered at once. Remove some."
+            )
     return out
 
 
@@ -336,6 +360,55 @@ def _seeded(seed: int, device: torch.device) -> Iterator[None]:
         yield
 
 
+NON_FINITE_MESSAGE = (
+    "The model's numbers overflowed (NaN or infinity) while {what}: the steering is too strong for this "
+    "model. Lower the max activation or the multipliers and try again; the model is unchanged."
+)
+
+
+class FiniteGuard:
+    """A forward hook on the model's last activation before the unembedding, raising
+    :class:`GenerationError` as soon as it holds NaN or infinity: the logits made from it would be
+    non-finite too, and the sampler would fail with an unreadable error (or sample garbage)."""
+
+    def __init__(self, what: str = "generating") -> None:
+        self.what = what
+
+    def __call__(self, act: Tensor, hook: object = None) -> Tensor:
+        if not bool(torch.isfinite(act).all()):
+            raise GenerationError(NON_FINITE_MESSAGE.format(what=self.what))
+        return act
+
+
+def final_hook_name(model: HookedTransformer) -> str:
+    """The hook point whose output the unembedding reads (after the final norm when there is one)."""
+    name = "ln_final.hook_normalized"
+    return name if name in model.hook_dict else f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
+
+
+@contextmanager
+def generation_errors(what: str = "generating") -> Iterator[None]:
+    """Turn any failure inside the ``with`` into a message for the visitor; the trace goes to the log.
+
+    A visitor's own mistake (:class:`InputError`, out of memory) and our messages pass through as they
+    are. Anything else (a device error, a sampler refusing its input) is logged with its traceback for
+    the operator and becomes a :class:`GenerationError` that says what to do, never a traceback.
+    """
+    try:
+        yield
+    except (InputError, GenerationError, CompatibilityError):
+        raise
+    except RuntimeError as err:
+        log.exception("Generation failed while %s", what)
+        raise GenerationError(f"Generation failed part-way ({err}). The model is unchanged; try again.") from err
+    except Exception as err:  # noqa: BLE001: whatever the libraries raise, the visitor gets a message
+        log.exception("Generation failed while %s", what)
+        raise GenerationError(
+            f"Generation failed part-way ({type(err).__name__}; the details are in the server's log). "
+            "The model is unchanged: try again, or lower the max activation or the multipliers."
+        ) from err
+
+
 def sample_tokens(
     model: HookedTransformer,
     sae: SAE,
@@ -350,11 +423,12 @@ def sample_tokens(
     The caller holds the model's queue slot (``generate`` and ``dose_response`` do); ``settings.n_samples``
     is ignored, the batch is ``tokens``'s.
     """
-    try:
-        # oom_guard frees the failed run's memory and empties the CUDA cache before telling the visitor
-        # to ask for less, so the app keeps serving; the hooks are gone by then (scoped context).
-        with oom_guard("generating"), _seeded(settings.seed, model_device(model)):
-            with steering_hooks(model, sae, specs, settings.positions, tokens.shape[1], row_scales, on_step):
+    # oom_guard frees the failed run's memory and empties the CUDA cache before telling the visitor
+    # to ask for less, so the app keeps serving; the hooks are gone by then (scoped context). The
+    # FiniteGuard stops a run whose logits would be NaN before the sampler sees them.
+    with generation_errors("generating"), oom_guard("generating"), _seeded(settings.seed, model_device(model)):
+        with steering_hooks(model, sae, specs, settings.positions, tokens.shape[1], row_scales, on_step):
+            with model.hooks(fwd_hooks=[(final_hook_name(model), FiniteGuard("generating"))]):
                 return model.generate(
                     tokens,
                     max_new_tokens=settings.max_new_tokens,
@@ -365,11 +439,10 @@ def sample_tokens(
                     return_type="tokens",
                     verbose=False,
                 )
-    except RuntimeError as err:
-        raise GenerationError(f"Generation failed part-way ({err}). The model is unchanged; try again.") from err
 
 
-def _decode_new(model: HookedTransformer, tokens: Tensor, prompt_len: int) -> list[str]:
+def decode_new(model: HookedTransformer, tokens: Tensor, prompt_len: int) -> list[str]:
+    """Each row's text after its first ``prompt_len`` tokens, special tokens left out."""
     return [model.tokenizer.decode(row[prompt_len:], skip_special_tokens=True) for row in tokens]
 
 
@@ -409,97 +482,10 @@ def generate(
     return GenerationResult(
         prompt=prompt,
         prompt_len=n,
-        normal=_decode_new(model, normal, n),
-        steered=None if steered is None else _decode_new(model, steered, n),
+        normal=decode_new(model, normal, n),
+        steered=None if steered is None else decode_new(model, steered, n),
         normal_tokens=normal,
         steered_tokens=steered,
-    )
-
-
-# --- dose-response ------------------------------------------------------------------------------
-
-
-class DoseResponse(NamedTuple):
-    """What happens as every multiplier is scaled from 0 up: where steering starts to act, where it breaks."""
-
-    scales: Tensor
-    """The factors applied to every spec's multipliers. Shape (k,)."""
-    kl_next_token: Tensor
-    """KL(steered || unsteered) of the next-token distribution right after the prompt, in nats. Shape (k,)."""
-    kl_generated: Tensor
-    """Mean KL(steered || unsteered) over the positions that produced the steered text, in nats. Shape (k,)."""
-    latent_acts: Tensor
-    """Mean activation of each steered latent on the steered text as the unsteered model reads it.
-    Shape (k, n_specs), spec order."""
-    texts: list[str]
-    """The steered continuation at each scale (one sample per scale)."""
-    tokens: Tensor
-    """Prompt + steered tokens per scale. Shape (k, prompt_len + new)."""
-
-
-def _valid_new(tokens: Tensor, prompt_len: int, eos: int | None) -> Tensor:
-    """(batch, new) mask of generated tokens up to and including the first end-of-text token."""
-    new = tokens[:, prompt_len:]
-    if eos is None:
-        return torch.ones_like(new, dtype=torch.bool)
-    is_eos = (new == eos).int()
-    return (is_eos.cumsum(1) - is_eos) == 0
-
-
-def dose_response(
-    model: HookedTransformer,
-    sae: SAE,
-    prompt: str,
-    specs: Sequence[SteeringSpec],
-    scales: Sequence[float],
-    settings: GenerationSettings = GenerationSettings(),
-    *,
-    on_wait: Callable[[int], None] | None = None,
-) -> DoseResponse:
-    """Generate one sample per scale (all as one batch, row ``j`` steered with multipliers × ``scales[j]``)
-    and measure how far each moved the model and how much the steered latents fire on the result."""
-    if not specs:
-        raise InputError("Pick at least one latent to sweep.")
-    check_specs(specs, int(sae.cfg.d_sae))
-    if not (1 <= len(scales) <= LIMITS.max_sweep_points):
-        raise InputError(f"A sweep takes 1 to {LIMITS.max_sweep_points} values, got {len(scales)}.")
-    largest = max(abs(m) for s in specs for m in s.multipliers()) or 1.0
-    for value in scales:
-        check_range("Sweep scale", value, 0.0, LIMITS.max_multiplier / largest)
-    tokens = prompt_tokens(model, prompt, settings.max_new_tokens)
-    device = model_device(model)
-    k = len(scales)
-    batch = tokens.expand(k, -1).to(device)  # (k, pos)
-    row_scales = torch.tensor(list(scales), dtype=torch.float32, device=device)  # (k,)
-    n = tokens.shape[1]
-    in_site = sae_hooks.resolve(model, sae_hooks.input_hook(sae))  # what the encoder reads
-    hook_name = in_site.model_hook
-    latents = torch.tensor([s.latent for s in specs], dtype=torch.long)
-    with queue_for(model).slot(on_wait):
-        out = sample_tokens(model, sae, batch, specs, settings, row_scales=row_scales)  # (k, n + new)
-        with torch.inference_mode():
-            inputs = out[:, :-1]  # (k, L - 1): every position that predicted a generated token
-            with steering_hooks(model, sae, specs, settings.positions, n, row_scales):
-                logits_steered = model(inputs, return_type="logits")  # (k, L - 1, vocab)
-            logits_clean, cache = model.run_with_cache(out, return_type="logits", names_filter=[hook_name])
-    logits_clean = logits_clean[:, :-1]
-    logp_s = logits_steered[:, n - 1 :].float().log_softmax(-1)  # (k, new, vocab)
-    logp_c = logits_clean[:, n - 1 :].float().log_softmax(-1)
-    kl = (logp_s.exp() * (logp_s - logp_c)).sum(-1)  # (k, new)
-    valid = _valid_new(out, n, model.tokenizer.eos_token_id if model.tokenizer is not None else None)
-    weights = valid.float()  # (k, new)
-    kl_generated = (kl * weights).sum(1) / weights.sum(1).clamp(min=1)
-    with torch.inference_mode():
-        acts = sae_hooks.to_sae_space(in_site, cache[hook_name][:, n:]).to(sae.W_dec.dtype)  # (k, new, d_in)
-        z = sae.encode(acts)[..., latents.to(acts.device)].float()  # (k, new, n_specs)
-    latent_acts = (z * weights[..., None]).sum(1) / weights.sum(1).clamp(min=1)[:, None]
-    return DoseResponse(
-        scales=row_scales.cpu(),
-        kl_next_token=kl[:, 0].cpu(),
-        kl_generated=kl_generated.cpu(),
-        latent_acts=latent_acts.cpu(),
-        texts=_decode_new(model, out, n),
-        tokens=out.cpu(),
     )
 
 
@@ -514,11 +500,14 @@ def default_max_act(index: object | None, latent: int, from_url: str | None = No
     if from_url:
         try:
             value = float(from_url)
-            if math.isfinite(value) and value > 0:
-                return value, None
         except ValueError:
-            pass
-        note = f"The link's max_act={from_url!r} is not a positive number. "
+            value = math.nan
+        if math.isfinite(value) and 0 < value <= LIMITS.max_latent_activation:
+            return value, None
+        if math.isfinite(value) and value > LIMITS.max_latent_activation:
+            note = f"The link's max_act={_quoted(from_url)} is above this server's limit of {LIMITS.max_latent_activation:,g}. "
+        else:
+            note = f"The link's max_act={_quoted(from_url)} is not a positive number. "
     else:
         note = ""
     if index is not None:
