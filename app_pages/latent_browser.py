@@ -11,9 +11,9 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from lab_ui import as_text, seed_input, show_error, sidebar, workspace_or_stop
+from lab_ui import as_text, current_index, index_build_panel, seed_input, show_error, sidebar, workspace_or_stop
 from sae_lib import latent_index as li
-from sae_lib import probe
+from sae_lib import probe, registry, sae_hooks
 from sae_lib.render import context_html
 from sae_lib.errors import LatentLabError
 from sae_lib.limits import LIMITS
@@ -21,13 +21,14 @@ from sae_lib.redact import redact_paths
 
 ws = workspace_or_stop()
 sidebar(ws)
-index = ws.index
+index = current_index(ws)
 d_sae = int(ws.sae.cfg.d_sae)
 STEERING_PAGE = "app_pages/steering.py"
 OVERVIEW, LATENT, FIRES, SAMPLE = "Overview", "One latent", "What fires here", "Random sample"
 VIEWS = [OVERVIEW, LATENT, FIRES, SAMPLE] if index is not None else [FIRES]
 
 st.title("Latent browser")
+st.caption(sae_hooks.role_caption(ws.sae))
 
 
 def open_latent(latent: int) -> None:
@@ -65,10 +66,9 @@ def show_contexts(views: list[li.ContextView], scale: float) -> None:
 if index is None:
     st.warning(
         f"No latent index for this SAE ({as_text(redact_paths(ws.index_problem or 'none found'))}). "
-        "Build one next to the SAE with "
-        "`python scripts/build_latent_index.py` (the embedded demo) or "
-        "`python scripts/build_latent_index.py --model <model> --sae <sae> --dataset <hub dataset>`; "
-        "then restart the app. Until then, only 'What fires here' is available."
+        "Build one below, or offline with "
+        "`python scripts/build_latent_index.py --model <model> --sae <sae> --dataset <hub dataset>` "
+        "(next to the SAE; then restart the app). Until then, only 'What fires here' is available."
     )
 url_latent = st.query_params.get("latent")
 if url_latent is not None and url_latent != st.session_state.get("lb_url_latent"):
@@ -134,6 +134,9 @@ elif view == LATENT:
         st.info(f"Latent {latent} never fired on the {index.meta.n_tokens:,} indexed tokens: it is dead.")
     else:
         st.plotly_chart(histogram_figure(latent, li.histogram_title(index, latent)), key="lb_latent_hist")
+    neuronpedia = registry.neuronpedia_url(ws.sae, latent)
+    if neuronpedia:
+        st.link_button(f"Latent {latent} on Neuronpedia", neuronpedia)
     if st.button(
         f"Steer with latent {latent} (max activation {max_act:.3g})",
         key="lb_to_steering",
@@ -210,3 +213,8 @@ elif view == SAMPLE:
     st.plotly_chart(fig, key="lb_sample_grid")
     st.selectbox("Open one", picked, key="lb_sample_pick")
     st.button("Open", key="lb_sample_open", on_click=open_picked, args=("lb_sample_pick",))
+
+# --- no index yet: build one here (shared by every visitor, kept on disk for this SAE) -----------------
+if index is None:
+    with st.expander("Build a latent index here", expanded=True):
+        index_build_panel(ws)

@@ -5,8 +5,8 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from lab_ui import as_text, seed_input, show_error, sidebar, workspace_or_stop
-from sae_lib import render, steering
+from lab_ui import as_text, current_index, seed_input, show_error, sidebar, workspace_or_stop
+from sae_lib import render, sae_hooks, steering
 from sae_lib.dose_response import dose_response
 from sae_lib.errors import LatentLabError
 from sae_lib.limits import LIMITS, check_prompt
@@ -19,7 +19,7 @@ M = float(LIMITS.max_multiplier)
 
 st.title("Steering playground")
 st.markdown(
-    f"Add a latent's decoder direction into `{ws.hook_name}` while the model writes, and compare with "
+    f"Add a latent's decoder direction into `{sae_hooks.output_hook(ws.sae)}` while the model writes, and compare with "
     "what it writes unsteered. Normal and steered sample *i* share one random stream, so every "
     "difference comes from the steering. Multipliers are in units of the latent's max activation."
 )
@@ -64,7 +64,7 @@ for latent in latents:
             + steering.METHOD_HELP["clamp activation"],
         )  # fmt: skip
         default, note = steering.default_max_act(
-            ws.index, latent, url_max_act if url_latent and str(latent) == url_latent.strip() else None
+            current_index(ws), latent, url_max_act if url_latent and str(latent) == url_latent.strip() else None
         )
         if note:
             c_max.caption(as_text(note))

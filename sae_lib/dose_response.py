@@ -11,6 +11,7 @@ from sae_lens import SAE
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
+from sae_lib import sae_hooks
 from sae_lib.errors import GenerationError, InputError
 from sae_lib.limits import LIMITS, check_range, oom_guard
 from sae_lib.model_queue import queue_for
@@ -90,7 +91,9 @@ def dose_response(
     batch = tokens.expand(k, -1).to(device)  # (k, pos)
     row_scales = torch.tensor(list(scales), dtype=torch.float32, device=device)  # (k,)
     n = tokens.shape[1]
-    hook_name = sae.cfg.metadata.hook_name
+    # What the encoder reads: the SAE's input hook (a transcoder's differs from where steering writes).
+    in_site = sae_hooks.resolve(model, sae_hooks.input_hook(sae))
+    hook_name = in_site.model_hook
     latents = torch.tensor([s.latent for s in specs], dtype=torch.long)
     engine = engine_serving(model, sae)
     with queue_for(model).slot(on_wait):
@@ -122,9 +125,9 @@ def dose_response(
     weights = valid.float()  # (k, new)
     kl_generated = (kl * weights).sum(1) / weights.sum(1).clamp(min=1)
     with torch.inference_mode():
-        acts = acts_clean[:, n:].to(sae.W_dec.dtype)  # (k, new, d_in): the generated tokens
+        acts = sae_hooks.to_sae_space(in_site, acts_clean[:, n:]).to(sae.W_dec.dtype)  # (k, new, d_in): the generated tokens
         z = sae.encode(acts)[..., latents.to(acts.device)].float()  # (k, new, n_specs)
-        acts_s = acts_steered[:, n - 1 :].to(sae.W_dec.dtype)  # (k, new, d_in): the writing positions
+        acts_s = sae_hooks.to_sae_space(in_site, acts_steered[:, n - 1 :]).to(sae.W_dec.dtype)  # (k, new, d_in): the writing positions
         z_s = sae.encode(acts_s)[..., latents.to(acts_s.device)].float()  # (k, new, n_specs)
     per_row = weights.sum(1).clamp(min=1)[:, None]  # (k, 1)
     latent_acts = (z * weights[..., None]).sum(1) / per_row

@@ -1,6 +1,7 @@
 """Steering a model with SAE latents: specs, scoped hooks, seeded batched generation.
 
-Three ways to push a latent (``SteeringSpec.method``), all applied at the SAE's hook point:
+Three ways to push a latent (``SteeringSpec.method``), all applied at the hook the SAE writes (its
+``hook_name``, or a transcoder's output hook ``hook_name_out``: see :mod:`sae_lib.sae_hooks`):
 
 ``write-up clamp``
     Exactly the write-up's hook: ``act + clamp(W_dec[i] * max_act * hi, min=W_dec[i] * max_act * lo)``.
@@ -35,6 +36,7 @@ from sae_lens import SAE
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
+from sae_lib import sae_hooks
 from sae_lib.engine import Engine, NonFiniteLogits, engine_for, hook_site
 from sae_lib.errors import CompatibilityError, GenerationError, InputError
 from sae_lib.limits import LIMITS, Limits, check_range, oom_guard
@@ -202,6 +204,16 @@ class SteeringHook:
         self._row_scales = row_scales  # (batch,) or None
         self._seen = 0
         self._cast: dict[tuple[torch.dtype, torch.device], Tensor | None] = {}
+        # Where the decoder writes and the encoder reads (the same hook except for transcoders); set
+        # by ``steering_hooks``. A transcoder's "clamp activation" encodes what ``capture_input`` saw.
+        self.out_site: sae_hooks.HookSite | None = None
+        self.in_site: sae_hooks.HookSite | None = None
+        self._input: Tensor | None = None
+
+    def capture_input(self, act: Tensor, hook: object = None) -> Tensor:
+        """Read-only hook at a transcoder's input hook: keep the activation the encoder reads."""
+        self._input = act if self.in_site is None else sae_hooks.to_sae_space(self.in_site, act)
+        return act
 
     def _additive_as(self, act: Tensor) -> Tensor | None:
         # Cast once per dtype/device, not once per token.
@@ -211,7 +223,8 @@ class SteeringHook:
         return self._cast[key]
 
     def _clamp_delta(self, act: Tensor) -> Tensor:
-        """Change of the SAE reconstruction when the clamped latents are set. ``act``: (batch, pos, d_in)."""
+        """Change of the SAE reconstruction when the clamped latents are set. ``act``: (batch, pos, d_in),
+        what the encoder reads at these positions."""
         sae = self.sae
         x = act.to(sae.W_dec.dtype)
         z = sae.encode(x)  # (batch, pos, d_sae)
@@ -242,22 +255,29 @@ class SteeringHook:
         self._seen += act.shape[1]
         if self.on_step is not None:
             self.on_step()
-        if act.shape[-1] != self.sae.cfg.d_in:
+        width = sae_hooks.d_out(self.sae)
+        if act.shape[-1] != width:
             raise CompatibilityError(
-                f"The SAE expects width {self.sae.cfg.d_in} at its hook but the model gives {act.shape[-1]}: "
+                f"The SAE writes width {width} at its output hook but the model gives {act.shape[-1]}: "
                 "load an SAE trained on this model."
             )
         local_first = max(self.first_pos - start, 0)
         if local_first >= act.shape[1] or (self._additive is None and len(self._clamp_idx) == 0):
             return act
-        part = act[:, local_first:]  # (batch, steered_pos, d_in)
+        part = act[:, local_first:]  # (batch, steered_pos, d_out)
         delta = None
         add = self._additive_as(act)
         if add is not None:
             delta = add if self._row_scales is None else self._row_scales.to(act)[:, None, None] * add
         if len(self._clamp_idx):
-            clamp = self._clamp_delta(part)
+            if self._input is not None:  # a transcoder: encode what its input hook saw at these positions
+                enc_in = self._input[:, local_first:]
+            else:
+                enc_in = part if self.out_site is None else sae_hooks.to_sae_space(self.out_site, part)
+            clamp = self._clamp_delta(enc_in)
             delta = clamp if delta is None else delta + clamp
+        if self.out_site is not None:
+            delta = sae_hooks.to_model_space(self.out_site, delta)
         if local_first == 0:
             return act + delta
         out = act.clone()
@@ -280,14 +300,15 @@ def steering_hooks(
     ``row_scales`` (batch,) multiplies every spec's multipliers per batch row (the dose-response sweep
     runs all its values as one batch). Callers sharing a model hold its queue slot around this.
     """
-    hook_name = sae.cfg.metadata.hook_name
-    if hook_name not in model.hook_dict:
-        raise CompatibilityError(
-            f"The SAE reads hook {hook_name!r}, which this model does not have: load an SAE trained on this model."
-        )
+    # Decoder directions go where the SAE writes: its output hook (a transcoder's differs from its input).
+    out_site = sae_hooks.resolve(model, sae_hooks.output_hook(sae))
     hook = SteeringHook(sae, specs, positions, prompt_len, row_scales, on_step)
+    hook.out_site = None if out_site.gain is None else out_site
     # Nothing to steer or count: add no hook at all, so an unsteered run is plain TransformerLens.
-    hooks = [(hook_name, hook)] if specs or on_step is not None else []
+    hooks = [(out_site.model_hook, hook)] if specs or on_step is not None else []
+    if hooks and sae_hooks.is_transcoder(sae) and any(s.method == "clamp activation" for s in specs):
+        hook.in_site = sae_hooks.resolve(model, sae_hooks.input_hook(sae))
+        hooks.insert(0, (hook.in_site.model_hook, hook.capture_input))
     with model.hooks(fwd_hooks=hooks):
         yield hook
 
@@ -461,7 +482,9 @@ def engine_serving(model: HookedTransformer, sae: SAE) -> Engine | None:
     """The model's generation engine when it has one with a module for the SAE's hook, else None
     (then TransformerLens serves)."""
     engine = engine_for(model)
-    if engine is None or hook_site(engine.hf, sae.cfg.metadata.hook_name) is None:
+    # A transcoder reads one hook and writes another, and a bridge name (``blocks.L.mlp.hook_in``) needs
+    # sae_hooks's mapping: both stay on the TransformerLens path, which handles them.
+    if engine is None or sae_hooks.is_transcoder(sae) or hook_site(engine.hf, sae_hooks.input_hook(sae)) is None:
         return None
     return engine
 
