@@ -332,10 +332,17 @@ def test_out_of_memory_midway_on_the_engine_tells_the_visitor_and_keeps_serving(
     assert len(generate(loaded, sae, PROMPT, SPECS["add"], settings).steered) == 2
 
 
-def test_overflowing_steering_is_refused_with_a_message(loaded, sae):
-    """A push so strong the logits overflow: a clear GenerationError, no hook left, the next run fine."""
+def test_overflowing_steering_is_refused_with_a_message(loaded, sae, monkeypatch):
+    """A push so strong the logits overflow: a clear GenerationError, no hook left, the next run fine.
+
+    The visitor's bound on max activation (10,000) keeps a real push finite on this model, so the bound
+    is lifted here to reach the engine's own non-finite check behind it."""
+    import dataclasses
+
+    from sae_lib import steering
     from sae_lib.errors import GenerationError
 
+    monkeypatch.setattr(steering, "LIMITS", dataclasses.replace(steering.LIMITS, max_latent_activation=1e308))
     huge = [SteeringSpec(3, "add", max_act=3e38, coeff=100.0)]
     with pytest.raises(GenerationError, match="too strong"):
         generate(loaded, sae, PROMPT, huge, GenerationSettings(max_new_tokens=4, n_samples=2))
