@@ -124,7 +124,7 @@ def sidebar(ws: Workspace) -> None:
                     f"**d_in** {info['d_in']:,} · **d_sae** {info['d_sae']:,}",
                     f"**Device** {info['device']} · **dtype** {info['dtype']}",
                     f"**Latent index** {as_text(info['index'])}",
-                    f"**Generation** {as_text(info['engine'])}",
+                    f"**Generation** {info['engine']}",
                 ]
             )
         )
