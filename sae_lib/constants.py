@@ -37,6 +37,10 @@ DEMO_BUILD_MANIFEST = "build.json"
 INDEX_STATS_FILENAME = "latent_index.safetensors"
 INDEX_CONTEXTS_FILENAME = "latent_contexts.parquet"
 INDEX_META_FILENAME = "latent_index.json"
+INDEX_COUNTS_FILENAME = "latent_counts.safetensors"
+"""Tokens each latent fires on and latents firing with it (bounded tables, :mod:`sae_lib.cooccurrence`)."""
+EXPLANATIONS_FILENAME = "latent_explanations.parquet"
+"""LM-written explanations and their scores (``scripts/explain_latents.py``), next to the index."""
 
 # --- evals written by the training script ------------------------------------------------------
 EVALS_FILENAME = "evals.json"

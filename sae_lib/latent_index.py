@@ -59,7 +59,13 @@ from sae_lens import SAE
 from sae_lens.util import extract_stop_at_layer_from_tlens_hook_name
 from transformer_lens import HookedTransformer
 
-from sae_lib.constants import INDEX_CONTEXTS_FILENAME, INDEX_META_FILENAME, INDEX_STATS_FILENAME
+from sae_lib.constants import (
+    INDEX_CONTEXTS_FILENAME,
+    INDEX_COUNTS_FILENAME,
+    INDEX_META_FILENAME,
+    INDEX_STATS_FILENAME,
+)
+from sae_lib.cooccurrence import COUNT_FIELDS, CountsAccumulator, LatentCounts
 from sae_lib.errors import CompatibilityError, InputError
 from sae_lib.model_queue import queue_for
 from sae_lib.limits import LIMITS, Limits, check_prompt
@@ -94,6 +100,12 @@ class IndexConfig:
     as in Qwen models whose first position dominates every max); they still show inside windows."""
     seed: int = 0
     """Seed of the random keys that pick the lower-range examples."""
+    k_tokens: int = 32
+    """Tokens counted per latent (heavy-hitter slots) for its statistical label's lift tokens."""
+    k_cofire: int = 32
+    """Co-firing latents counted per latent (heavy-hitter slots), for its neighbours."""
+    cofire_pairs_per_batch: int = 1 << 22
+    """At most this many (latent, latent) pairs counted per batch: positions are subsampled past it."""
 
     def __post_init__(self) -> None:
         if self.n_bins < 2 or self.n_bins & (self.n_bins - 1):
@@ -109,6 +121,8 @@ class IndexConfig:
             )
         if not (0.0 < self.dense_threshold <= 1.0):
             raise InputError(f"dense_threshold must be in (0, 1], got {self.dense_threshold}.")
+        if min(self.k_tokens, self.k_cofire, self.cofire_pairs_per_batch) < 1:
+            raise InputError("k_tokens, k_cofire and cofire_pairs_per_batch must be at least 1.")
         if self.batch_size < 1 or self.n_logit_tokens < 1 or self.skip_positions < 0:
             raise InputError("batch_size and n_logit_tokens must be at least 1 and skip_positions at least 0.")
 
@@ -187,6 +201,8 @@ class LatentIndex:
     """(d_sae, n_logit) float32."""
     fingerprint: torch.Tensor = field(repr=False)
     """(d_sae, 3) float32: W_dec row norms, W_enc column norms, b_enc; checks lower-precision loads."""
+    counts: LatentCounts | None = field(default=None, repr=False)
+    """Tokens each latent fires on and latents firing with it; None for an index built before they existed."""
 
     @property
     def d_sae(self) -> int:
@@ -391,10 +407,16 @@ def build_index(
         raise InputError(f"skip_positions ({cfg.skip_positions}) leaves nothing of a {ctx}-token context.")
     device = sae.device
     acc = _Accumulator(int(sae.cfg.d_sae), cfg, device)
+    counts = CountsAccumulator(
+        int(sae.cfg.d_sae), int(model.cfg.d_vocab), cfg.k_tokens, cfg.k_cofire, cfg.cofire_pairs_per_batch,
+        cfg.seed, device,
+    )  # fmt: skip
     total, t0 = n_seq * ctx, time.perf_counter()
     for row0 in range(0, n_seq, cfg.batch_size):
         batch = tokens[row0 : row0 + cfg.batch_size]
-        acc.update(encode_tokens(model, sae, batch), row0)
+        feats = encode_tokens(model, sae, batch)
+        acc.update(feats, row0)
+        counts.update(batch[:, cfg.skip_positions :], feats[:, cfg.skip_positions :].float())
         if progress is not None:
             progress(min(row0 + cfg.batch_size, n_seq) * ctx, total, time.perf_counter() - t0)
     lens = logit_lens(model, sae, cfg.n_logit_tokens)
@@ -428,6 +450,7 @@ def build_index(
         logit_bottom_ids=lens.bottom_ids,
         logit_bottom_vals=lens.bottom_vals,
         fingerprint=sae_fingerprint(sae),
+        counts=counts.finish(),
     )
 
 
@@ -606,6 +629,9 @@ def save_index(index: LatentIndex, sae_dir: Path) -> None:
     table = pa.concat_tables([_contexts_table(index.top, KIND_TOP), _contexts_table(index.samples, KIND_SAMPLE)])
     table = table.replace_schema_metadata(build)
     _atomic_write(sae_dir / INDEX_CONTEXTS_FILENAME, lambda p: pq.write_table(table, p))
+    if index.counts is not None:
+        counts = index.counts.tensors()
+        _atomic_write(sae_dir / INDEX_COUNTS_FILENAME, lambda p: save_file(counts, str(p), metadata=build))
     meta_text = json.dumps(dataclasses.asdict(index.meta), ensure_ascii=False)
     _atomic_write(sae_dir / INDEX_META_FILENAME, lambda p: p.write_text(meta_text, encoding="utf-8"))
 
@@ -664,10 +690,17 @@ def load_index(sae_dir: Path, sae: SAE) -> LatentIndex | None:
         raise CompatibilityError(broken.format(sae_dir, "its files come from different builds"))
     check_index_matches_sae(meta, stats["fingerprint"], sae)
     cfg = meta.config
+    counts = None
+    if (sae_dir / INDEX_COUNTS_FILENAME).exists():  # indexes built before the counts existed lack it
+        with safe_open(str(sae_dir / INDEX_COUNTS_FILENAME), framework="pt") as f:
+            if (f.metadata() or {}).get("build_id") != meta.build_id:
+                raise CompatibilityError(broken.format(sae_dir, "its files come from different builds"))
+            counts = LatentCounts(**{name: f.get_tensor(name) for name in COUNT_FIELDS})
     return LatentIndex(
         meta=meta,
         top=_contexts_from_table(table, KIND_TOP, meta.d_sae, cfg["top_k"], cfg["window"]),
         samples=_contexts_from_table(table, KIND_SAMPLE, meta.d_sae, cfg["n_lower_examples"], cfg["window"]),
+        counts=counts,
         **stats,
     )
 
