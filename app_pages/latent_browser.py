@@ -11,13 +11,14 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from lab_ui import sidebar, workspace_or_stop
+from lab_ui import get_descriptions, show_description, show_neighbours, sidebar, workspace_or_stop
 from sae_lib import latent_index as li
 from sae_lib.errors import LatentLabError
 
 ws = workspace_or_stop()
 sidebar(ws)
 index = ws.index
+descriptions, explanations_problem = get_descriptions(ws)
 d_sae = int(ws.sae.cfg.d_sae)
 STEERING_PAGE = "app_pages/steering.py"
 OVERVIEW, LATENT, FIRES, SAMPLE = "Overview", "One latent", "What fires here", "Random sample"
@@ -100,8 +101,19 @@ if view == OVERVIEW:
     low = float(np.floor(log_d.min())) if len(log_d) else -6.0
     band = f1.slider("log10 density range", low, 0.0, (low, 0.0), step=0.1, key="lb_band")
     hide_dead = f2.checkbox("Hide dead", value=True, key="lb_hide_dead")
-    query = f3.text_input("Search a token (top contexts or logit lens)", key="lb_query")
-    table = li.latent_table(index, log10_density_range=band, hide_dead=hide_dead, query=query)
+    query = f3.text_input("Search a token (lift tokens, top contexts or logit lens)", key="lb_query", max_chars=200)
+    text_query = st.text_input("Search explanations and labels (plain text, not a pattern)", key="lb_text_query", max_chars=200)
+    table = li.latent_table(index, log10_density_range=band, hide_dead=hide_dead)
+    try:  # both searches are literal and bounded (sae_lib.descriptions)
+        if query.strip():
+            table = table[table["latent"].isin(descriptions.search_token(query))]
+        if text_query.strip():
+            table = table[table["latent"].isin(descriptions.search_text(text_query))]
+    except LatentLabError as err:
+        st.error(str(err))
+    table.insert(1, "explanation or label", descriptions.texts(table["latent"]))
+    if explanations_problem:
+        st.warning(f"The explanations next to this index were not loaded: {explanations_problem}")
     st.caption(f"{len(table):,} latents match. Click a row, then open it.")
     event = st.dataframe(
         table, hide_index=True, on_select="rerun", selection_mode="single-row", key="lb_table", height=420,
@@ -118,6 +130,7 @@ elif view == LATENT:
     latent = int(st.number_input("Latent", 0, d_sae - 1, step=1, key="lb_latent"))
     st.query_params["latent"] = str(latent)
     st.session_state["lb_url_latent"] = str(latent)
+    show_description(ws, descriptions, latent)
     max_act = float(index.max_act[latent])
     c1, c2, c3, c4 = st.columns(4)
     c1.metric("Density", f"{float(index.density[latent]):.4%}")
@@ -149,6 +162,7 @@ elif view == LATENT:
         if index.logit_top_ids.shape[1]:
             st.dataframe(li.logit_lens_table(index, latent), hide_index=True, key="lb_logit_lens")
         st.caption(f"Computed as {index.meta.logit_lens}.")
+    show_neighbours(ws, descriptions, latent)
 
 # --- what fires here (live model + SAE) --------------------------------------------------------
 elif view == FIRES:

@@ -26,7 +26,14 @@ st.markdown(
 # --- what to steer --------------------------------------------------------------------------------
 url_latent = st.query_params.get("latent")
 url_max_act = st.query_params.get("max_act")
-prompt = st.text_area("Prompt", value=steering.WRITEUP_PROMPT, max_chars=LIMITS.max_prompt_chars, key="steer_prompt")
+from sae_lib.demo.guide import DEMO_PROMPT, is_demo  # noqa: E402
+
+# On the demo a story opening (its tiny LM only tells stories); the write-up's prompt is one click away.
+if "steer_prompt" not in st.session_state:
+    st.session_state["steer_prompt"] = DEMO_PROMPT if is_demo(ws) else steering.WRITEUP_PROMPT
+prompt = st.text_area("Prompt", max_chars=LIMITS.max_prompt_chars, key="steer_prompt")
+st.button("Use the write-up's prompt", key="steer_writeup_prompt",
+          on_click=lambda: st.session_state.update(steer_prompt=steering.WRITEUP_PROMPT))
 latents_text = st.text_input(
     f"Latents to steer (numbers from 0 to {d_sae - 1}, comma-separated; at most {LIMITS.max_steered_latents})",
     value=url_latent or "",

@@ -31,6 +31,8 @@ DEMO_MODEL_SUBDIR = "model"
 DEMO_SAE_SUBDIR = "sae"
 DEMO_CORPUS_SUBDIR = "corpus"
 DEMO_BUILD_MANIFEST = "build.json"
+DEMO_GUIDE_FILENAME = "topic_guide.json"
+"""The demo's planted topics and the latent that stands for each (:mod:`sae_lib.demo.guide`), in the SAE folder."""
 """Written last by the demo build: its presence (with a matching config hash) means 'complete'."""
 
 # --- latent index (lives inside the SAE folder, next to SAELens's files) -----------------------
