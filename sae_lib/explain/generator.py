@@ -87,6 +87,17 @@ class HFGenerator:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.device = device
 
+    @classmethod
+    def from_loaded(cls, model: Any, tokenizer: Any, name: str, batch_size: int = 16) -> "HFGenerator":
+        """Wrap a Hugging Face model and tokenizer already in memory (benchmarks, tests)."""
+        self = cls.__new__(cls)
+        self.name, self.batch_size, self.model, self.tokenizer = name, batch_size, model.eval(), tokenizer
+        self.device = str(next(model.parameters()).device)
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        return self
+
     @torch.inference_mode()
     def __call__(self, prompts: Sequence[list[Message]], max_new_tokens: int) -> list[str]:
         out: list[str] = []
