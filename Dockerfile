@@ -19,6 +19,9 @@ COPY --chown=user requirements.txt .
 RUN pip install --user -r requirements.txt
 
 COPY --chown=user . .
+# The project itself (sae_lib), editable so the scripts import it without path tricks; its
+# dependencies are the requirements installed above.
+RUN pip install --user --no-deps -e .
 # The embedded default is built into the image (deterministic, no network, a few CPU minutes), so the
 # fallback shown when the configured model cannot load is there at once.
 RUN python scripts/build_demo.py

@@ -6,15 +6,16 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 8501
 
-.PHONY: setup browser demo app serve test bench clean-demo
+.PHONY: setup browser demo app serve test test-fast bench clean-demo
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	command -v nvidia-smi >/dev/null 2>&1 || $(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -r requirements-dev.txt
+	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 
 demo: setup
@@ -43,6 +44,11 @@ browser:
 # spinning OpenMP workers slow small-tensor loops by 10x or more.
 test: setup browser
 	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q
+
+# The quick tier for every change: no demo build, no server or browser, nothing marked slow
+# (markers in pyproject.toml). `make test` still runs everything.
+test-fast: setup
+	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q -m "not demo and not e2e and not slow"
 
 bench: demo
 	for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

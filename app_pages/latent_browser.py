@@ -13,6 +13,8 @@ from plotly.subplots import make_subplots
 
 from lab_ui import get_descriptions, show_description, show_neighbours, sidebar, workspace_or_stop
 from sae_lib import latent_index as li
+from sae_lib import probe
+from sae_lib.render import context_html
 from sae_lib.errors import LatentLabError
 
 ws = workspace_or_stop()
@@ -53,7 +55,7 @@ def show_contexts(views: list[li.ContextView], scale: float) -> None:
     for v in views:
         st.markdown(
             f"<small>act <b>{v.activation:.2f}</b> · row {v.row}</small>"
-            + li.highlight_html(v.tokens, v.acts, scale),
+            + context_html(v.tokens, v.acts, scale),
             unsafe_allow_html=True,
         )
 
@@ -172,14 +174,14 @@ elif view == FIRES:
         run = st.form_submit_button("Find the latents that fire")
     if run:
         try:
-            st.session_state["lb_firing"] = li.what_fires(ws.model, ws.sae, prompt, top_n=top_n)
+            st.session_state["lb_firing"] = probe.what_fires(ws.model, ws.sae, prompt, top_n=top_n)
         except LatentLabError as err:
             st.session_state.pop("lb_firing", None)
             st.error(str(err))
     firing = st.session_state.get("lb_firing")
     if firing is not None:
-        st.dataframe(li.firing_table(firing), hide_index=True, key="lb_firing_table")
-        fired = li.firing_latents(firing)
+        st.dataframe(probe.firing_table(firing), hide_index=True, key="lb_firing_table")
+        fired = probe.firing_latents(firing)
         if fired and index is not None:
             c1, c2 = st.columns([3, 1])
             c1.selectbox("Latent to open", fired, key="lb_fire_pick")

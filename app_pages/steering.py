@@ -6,7 +6,7 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 from lab_ui import sidebar, workspace_or_stop
-from sae_lib import steering
+from sae_lib import render, steering
 from sae_lib.errors import LatentLabError
 from sae_lib.limits import LIMITS
 from sae_lib.model_queue import queue_for
@@ -129,7 +129,7 @@ if "steer_result" in st.session_state:
     result, label = st.session_state["steer_result"]
     if not result.steered:
         st.info("No latent selected: only the normal output is shown.")
-    st.markdown(steering.comparison_table_html(result, label), unsafe_allow_html=True)
+    st.markdown(render.comparison_table_html(result, label), unsafe_allow_html=True)
     st.caption("Highlighted: words that differ from the normal sample drawn from the same random stream. ↵ is a newline.")
 
 # --- dose-response --------------------------------------------------------------------------------
@@ -182,7 +182,7 @@ if "sweep_result" in st.session_state:
     fig.update_yaxes(title_text="latent activation on the text", secondary_y=True)
     st.plotly_chart(fig, key="sweep_chart")
     st.dataframe(
-        pd.DataFrame({"scale": scales, "text": [steering.show_newlines(t) for t in dr.texts]}),
+        pd.DataFrame({"scale": scales, "text": [render.show_newlines(t) for t in dr.texts]}),
         hide_index=True, key="sweep_table",
     )
 

@@ -20,18 +20,14 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import threading
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from sae_lib.steering import GenerationResult, GenerationSettings, SteeringSpec, generate  # noqa: E402
-from sae_lib.workspace import Workspace, load_workspace  # noqa: E402
+from sae_lib.steering import GenerationResult, GenerationSettings, SteeringSpec, generate
+from sae_lib.workspace import Workspace, load_workspace
 
 PROMPTS = [
     "What are you? When you look in the mirror, what do you see?",

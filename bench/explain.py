@@ -16,16 +16,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-from sae_lib.explain.explainer import ExplainConfig, explain_and_score  # noqa: E402
+from sae_lib.explain.explainer import ExplainConfig, explain_and_score
 
 
 def _sync() -> None:

@@ -14,17 +14,14 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import sys
 import time
-from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from sae_lib import latent_index as li  # noqa: E402
+from sae_lib import latent_index as li
+from sae_lib.packing import pack_texts
+from sae_lib.probe import encode_tokens
 
 
 def best_of(repeats: int, fn) -> float:
@@ -39,7 +36,7 @@ def best_of(repeats: int, fn) -> float:
 @torch.no_grad()
 def bare_pass(model, sae, tokens: torch.Tensor, batch_size: int) -> None:
     for b in range(0, tokens.shape[0], batch_size):
-        li.encode_tokens(model, sae, tokens[b : b + batch_size])
+        encode_tokens(model, sae, tokens[b : b + batch_size])
 
 
 @torch.no_grad()
@@ -47,7 +44,7 @@ def naive_latent(model, sae, tokens: torch.Tensor, batch_size: int, latent: int,
     """The write-up's ``show_activation_histogram`` for one latent, plus its top rows."""
     positives, row_max = [], []
     for b in range(0, tokens.shape[0], batch_size):
-        acts = li.encode_tokens(model, sae, tokens[b : b + batch_size])[..., latent]  # (batch, ctx)
+        acts = encode_tokens(model, sae, tokens[b : b + batch_size])[..., latent]  # (batch, ctx)
         positives.extend(acts[acts > 0].cpu().tolist())
         row_max.append(acts.max(dim=1).values)
     if positives:
@@ -69,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
     paths = ensure_demo()
     ws = load_workspace(str(paths.model), str(paths.sae), device="cpu", dtype="float32", fallback=False)
     texts = [s["text"] for s in load_corpus_split(paths.root, "heldout")]
-    tokens = li.pack_texts(texts, ws.model.tokenizer, args.context, n_seq=10**6).tokens
+    tokens = pack_texts(texts, ws.model.tokenizer, args.context, n_seq=10**6).tokens
     cfg = li.IndexConfig(batch_size=args.batch_size)
     n_tok = tokens.numel()
 

@@ -19,27 +19,22 @@ import argparse
 import dataclasses
 import json
 import statistics
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from collections.abc import Callable
 from typing import Literal
 
 import torch
+from sae_lens import JumpReLUSAE, JumpReLUSAEConfig
+from sae_lens.saes.sae import SAEMetadata
+from transformer_lens import HookedTransformer
+from transformer_lens import loading_from_pretrained as lp
+from transformers import AutoModelForCausalLM, Qwen3Config, Qwen3ForCausalLM
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from sae_lens import JumpReLUSAE, JumpReLUSAEConfig  # noqa: E402
-from sae_lens.saes.sae import SAEMetadata  # noqa: E402
-from transformer_lens import HookedTransformer  # noqa: E402
-from transformer_lens import loading_from_pretrained as lp  # noqa: E402
-from transformers import AutoModelForCausalLM, Qwen3Config, Qwen3ForCausalLM  # noqa: E402
-
-from sae_lib import constants  # noqa: E402
-from sae_lib.limits import LIMITS  # noqa: E402
-from sae_lib.steering import GenerationSettings, SteeringHook, SteeringSpec, sample_tokens  # noqa: E402
+from sae_lib import constants
+from sae_lib.limits import LIMITS
+from sae_lib.steering import GenerationSettings, SteeringHook, SteeringSpec, sample_tokens
 
 Preset = Literal["demo", "demo-shape", "qwen3-8b"]
 

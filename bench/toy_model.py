@@ -14,17 +14,12 @@ import argparse
 import dataclasses
 import json
 import statistics
-import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
+import torch
 
-import torch  # noqa: E402
-
-from sae_lib.toy_model import ToyConfig, train_toy  # noqa: E402
+from sae_lib.toy_model import ToyConfig, train_toy
 
 
 @dataclass

@@ -18,13 +18,11 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
+import torch
+from sae_lens.util import extract_stop_at_layer_from_tlens_hook_name
 
-import torch  # noqa: E402
-from sae_lens.util import extract_stop_at_layer_from_tlens_hook_name  # noqa: E402
-
-from sae_lib import training  # noqa: E402
-from sae_lib.training import PRESETS, TrainJob, demo_corpus_rows, train  # noqa: E402
+from sae_lib import training
+from sae_lib.training import PRESETS, TrainJob, demo_corpus_rows, train
 
 
 def forward_tokens_per_s(model, rows: torch.Tensor, hook: str, batch_prompts: int, min_tokens: int) -> float:

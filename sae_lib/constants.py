@@ -44,6 +44,9 @@ INDEX_COUNTS_FILENAME = "latent_counts.safetensors"
 EXPLANATIONS_FILENAME = "latent_explanations.parquet"
 """LM-written explanations and their scores (``scripts/explain_latents.py``), next to the index."""
 
+DENSE_THRESHOLD = 0.1
+"""A latent firing on more than this fraction of tokens counts as dense (evals and the latent index)."""
+
 # --- evals written by the training script ------------------------------------------------------
 EVALS_FILENAME = "evals.json"
 

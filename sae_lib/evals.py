@@ -19,9 +19,7 @@ from sae_lens.training.activation_scaler import ActivationScaler
 from transformer_lens import HookedTransformer
 
 from sae_lib import constants
-
-DENSE_THRESHOLD = 0.1
-"""A latent firing on more than this fraction of evaluated tokens counts as dense."""
+from sae_lib.constants import DENSE_THRESHOLD
 
 SUMMARY_KEYS: tuple[tuple[str, str], ...] = (
     ("explained_variance", "explained variance"),

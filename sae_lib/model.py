@@ -36,10 +36,8 @@ from transformer_lens import loading_from_pretrained as tl_loading
 
 from sae_lib import constants
 from sae_lib.errors import InputError, ModelLoadError
+from sae_lib.folders import check_folder, check_safetensors_headers, pickle_refusal, read_json
 from sae_lib.hub import DEFAULT_HINT, download_snapshot
-
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
-"""Checkpoint formats that unpickle on load: never read, only recognised to explain a refusal."""
 
 HF_CONFIG_FILENAME = "config.json"
 
@@ -102,44 +100,28 @@ def check_hf_folder(folder: Path) -> list[Path]:
     safetensors weights (a pickle-only folder is refused), whose headers are intact. Returns the
     safetensors files.
     """
-    from safetensors import safe_open
-
-    if not folder.exists():
-        raise ModelLoadError(
-            f"Model folder {folder} does not exist. Give an existing Hugging Face folder (config.json + "
-            f"*.safetensors + tokenizer) or a TransformerLens model name such as Qwen/Qwen3-8B, or "
-            f"{DEFAULT_HINT}."
-        )
-    if not folder.is_dir():
-        raise ModelLoadError(f"Model path {folder} is a file; give the folder that holds config.json and the weights.")
+    check_folder(
+        folder, "Model", ModelLoadError,
+        give="Give an existing Hugging Face folder (config.json + *.safetensors + tokenizer) or a "
+        f"TransformerLens model name such as Qwen/Qwen3-8B, or {DEFAULT_HINT}.",
+        holds="config.json and the weights",
+    )  # fmt: skip
     cfg_path = folder / HF_CONFIG_FILENAME
     if not cfg_path.is_file():
         raise ModelLoadError(
             f"Model folder {folder} has no {HF_CONFIG_FILENAME}: it is not a Hugging Face model folder. "
             "Save the model with `save_pretrained(folder)` (transformers)."
         )
-    try:
-        json.loads(cfg_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ModelLoadError(f"{cfg_path} is not valid JSON ({err}); re-save the model with save_pretrained.") from None
+    read_json(cfg_path, ModelLoadError, "re-save the model with save_pretrained.")
     weights = sorted(folder.glob("*.safetensors"))
     if not weights:
-        pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
-        if pickles:
-            raise ModelLoadError(
-                f"Model folder {folder} only has pickle checkpoints ({', '.join(pickles[:3])}), which can run "
-                "arbitrary code when loaded, so they are refused. Convert them to safetensors "
-                "(`model.save_pretrained(folder, safe_serialization=True)` in a trusted environment)."
-            )
-        raise ModelLoadError(f"Model folder {folder} has no *.safetensors weights.")
-    for path in weights:
-        try:
-            with safe_open(str(path), framework="pt", device="cpu") as f:
-                f.keys()
-        except Exception as err:  # safetensors raises its own SafetensorError / OSError variants
-            raise ModelLoadError(
-                f"Weights file {path} is truncated or corrupted ({err}). Re-download or re-save the model."
-            ) from None
+        refusal = pickle_refusal(
+            folder, "Model", "only has", ModelLoadError,
+            "Convert them to safetensors (`model.save_pretrained(folder, safe_serialization=True)` in a "
+            "trusted environment).",
+        )  # fmt: skip
+        raise refusal or ModelLoadError(f"Model folder {folder} has no *.safetensors weights.")
+    check_safetensors_headers(weights, ModelLoadError, "Re-download or re-save the model.")
     return weights
 
 

@@ -133,7 +133,7 @@ def model_card(repo_id: str, sae_id: str, cfg: dict[str, Any], runner_cfg: dict[
             f"| CE loss clean / with SAE | {_fmt(summary.get('ce_loss_without_sae'))} / {_fmt(summary.get('ce_loss_with_sae'))} |",
             f"| KL with SAE | {_fmt(summary.get('kl_div_with_sae'))} |",
             f"| dead latents | {_fmt(summary.get('dead_fraction'), pct=True)} |",
-            f"| dense latents (> {summary.get('dense_threshold', 0.1):g} of tokens) | {_fmt(summary.get('dense_fraction'), pct=True)} |",
+            f"| dense latents (> {summary.get('dense_threshold', constants.DENSE_THRESHOLD):g} of tokens) | {_fmt(summary.get('dense_fraction'), pct=True)} |",
         ]
     else:
         lines.append("No evals were saved with this SAE.")

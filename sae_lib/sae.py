@@ -14,7 +14,6 @@ unpickled.
 from __future__ import annotations
 
 import difflib
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,12 +21,14 @@ from typing import Literal, NamedTuple
 
 import torch
 from sae_lens import SAE
+from sae_lens.util import extract_stop_at_layer_from_tlens_hook_name
 from transformer_lens import HookedTransformer
 
 from sae_lib import constants
 from sae_lib.errors import CompatibilityError, SAELoadError
 from sae_lib.hub import DEFAULT_HINT, download_snapshot, hub_is_offline
-from sae_lib.model import PICKLE_SUFFIXES, resolve_device, resolve_dtype
+from sae_lib.folders import check_folder, check_safetensors_headers, pickle_refusal, read_json
+from sae_lib.model import resolve_device, resolve_dtype
 
 _HUB_SPEC = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+):(?P<sae_id>[^@]*)(?:@(?P<revision>.+))?$")
 
@@ -85,14 +86,11 @@ class LoadedSAE(NamedTuple):
 
 
 def _refuse_pickles_or_missing(folder: Path, missing: str) -> SAELoadError:
-    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
-    if pickles:
-        return SAELoadError(
-            f"SAE folder {folder} has no {missing} but pickle checkpoints ({', '.join(pickles[:3])}), which can run "
-            "arbitrary code when loaded, so they are refused. Save the SAE with SAELens "
-            "(`sae.save_model(folder)` writes cfg.json + safetensors) in a trusted environment."
-        )
-    return SAELoadError(
+    refusal = pickle_refusal(
+        folder, "SAE", f"has no {missing} but", SAELoadError,
+        "Save the SAE with SAELens (`sae.save_model(folder)` writes cfg.json + safetensors) in a trusted environment.",
+    )  # fmt: skip
+    return refusal or SAELoadError(
         f"SAE folder {folder} has no {missing}: it is not an SAE in SAELens's layout "
         f"({constants.SAE_CFG_FILENAME}, {constants.SAE_WEIGHTS_FILENAME}, optional {constants.SPARSITY_FILENAME})."
     )
@@ -103,22 +101,15 @@ def check_sae_folder(folder: Path) -> dict:
 
     Reads ``cfg.json`` and the safetensors headers only (no weights). Returns the config dict.
     """
-    from safetensors import safe_open
-
-    if not folder.exists():
-        raise SAELoadError(
-            f"SAE folder {folder} does not exist. Give an SAELens folder or user/repo:sae_id[@revision] "
-            f"on the Hub, or {DEFAULT_HINT}."
-        )
-    if not folder.is_dir():
-        raise SAELoadError(f"SAE path {folder} is a file; give the folder that holds {constants.SAE_CFG_FILENAME}.")
+    check_folder(
+        folder, "SAE", SAELoadError,
+        give=f"Give an SAELens folder or user/repo:sae_id[@revision] on the Hub, or {DEFAULT_HINT}.",
+        holds=constants.SAE_CFG_FILENAME,
+    )  # fmt: skip
     cfg_path = folder / constants.SAE_CFG_FILENAME
     if not cfg_path.is_file():
         raise _refuse_pickles_or_missing(folder, constants.SAE_CFG_FILENAME)
-    try:
-        cfg = json.loads(cfg_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise SAELoadError(f"{cfg_path} is not valid JSON ({err}); re-save the SAE with SAELens.") from None
+    cfg = read_json(cfg_path, SAELoadError, "re-save the SAE with SAELens.")
     if not isinstance(cfg, dict):
         raise SAELoadError(f"{cfg_path} must hold a JSON object (SAELens's SAE config).")
     for key in ("d_in", "d_sae"):
@@ -130,16 +121,8 @@ def check_sae_folder(folder: Path) -> dict:
     weights = folder / constants.SAE_WEIGHTS_FILENAME
     if not weights.is_file():
         raise _refuse_pickles_or_missing(folder, constants.SAE_WEIGHTS_FILENAME)
-    for path in (weights, folder / constants.SPARSITY_FILENAME):
-        if not path.exists():
-            continue
-        try:
-            with safe_open(str(path), framework="pt", device="cpu") as f:
-                f.keys()
-        except Exception as err:  # safetensors raises SafetensorError / OSError variants
-            raise SAELoadError(
-                f"{path} is truncated or corrupted ({err}). Download or save the SAE again."
-            ) from None
+    check_safetensors_headers((weights, folder / constants.SPARSITY_FILENAME), SAELoadError,
+                              "Download or save the SAE again.")
     return cfg
 
 
@@ -194,13 +177,13 @@ def hook_width(model: HookedTransformer, hook_name: str, head_index: int | None 
     Per-head hooks (``hook_z``/``hook_q``/...: (batch, pos, head, d_head)) count all heads flattened,
     as SAELens's hook_z reshaping does, or one head's ``d_head`` when ``head_index`` is set.
     """
-    layer = re.match(r"blocks\.(\d+)\.", hook_name)
     tokens = torch.zeros((1, 1), dtype=torch.long)  # (batch, pos): any token id works for a shape
     with torch.no_grad():
         _, cache = model.run_with_cache(
             tokens,
             names_filter=[hook_name],
-            stop_at_layer=int(layer[1]) + 1 if layer else None,
+            # blocks.N.* needs blocks 0..N only: SAELens returns N + 1 (None for hooks outside the blocks)
+            stop_at_layer=extract_stop_at_layer_from_tlens_hook_name(hook_name),
         )
     acts = cache[hook_name]
     if head_index is not None:

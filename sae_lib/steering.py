@@ -20,8 +20,6 @@ other's steering.
 
 from __future__ import annotations
 
-import difflib
-import html
 import math
 import re
 from collections.abc import Callable, Iterator, Sequence
@@ -35,8 +33,9 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 
 from sae_lib.errors import CompatibilityError, GenerationError, InputError
-from sae_lib.limits import LIMITS, Limits, check_prompt, check_range, oom_guard
+from sae_lib.limits import LIMITS, Limits, check_range, oom_guard
 from sae_lib.model_queue import queue_for
+from sae_lib.probe import model_device, prompt_tokens
 
 Method = Literal["write-up clamp", "add", "clamp activation"]
 METHODS: tuple[str, ...] = get_args(Method)
@@ -45,8 +44,6 @@ POSITIONS: tuple[str, ...] = get_args(Positions)
 
 WRITEUP_PROMPT = "What are you? When you look in the mirror, what do you see?"
 """The write-up's prompt, the page's default."""
-NEWLINE_SYMBOL = "↵"
-"""How the write-up's table shows a newline."""
 
 METHOD_HELP = {
     "write-up clamp": (
@@ -308,21 +305,6 @@ class GenerationResult(NamedTuple):
     """Same with steering, or None."""
 
 
-def prompt_tokens(model: HookedTransformer, prompt: str, max_new_tokens: int, limits: Limits = LIMITS) -> Tensor:
-    """The prompt's tokens, shape (1, pos), after checking it and that the generation fits the context."""
-    check_prompt(prompt, limits)
-    tokens = model.to_tokens(prompt)  # (1, pos)
-    n = tokens.shape[1]
-    if n > limits.max_prompt_tokens:
-        raise InputError(f"The prompt is {n} tokens long; the limit is {limits.max_prompt_tokens}. Shorten it.")
-    if n + max_new_tokens > model.cfg.n_ctx:
-        raise InputError(
-            f"The prompt ({n} tokens) plus {max_new_tokens} new tokens exceeds the model's context of "
-            f"{model.cfg.n_ctx} tokens: shorten the prompt or generate fewer tokens."
-        )
-    return tokens
-
-
 @contextmanager
 def _seeded(seed: int, device: torch.device) -> Iterator[None]:
     # TransformerLens samples from torch's global generator; fork it so the seed neither leaks out nor
@@ -331,10 +313,6 @@ def _seeded(seed: int, device: torch.device) -> Iterator[None]:
     with torch.random.fork_rng(devices=devices, device_type=device.type if device.type != "cpu" else "cuda"):
         torch.manual_seed(seed)
         yield
-
-
-def _model_device(model: HookedTransformer) -> torch.device:
-    return next(model.parameters()).device
 
 
 def sample_tokens(
@@ -354,7 +332,7 @@ def sample_tokens(
     try:
         # oom_guard frees the failed run's memory and empties the CUDA cache before telling the visitor
         # to ask for less, so the app keeps serving; the hooks are gone by then (scoped context).
-        with oom_guard("generating"), _seeded(settings.seed, _model_device(model)):
+        with oom_guard("generating"), _seeded(settings.seed, model_device(model)):
             with steering_hooks(model, sae, specs, settings.positions, tokens.shape[1], row_scales, on_step):
                 return model.generate(
                     tokens,
@@ -392,7 +370,7 @@ def generate(
     """
     check_specs(specs, int(sae.cfg.d_sae))
     tokens = prompt_tokens(model, prompt, settings.max_new_tokens)
-    batch = tokens.expand(settings.n_samples, -1).to(_model_device(model))  # (n_samples, pos)
+    batch = tokens.expand(settings.n_samples, -1).to(model_device(model))  # (n_samples, pos)
     total = settings.max_new_tokens * (2 if specs else 1)
     done = 0
 
@@ -468,7 +446,7 @@ def dose_response(
     for value in scales:
         check_range("Sweep scale", value, 0.0, LIMITS.max_multiplier / largest)
     tokens = prompt_tokens(model, prompt, settings.max_new_tokens)
-    device = _model_device(model)
+    device = model_device(model)
     k = len(scales)
     batch = tokens.expand(k, -1).to(device)  # (k, pos)
     row_scales = torch.tensor(list(scales), dtype=torch.float32, device=device)  # (k,)
@@ -503,59 +481,7 @@ def dose_response(
     )
 
 
-# --- showing results ----------------------------------------------------------------------------
-
-
-def show_newlines(text: str) -> str:
-    """Newlines as the write-up's ``↵`` so a table row stays one line."""
-    return text.replace("\r\n", "\n").replace("\n", NEWLINE_SYMBOL)
-
-
-def word_diff(normal: str, steered: str) -> list[tuple[str, bool]]:
-    """``steered`` cut into words and the spaces between them, each flagged True where it differs from
-    ``normal`` (a word inserted or replaced, by a longest-matching-blocks diff over words)."""
-    parts = re.findall(r"\S+|\s+", steered)
-    word_pos = [i for i, p in enumerate(parts) if not p.isspace()]
-    a = normal.split()
-    b = [parts[i] for i in word_pos]
-    changed = [False] * len(parts)
-    for tag, _, _, j1, j2 in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes():
-        if tag in ("replace", "insert"):
-            for j in range(j1, j2):
-                changed[word_pos[j]] = True
-    return list(zip(parts, changed))
-
-
-def highlight_html(normal: str, steered: str) -> str:
-    """``steered`` as HTML with the words that differ from ``normal`` in ``<mark>``; newlines as ``↵``."""
-    out = []
-    for text, changed in word_diff(normal, steered):
-        shown = html.escape(show_newlines(text))
-        out.append(f"<mark>{shown}</mark>" if changed else shown)
-    return "".join(out)
-
-
-_WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
-
-
-def word_share(texts: Sequence[str], words: set[str]) -> float:
-    """Fraction of the words in ``texts`` (lowercased) that belong to ``words``; 0 for no words."""
-    tokens = [w for t in texts for w in _WORD.findall(t.lower())]
-    return sum(w in words for w in tokens) / len(tokens) if tokens else 0.0
-
-
-def comparison_table_html(result: GenerationResult, steered_label: str) -> str:
-    """The write-up's table as HTML: the normal output, then each steered sample with the words that
-    differ from the normal sample drawn from the same random stream in ``<mark>``; newlines as ``↵``."""
-    prompt = html.escape(show_newlines(result.prompt))
-    rows = [("Normal output", f"<b>{prompt}</b>{html.escape(show_newlines(result.normal[0]))}")]
-    for normal, steered in zip(result.normal, result.steered or []):
-        rows.append((steered_label, f"<b>{prompt}</b>{highlight_html(normal, steered)}"))
-    body = "".join(f"<tr><td>{html.escape(label)}</td><td>{text}</td></tr>" for label, text in rows)
-    return (
-        '<table class="outputs-table"><thead><tr><th>Steered latent</th><th>Output</th></tr></thead>'
-        f"<tbody>{body}</tbody></table>"
-    )
+# --- what the page starts from --------------------------------------------------------------------
 
 
 def default_max_act(index: object | None, latent: int, from_url: str | None = None) -> tuple[float, str | None]:

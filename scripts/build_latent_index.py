@@ -17,16 +17,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a file: make `sae_lib` importable from the repository root
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import simple_parsing
+import torch
+from sae_lens import SAE
+from transformer_lens import HookedTransformer
 
-import simple_parsing  # noqa: E402
-import torch  # noqa: E402
-from sae_lens import SAE  # noqa: E402
-from transformer_lens import HookedTransformer  # noqa: E402
-
-from sae_lib.errors import InputError, LatentLabError  # noqa: E402
-from sae_lib.latent_index import IndexConfig, LatentIndex, build_index, pack_texts, save_index  # noqa: E402
+from sae_lib.errors import InputError, LatentLabError
+from sae_lib.latent_index import IndexConfig, LatentIndex, build_index, save_index
+from sae_lib.packing import pack_texts
 
 DEMO = "demo"
 

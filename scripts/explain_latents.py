@@ -20,15 +20,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a file: make `sae_lib` importable from the repository root
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import simple_parsing
+import torch
 
-import simple_parsing  # noqa: E402
-import torch  # noqa: E402
-
-from sae_lib.errors import InputError, LatentLabError  # noqa: E402
-from sae_lib.explain.explainer import ExplainConfig, explain_and_score, model_acts_fn  # noqa: E402
-from sae_lib.explain.store import explanations_path, load_explanations, save_explanations  # noqa: E402
+from sae_lib.errors import InputError, LatentLabError
+from sae_lib.explain.explainer import ExplainConfig, explain_and_score, model_acts_fn
+from sae_lib.explain.store import explanations_path, load_explanations, save_explanations
 
 
 @dataclass

@@ -15,12 +15,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
+from simple_parsing import ArgumentParser, DashVariant
 
-from simple_parsing import ArgumentParser, DashVariant  # noqa: E402
-
-from sae_lib.errors import LatentLabError  # noqa: E402
-from sae_lib.push import check_sae_folder, push_staged, stage_upload, token_from_env  # noqa: E402
+from sae_lib.errors import LatentLabError
+from sae_lib.push import check_sae_folder, push_staged, stage_upload, token_from_env
 
 
 @dataclass

@@ -21,6 +21,17 @@ TINY_TEXTS = [
 TINY_HOOK = "blocks.1.hook_mlp_out"
 
 
+DEMO_FIXTURES = {"demo_paths", "demo_workspace"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark every test that needs the built demo (through any fixture chain) ``demo``, so the fast tier
+    (``-m "not demo ..."``) can never start the minutes-long demo build by forgetting a marker."""
+    for item in items:
+        if DEMO_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.demo)
+
+
 @pytest.fixture(autouse=True)
 def _seed_everything():
     random.seed(0)

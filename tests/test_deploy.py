@@ -56,6 +56,11 @@ def test_dockerfile_steps():
     # requirements.txt is copied on its own before the install (a code change keeps the install layer).
     copy_reqs = [i for i, (k, a) in enumerate(steps) if k == "COPY" and a.split()[-2:] == ["requirements.txt", "."]]
     assert copy_reqs and copy_reqs[0] < install[0]
+    # The project installs (sae_lib importable from scripts/) after the code is copied, before the demo build.
+    copy_all = [i for i, (k, a) in enumerate(steps) if k == "COPY" and a.split()[-2:] == [".", "."]]
+    project = [i for i, a in runs if "pip install" in a and "--no-deps -e ." in a]
+    demo = [i for i, a in runs if "scripts/build_demo.py" in a]
+    assert copy_all and project and demo and copy_all[0] < project[0] < demo[0]
     assert ("EXPOSE", str(APP_PORT)) in steps
     # One start command, the script the health test below runs.
     cmds = [a for k, a in steps if k in ("CMD", "ENTRYPOINT")]
@@ -123,6 +128,7 @@ def test_start_script_puts_the_hf_cache_on_persistent_storage_when_present(tmp_p
     assert run().stdout.strip().endswith(f"HF_HOME={tmp_path}/mine")
 
 
+@pytest.mark.e2e
 def test_start_script_serves_a_healthy_app_that_stays_healthy_while_busy(demo_paths, tmp_path):
     """The start command serves on the embedded default; /_stcore/health answers "ok" also while the
     first script run loads the model (seconds of work on the server), and that run succeeds."""

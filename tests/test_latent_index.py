@@ -10,10 +10,13 @@ import torch
 from sae_lens import JumpReLUSAE
 
 from sae_lib import latent_index as li
+from sae_lib.latent_index.build import _Accumulator
+from sae_lib.latent_index.query import _peak_tokens
+from sae_lib.latent_index.store import _STAT_FIELDS
+from sae_lib.packing import pack_texts
 from sae_lib.constants import INDEX_CONTEXTS_FILENAME, INDEX_COUNTS_FILENAME, INDEX_META_FILENAME, INDEX_STATS_FILENAME
 from sae_lib.errors import CompatibilityError, InputError
-from sae_lib.limits import Limits
-from tests.conftest import TINY_HOOK, TINY_TEXTS
+from tests.conftest import TINY_HOOK
 
 N_SEQ, CTX = 37, 16  # 37 rows: the last batch is partial
 CFG = li.IndexConfig(n_bins=16, top_k=5, n_lower_examples=3, window=6, window_before=4, batch_size=8, n_logit_tokens=4)
@@ -107,7 +110,7 @@ def test_dense_and_dead_classification(index):
     # A latent that never fires is dead, with an empty histogram and no contexts.
     dead_row = torch.zeros(1, CTX, 2)
     dead_row[0, 3, 1] = 0.5
-    acc = li._Accumulator(2, CFG, torch.device("cpu"))
+    acc = _Accumulator(2, CFG, torch.device("cpu"))
     acc.update(dead_row, 0)
     assert acc.count.tolist() == [0, 1] and int(acc.hist[0].sum()) == 0 and int(acc.top.row[0, 0]) == -1
 
@@ -127,7 +130,7 @@ def test_skip_positions_leaves_leading_tokens_out(tiny_model, tiny_sae, tokens, 
 def test_histogram_range_doubling_merges_bins_exactly():
     # Values arriving smallest first force the range to double several times mid-stream.
     cfg = li.IndexConfig(n_bins=8, top_k=2, n_lower_examples=0, window=2, window_before=0)
-    acc = li._Accumulator(3, cfg, torch.device("cpu"))
+    acc = _Accumulator(3, cfg, torch.device("cpu"))
     stream = [torch.tensor([0.1, 0.0, 0.3]), torch.tensor([0.7, 0.0, 0.2]), torch.tensor([5.0, 0.0, 0.26])]
     for r, vals in enumerate(stream):
         acc.update(vals.view(1, 1, 3).expand(1, 2, 3).contiguous(), r)
@@ -161,7 +164,7 @@ def test_save_load_round_trip(tmp_path, index, tiny_sae):
     )  # no temporary files left behind
     loaded = li.load_index(tmp_path, tiny_sae)
     assert loaded.meta == index.meta
-    for name in li._STAT_FIELDS:
+    for name in _STAT_FIELDS:
         assert torch.equal(getattr(loaded, name), getattr(index, name)), name
     for kind in ("top", "samples"):
         for a, b in zip(getattr(loaded, kind), getattr(index, kind)):
@@ -215,22 +218,6 @@ def test_config_rejects_bad_values():
         li.IndexConfig(dense_threshold=0)
 
 
-def test_pack_texts_rows_and_doc_ids(tiny_tokenizer):
-    texts = TINY_TEXTS[:4]
-    packed = li.pack_texts(texts, tiny_tokenizer, context_size=8, n_seq=100)
-    ids = []
-    for j, t in enumerate(texts):
-        ids += ([tiny_tokenizer.eos_token_id] if j else []) + tiny_tokenizer(t)["input_ids"]
-    rows = len(ids) // 8
-    assert packed.tokens.shape == (rows, 8)
-    assert packed.tokens.flatten().tolist() == ids[: rows * 8]
-    first = len(tiny_tokenizer(texts[0])["input_ids"])
-    assert packed.doc_ids.flatten()[:first].eq(0).all() and packed.doc_ids.flatten()[first] == -1
-    assert li.pack_texts(iter(texts), tiny_tokenizer, 8, 2).tokens.shape == (2, 8)
-    with pytest.raises(InputError, match="fewer than one"):
-        li.pack_texts(["ship"], tiny_tokenizer, 64, 1)
-
-
 def test_parse_latent_rejects_bad_input():
     assert li.parse_latent(" 7 ", 96) == 7
     for bad, msg in (("abc", "not a number"), ("96", "out of range"), ("-1", "out of range"), ("1.5", "not a number")):
@@ -256,36 +243,17 @@ def test_latent_table_filters(index):
     assert set(band["latent"]) == set(full["latent"][(ld >= -1.5) & (ld <= -0.5)])
     # Search by a token a latent peaks on: that latent is among the hits, and every hit has the token.
     i = int(index.count.argmax())
-    tok = index.token_str(int(li._peak_tokens(index)[i, 0]))
+    tok = index.token_str(int(_peak_tokens(index)[i, 0]))
     hits = li.latent_table(index, query=tok)
     assert i in set(hits["latent"]) and 0 < len(hits) <= len(full)
     assert len(li.latent_table(index, query="no-such-token-xyz")) == 0
 
 
-def test_contexts_views_and_html(index):
+def test_contexts_views(index):
     i = int(index.count.argmax())
     views = li.latent_contexts(index, i)
     assert [v.activation for v in views] == sorted((v.activation for v in views), reverse=True)
     assert views[0].acts[views[0].peak] == pytest.approx(views[0].activation)
-    html = li.highlight_html(["<b>", " ok"], [1.0, 0.0], scale=1.0)
-    assert "&lt;b&gt;" in html and "<b>" not in html and "rgba(255,140,0,1.00)" in html
-
-
-def test_what_fires_matches_encoder(tiny_model, tiny_sae):
-    prompt = "The ship sailed across the ocean."
-    fired = li.what_fires(tiny_model, tiny_sae, prompt, top_n=3)
-    tokens = tiny_model.to_tokens(prompt)
-    ref = tiny_sae.encode(tiny_model.run_with_cache(tokens, names_filter=[TINY_HOOK])[1][TINY_HOOK])[0]
-    assert fired.tokens == tiny_model.to_str_tokens(prompt)
-    torch.testing.assert_close(fired.acts, ref.topk(3, dim=1).values)
-    assert li.firing_latents(fired)[0] == int(ref.max(dim=0).values.argmax())
-    assert list(li.firing_table(fired).columns) == ["token", "#1", "#2", "#3"]
-    with pytest.raises(InputError, match="empty"):
-        li.what_fires(tiny_model, tiny_sae, "   ")
-    with pytest.raises(InputError, match="limit is 4"):
-        li.what_fires(tiny_model, tiny_sae, prompt, limits=Limits(max_prompt_tokens=4))
-    with pytest.raises(InputError, match="characters"):
-        li.what_fires(tiny_model, tiny_sae, "x" * 50, limits=Limits(max_prompt_chars=10))
 
 
 def test_sample_latents_seeded_and_steering_query(index):
@@ -298,6 +266,7 @@ def test_sample_latents_seeded_and_steering_query(index):
 # --- the real embedded demo -------------------------------------------------------------------
 
 
+@pytest.mark.demo
 def test_demo_ships_an_index_and_latents_find_planted_topics(demo_workspace, demo_paths):
     """For >= 6 planted topics some latent's top-20 contexts come >= 90% from that topic's stories."""
     from collections import Counter
@@ -306,7 +275,7 @@ def test_demo_ships_an_index_and_latents_find_planted_topics(demo_workspace, dem
 
     assert demo_workspace.index is not None and demo_workspace.index.meta.n_tokens > 0  # the build ships one
     stories = load_corpus_split(demo_paths.root, "heldout")
-    packed = li.pack_texts([s["text"] for s in stories], demo_workspace.model.tokenizer, 128, n_seq=10**6)
+    packed = pack_texts([s["text"] for s in stories], demo_workspace.model.tokenizer, 128, n_seq=10**6)
     index = li.build_index(demo_workspace.model, demo_workspace.sae, packed.tokens, li.IndexConfig(top_k=20))
     best: dict[str, float] = {}
     for i in range(index.d_sae):

@@ -11,19 +11,15 @@ import torch
 from sae_lib.errors import GenerationError, InputError
 from sae_lib.limits import Limits
 from sae_lib.model_queue import queue_for
+from sae_lib.probe import prompt_tokens
 from sae_lib.steering import (
     GenerationSettings,
     SteeringSpec,
     check_specs,
     dose_response,
     generate,
-    highlight_html,
     parse_latents,
-    prompt_tokens,
-    show_newlines,
     steering_hooks,
-    word_diff,
-    word_share,
 )
 from tests.conftest import TINY_HOOK
 
@@ -301,26 +297,6 @@ def test_dose_response_bounds(tiny_model, tiny_sae):
         dose_response(tiny_model, tiny_sae, PROMPT, [], [1.0], GenerationSettings(**FAST))
     with pytest.raises(InputError, match="sweep takes"):
         dose_response(tiny_model, tiny_sae, PROMPT, [spec], [0.1] * 100, GenerationSettings(**FAST))
-
-
-# --- showing results -----------------------------------------------------------------------------------
-
-
-def test_word_diff_marks_changed_words():
-    normal = "the questions that have been asked\nfor centuries."
-    steered = "the questions that the artist asks\nfor centuries."
-    marked = [w for w, changed in word_diff(normal, steered) if changed]
-    assert marked == ["the", "artist", "asks"]
-    assert "".join(w for w, _ in word_diff(normal, steered)) == steered
-    html = highlight_html(normal, "a <b>\nc")
-    assert "&lt;b&gt;" in html and "↵" in html and "<mark>" in html
-    assert show_newlines("a\nb\r\nc") == "a↵b↵c"
-    assert word_diff("same words", "same words") == [("same", False), (" ", False), ("words", False)]
-
-
-def test_word_share():
-    assert word_share(["The ship and the whale.", "A ship!"], {"ship", "whale"}) == pytest.approx(3 / 7)
-    assert word_share([""], {"ship"}) == 0.0
 
 
 # --- it has to work on the demo ---------------------------------------------------------------------------

@@ -50,7 +50,7 @@ def topic_means(model, sae, stories: Sequence[tuple[str, str]], batch_size: int 
     Stories are right-padded into batches; padding positions are masked out (causal attention: the real
     tokens never see them).
     """
-    from sae_lib.latent_index import encode_tokens
+    from sae_lib.probe import encode_tokens
 
     topics = sorted({t for _, t in stories})
     d_sae = int(sae.cfg.d_sae)

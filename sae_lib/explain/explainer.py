@@ -235,7 +235,7 @@ def explain_and_score(
 
 def model_acts_fn(model, sae) -> ActsFn:
     """An :data:`ActsFn` reading activations with ``model`` + ``sae`` (holding the model's queue slot)."""
-    from sae_lib.latent_index import encode_tokens
+    from sae_lib.probe import encode_tokens
     from sae_lib.model_queue import queue_for
 
     def acts(windows: torch.Tensor, latent: int) -> torch.Tensor:

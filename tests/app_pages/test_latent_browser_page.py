@@ -7,6 +7,8 @@ from streamlit.testing.v1 import AppTest
 
 import lab_ui
 from sae_lib import latent_index as li
+from sae_lib import probe
+from sae_lib.packing import pack_texts
 from sae_lib.workspace import Workspace
 from tests.conftest import TINY_TEXTS
 
@@ -16,7 +18,7 @@ PAGE = "app_pages/latent_browser.py"
 
 @pytest.fixture(scope="module")
 def tiny_index(tiny_model, tiny_sae):
-    tokens = li.pack_texts(TINY_TEXTS, tiny_model.tokenizer, context_size=16, n_seq=40).tokens
+    tokens = pack_texts(TINY_TEXTS, tiny_model.tokenizer, context_size=16, n_seq=40).tokens
     cfg = li.IndexConfig(n_bins=16, top_k=5, n_lower_examples=3, window=8, window_before=5, batch_size=16)
     return li.build_index(tiny_model, tiny_sae, tokens, cfg, description="tiny texts")
 
@@ -89,9 +91,9 @@ def test_what_fires_and_click_through(workspace, tiny_model, tiny_sae):
     at.text_area(key="lb_prompt").input(prompt)
     at.button[0].click().run()  # the form's submit button
     assert not at.exception and not at.error
-    fired = li.what_fires(tiny_model, tiny_sae, prompt)
+    fired = probe.what_fires(tiny_model, tiny_sae, prompt)
     assert at.dataframe[0].value["token"].tolist() == fired.tokens
-    first = li.firing_latents(fired)[0]
+    first = probe.firing_latents(fired)[0]
     assert at.selectbox(key="lb_fire_pick").value == first
     at.button(key="lb_fire_open").click().run()
     assert at.radio(key="lb_view").value == "One latent" and at.number_input(key="lb_latent").value == first

@@ -3,10 +3,11 @@ default, driven in headless Debian chromium through Playwright.
 
 It visits every page, changes sliders, follows a latent from the Latent browser to the Steering page,
 runs a steered generation while checking ``/_stcore/health`` keeps answering, and saves a screenshot
-of each step under ``test-artifacts/e2e/``. Pages that are not installed are skipped, the rest runs.
+of each step under ``test-artifacts/e2e/``. Every page in ``PAGES`` must exist: a missing one fails.
 
 Setup: ``make test`` installs Debian's ``chromium`` (apt-get, as root) and ``playwright`` (requirements-dev);
-no Playwright browser is downloaded. Without chromium the module is skipped with a message.
+no Playwright browser is downloaded. Without chromium (a system package, not part of the checkout) the
+module is skipped with a message; ``make test-fast`` leaves it out (marker ``e2e``).
 """
 
 from __future__ import annotations
@@ -22,10 +23,8 @@ import pytest
 from sae_lib.constants import REPO_ROOT
 from tests.server import serve
 
-sync_api = pytest.importorskip(
-    "playwright.sync_api", reason="playwright is not installed: pip install -r requirements-dev.txt"
-)
-expect = sync_api.expect
+from playwright import sync_api  # requirements-dev.txt: a missing install fails, it does not skip
+from playwright.sync_api import expect
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_FLAGS = [
@@ -42,17 +41,15 @@ LOAD_TIMEOUT_MS = 180_000  # the first page of a fresh server loads the model, o
 STEP_TIMEOUT_MS = 120_000
 
 # (url path, page file, heading the page shows, its title in the navigation), in app.py's order.
-# The page files decide what runs.
 PAGES = [
     ("home", "app_pages/home.py", "Latent Lab", "Home"),
     ("theory", "app_pages/theory.py", "Superposition, and why SAEs", "Theory"),
     ("latent_browser", "app_pages/latent_browser.py", "Latent browser", "Latent browser"),
     ("steering", "app_pages/steering.py", "Steering playground", "Steering playground"),
 ]
-HAS_BROWSER_PAGE = (REPO_ROOT / "app_pages/latent_browser.py").exists()
-HAS_STEERING = (REPO_ROOT / "app_pages/steering.py").exists()
 
 pytestmark = [
+    pytest.mark.e2e,
     pytest.mark.timeout(600),
     pytest.mark.skipif(
         not Path(CHROMIUM).exists(),
@@ -140,8 +137,7 @@ def nudge(pg, label: str, key: str, times: int = 1) -> tuple[str, str]:
     ids=[p[0] for p in PAGES],
 )
 def test_every_page_renders(page, server, path, file, heading, nav):
-    if not (REPO_ROOT / file).exists():
-        pytest.skip(f"{file} is not installed in this app")
+    assert (REPO_ROOT / file).is_file(), f"{file} is missing: the app lists it in its navigation"
     open_page(page, server, path, heading)
     no_exception(page)
     # Nothing but notices above the title (a stray string literal in a page script shows up there).
@@ -149,11 +145,10 @@ def test_every_page_renders(page, server, path, file, heading, nav):
         '[data-testid="stMarkdownContainer"]:not([data-testid="stAlert"] *), h1'
     ).first
     expect(first_text).to_have_text(heading)
-    # Every installed page is in the navigation, on every page.
+    # Every page is in the navigation, on every page.
     nav_bar = page.get_by_test_id("stSidebarNav")
-    for _, other_file, _, other_nav in PAGES:
-        if (REPO_ROOT / other_file).exists():
-            expect(nav_bar.get_by_role("link", name=other_nav)).to_be_visible()
+    for _, _, _, other_nav in PAGES:
+        expect(nav_bar.get_by_role("link", name=other_nav)).to_be_visible()
     shot(page, f"page-{path}")
 
 
@@ -170,12 +165,11 @@ def test_first_visitor_on_a_page_url_gets_the_apps_navigation(demo_paths, browse
             shot(pg, "first-visit-home")
             # A link's text is its Material icon's ligature name, then its title.
             links = [a.inner_text().split("\n")[-1].strip() for a in pg.get_by_test_id("stSidebarNav").get_by_role("link").all()]
-            assert links == [nav for _, file, _, nav in PAGES if (REPO_ROOT / file).exists()]
+            assert links == [nav for _, _, _, nav in PAGES]
         finally:
             pg.close()
 
 
-@pytest.mark.skipif(not HAS_BROWSER_PAGE, reason="app_pages/latent_browser.py is not installed")
 def test_browser_slider_filters_the_table(page, server, demo_workspace):
     from sae_lib import latent_index as li
 
@@ -192,7 +186,6 @@ def test_browser_slider_filters_the_table(page, server, demo_workspace):
     shot(page, "browser-slider")
 
 
-@pytest.mark.skipif(not HAS_BROWSER_PAGE, reason="app_pages/latent_browser.py is not installed")
 @pytest.mark.parametrize("bad, message", [("abc", "not a number"), ("99999999", "out of range"), ("-1", "out of range")])
 def test_bad_latent_in_the_url_shows_a_message(page, server, bad, message):
     open_page(page, server, "latent_browser", "Latent browser", f"?latent={bad}")
@@ -200,7 +193,6 @@ def test_bad_latent_in_the_url_shows_a_message(page, server, bad, message):
     no_exception(page)
 
 
-@pytest.mark.skipif(not (HAS_BROWSER_PAGE and HAS_STEERING), reason="needs the Latent browser and Steering pages")
 def test_latent_link_to_steering_and_a_steered_generation(page, server, demo_workspace):
     index = demo_workspace.index
     latent = int(index.count.argmax())  # the latent that fires most: surely alive

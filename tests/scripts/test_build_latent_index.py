@@ -8,6 +8,7 @@ import pytest
 
 from sae_lib import latent_index as li
 from sae_lib.constants import INDEX_META_FILENAME
+from sae_lib.packing import pack_texts
 from tests.conftest import TINY_TEXTS
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "build_latent_index.py"
@@ -47,7 +48,7 @@ def test_bad_flag_values_exit_with_a_message(script, capsys):
 
 
 def test_build_and_save_writes_a_loadable_index_and_logs_progress(script, tiny_model, tiny_sae, tmp_path):
-    tokens = li.pack_texts(TINY_TEXTS, tiny_model.tokenizer, context_size=16, n_seq=20).tokens
+    tokens = pack_texts(TINY_TEXTS, tiny_model.tokenizer, context_size=16, n_seq=20).tokens
     logs: list[str] = []
     cfg = li.IndexConfig(top_k=3, n_lower_examples=2, window=8, window_before=4, batch_size=8)
     built = script.build_and_save(tiny_model, tiny_sae, tokens, tmp_path, cfg, description="tiny", log=logs.append)

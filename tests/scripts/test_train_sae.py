@@ -65,7 +65,6 @@ def test_a_bad_flag_value_is_a_usage_error(capsys):
 @pytest.fixture(scope="module")
 def hf_model_dir(tmp_path_factory, tiny_tokenizer):
     """A 2-layer, 32-wide Qwen3ForCausalLM folder with the fixture tokenizer, as the loader reads it."""
-    pytest.importorskip("sae_lib.model", reason="sae_lib.model (the loaders branch) is not merged yet")
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
     folder = tmp_path_factory.mktemp("tiny_qwen3")

@@ -1,0 +1,64 @@
+"""Artifact folder checks shared by the model and SAE loaders, run before any weight is read.
+
+A folder must exist and be a folder, its JSON config must parse, its safetensors headers must be
+intact, and pickle checkpoints are recognised only to explain why they are refused (they can run
+arbitrary code when loaded, so nothing here or in the loaders ever unpickles them).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from sae_lib.errors import LatentLabError
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+"""Checkpoint formats that unpickle on load: never read, only recognised to explain a refusal."""
+
+
+def check_folder(folder: Path, what: str, error: type[LatentLabError], give: str, holds: str) -> None:
+    """Raise ``error`` unless ``folder`` exists and is a folder; ``give`` says what to give instead,
+    ``holds`` what the folder should hold."""
+    if not folder.exists():
+        raise error(f"{what} folder {folder} does not exist. {give}")
+    if not folder.is_dir():
+        raise error(f"{what} path {folder} is a file; give the folder that holds {holds}.")
+
+
+def read_json(path: Path, error: type[LatentLabError], fix: str) -> Any:
+    """``path`` parsed as JSON; ``error`` (ending in ``fix``) when it is not valid JSON."""
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise error(f"{path} is not valid JSON ({err}); {fix}") from None
+
+
+def pickle_refusal(
+    folder: Path, what: str, has: str, error: type[LatentLabError], fix: str
+) -> LatentLabError | None:
+    """The error to raise when ``folder`` holds pickle checkpoints (None when it holds none): ``what``
+    folder ``has`` pickle checkpoints (names), refused, then ``fix``."""
+    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if not pickles:
+        return None
+    return error(
+        f"{what} folder {folder} {has} pickle checkpoints ({', '.join(pickles[:3])}), which can run "
+        f"arbitrary code when loaded, so they are refused. {fix}"
+    )
+
+
+def check_safetensors_headers(paths: Iterable[Path], error: type[LatentLabError], fix: str) -> None:
+    """Raise ``error`` unless every existing file in ``paths`` has a readable safetensors header
+    (a truncated download or a garbled file fails here, before any tensor is read)."""
+    from safetensors import safe_open
+
+    for path in paths:
+        if not path.exists():
+            continue
+        try:
+            with safe_open(str(path), framework="pt", device="cpu") as f:
+                f.keys()
+        except Exception as err:  # safetensors raises its own SafetensorError / OSError variants
+            raise error(f"{path} is truncated or corrupted ({err}). {fix}") from None

@@ -1,0 +1,102 @@
+"""Live probe of a model + SAE: a prompt's tokens, the activations at the SAE's hook, and which latents fire.
+
+Shared by the Latent browser's "What fires here" view, the latent index pass (``encode_tokens``) and
+steering (``prompt_tokens``), so a prompt is checked and tokenized the same way everywhere.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import pandas as pd
+import torch
+from sae_lens import SAE
+from sae_lens.util import extract_stop_at_layer_from_tlens_hook_name
+from transformer_lens import HookedTransformer
+
+from sae_lib.errors import InputError
+from sae_lib.limits import LIMITS, Limits, check_prompt
+from sae_lib.model_queue import queue_for
+
+
+def model_device(model: HookedTransformer) -> torch.device:
+    """The device the model's weights are on."""
+    return next(model.parameters()).device
+
+
+def prompt_tokens(
+    model: HookedTransformer, prompt: str, max_new_tokens: int = 0, limits: Limits = LIMITS
+) -> torch.Tensor:
+    """The prompt's tokens, shape (1, pos), after checking it, its length, and that ``max_new_tokens`` more
+    fit the model's context; :class:`InputError` (with what to do) otherwise."""
+    check_prompt(prompt, limits)
+    tokens = model.to_tokens(prompt)  # (1, pos)
+    n = tokens.shape[1]
+    if n > limits.max_prompt_tokens:
+        raise InputError(f"The prompt is {n} tokens long; the limit is {limits.max_prompt_tokens}. Shorten it.")
+    if n + max_new_tokens > model.cfg.n_ctx:
+        raise InputError(
+            f"The prompt ({n} tokens) plus {max_new_tokens} new tokens exceeds the model's context of "
+            f"{model.cfg.n_ctx} tokens: shorten the prompt or generate fewer tokens."
+        )
+    return tokens
+
+
+def hook_activations(model: HookedTransformer, tokens: torch.Tensor, hook_name: str) -> torch.Tensor:
+    """Activations at ``hook_name`` for ``tokens`` (B, ctx), running the model only up to that hook's layer."""
+    stop = extract_stop_at_layer_from_tlens_hook_name(hook_name)
+    _, cache = model.run_with_cache(
+        tokens, stop_at_layer=stop, names_filter=[hook_name], return_cache_object=False
+    )
+    return cache[hook_name]
+
+
+@torch.no_grad()
+def encode_tokens(model: HookedTransformer, sae: SAE, tokens: torch.Tensor) -> torch.Tensor:
+    """SAE activations (B, ctx, d_sae) for tokens (B, ctx): model to the hook, then ``sae.encode``."""
+    acts = hook_activations(model, tokens.to(model_device(model)), sae.cfg.metadata.hook_name)
+    return sae.encode(acts.to(sae.device))
+
+
+class Firing(NamedTuple):
+    """Which latents fire most on each token of one prompt."""
+
+    tokens: list[str]
+    """The prompt's tokens as text."""
+    latents: torch.Tensor
+    """(n_tokens, top_n) int64: the latents firing most on each token (by activation)."""
+    acts: torch.Tensor
+    """(n_tokens, top_n) float32: their activations (0 where fewer latents fire)."""
+
+
+@torch.no_grad()
+def what_fires(
+    model: HookedTransformer, sae: SAE, prompt: str, top_n: int = 5, limits: Limits = LIMITS
+) -> Firing:
+    """Per token of ``prompt``, the ``top_n`` latents with the largest activation."""
+    tokens = prompt_tokens(model, prompt, limits=limits)  # (1, n)
+    # The model is shared with steering, whose hooks live on it while a generation runs: wait our turn.
+    with queue_for(model).slot():
+        feats = encode_tokens(model, sae, tokens)[0].float().cpu()  # (n, d_sae)
+    acts, latents = feats.topk(min(top_n, feats.shape[1]), dim=1)
+    return Firing(model.to_str_tokens(tokens[0]), latents, acts)
+
+
+def firing_table(firing: Firing) -> pd.DataFrame:
+    """One row per token: the latents that fire most there, as ``latent (activation)``."""
+    cols = {}
+    for j in range(firing.latents.shape[1]):
+        cols[f"#{j + 1}"] = [
+            f"{int(lat)} ({float(a):.2f})" if a > 0 else ""
+            for lat, a in zip(firing.latents[:, j], firing.acts[:, j])
+        ]
+    return pd.DataFrame({"token": firing.tokens, **cols})
+
+
+def firing_latents(firing: Firing) -> list[int]:
+    """Latents that fire anywhere in the prompt, strongest first (for click-through)."""
+    best: dict[int, float] = {}
+    for lat, a in zip(firing.latents.flatten().tolist(), firing.acts.flatten().tolist()):
+        if a > 0:
+            best[lat] = max(best.get(lat, 0.0), a)
+    return sorted(best, key=lambda k: -best[k])

@@ -1,0 +1,41 @@
+"""Live probe: which latents fire on a prompt, against the SAE encoder on a full forward."""
+
+import pytest
+import torch
+
+from sae_lib import probe
+from sae_lib.errors import InputError
+from sae_lib.limits import Limits
+from tests.conftest import TINY_HOOK
+
+
+def test_hook_activations_stop_early_and_match_a_full_forward(tiny_model):
+    tokens = tiny_model.to_tokens("The ship sailed across the ocean.")
+    _, cache = tiny_model.run_with_cache(tokens, names_filter=[TINY_HOOK])
+    torch.testing.assert_close(probe.hook_activations(tiny_model, tokens, TINY_HOOK), cache[TINY_HOOK])
+    # blocks.0's hook needs only layer 0: SAELens's stop_at_layer is layer + 1
+    early = probe.hook_activations(tiny_model, tokens, "blocks.0.hook_resid_post")
+    torch.testing.assert_close(early, tiny_model.run_with_cache(tokens)[1]["blocks.0.hook_resid_post"])
+
+
+def test_what_fires_matches_encoder(tiny_model, tiny_sae):
+    prompt = "The ship sailed across the ocean."
+    fired = probe.what_fires(tiny_model, tiny_sae, prompt, top_n=3)
+    tokens = tiny_model.to_tokens(prompt)
+    ref = tiny_sae.encode(tiny_model.run_with_cache(tokens, names_filter=[TINY_HOOK])[1][TINY_HOOK])[0]
+    assert fired.tokens == tiny_model.to_str_tokens(prompt)
+    torch.testing.assert_close(fired.acts, ref.topk(3, dim=1).values)
+    assert probe.firing_latents(fired)[0] == int(ref.max(dim=0).values.argmax())
+    assert list(probe.firing_table(fired).columns) == ["token", "#1", "#2", "#3"]
+    with pytest.raises(InputError, match="empty"):
+        probe.what_fires(tiny_model, tiny_sae, "   ")
+    with pytest.raises(InputError, match="limit is 4"):
+        probe.what_fires(tiny_model, tiny_sae, prompt, limits=Limits(max_prompt_tokens=4))
+    with pytest.raises(InputError, match="characters"):
+        probe.what_fires(tiny_model, tiny_sae, "x" * 50, limits=Limits(max_prompt_chars=10))
+
+
+def test_prompt_tokens_checks_the_context(tiny_model):
+    assert probe.prompt_tokens(tiny_model, "The ship", 0).shape[0] == 1
+    with pytest.raises(InputError, match="context of 128 tokens"):
+        probe.prompt_tokens(tiny_model, "The ship", 127)

@@ -1,0 +1,41 @@
+"""HTML rendering: activation-shaded contexts and word-diffed steering outputs, escaped."""
+
+import torch
+
+from sae_lib.render import comparison_table_html, context_html, diff_html, show_newlines, word_diff
+from sae_lib.steering import GenerationResult
+
+
+def test_context_html_shades_by_activation_and_escapes():
+    html = context_html(["<b>", " ok", "\n"], [1.0, 0.0, 2.0], scale=2.0)
+    assert "&lt;b&gt;" in html and "<b>" not in html
+    # alpha = activation / scale, clipped to [0, 1]; the value shows on hover
+    assert 'title="1.000" style="background: rgba(255,140,0,0.50)' in html
+    assert 'title="0.000" style="background: rgba(255,140,0,0.00)' in html
+    assert ">↵</span>" in html
+    assert "rgba(255,140,0,0.00)" in context_html(["a"], [5.0], scale=0.0)  # no scale: no shading
+
+
+def test_word_diff_marks_changed_words():
+    normal = "the questions that have been asked\nfor centuries."
+    steered = "the questions that the artist asks\nfor centuries."
+    marked = [w for w, changed in word_diff(normal, steered) if changed]
+    assert marked == ["the", "artist", "asks"]
+    assert "".join(w for w, _ in word_diff(normal, steered)) == steered
+    html = diff_html(normal, "a <b>\nc")
+    assert "&lt;b&gt;" in html and "↵" in html and "<mark>" in html
+    assert show_newlines("a\nb\r\nc") == "a↵b↵c"
+    assert word_diff("same words", "same words") == [("same", False), (" ", False), ("words", False)]
+
+
+def test_comparison_table_marks_each_steered_sample_against_its_normal_twin():
+    empty = torch.zeros(0)
+    result = GenerationResult(
+        prompt="Q<\n", prompt_len=2, normal=["a b", "c d"], steered=["a x", "c d"],
+        normal_tokens=empty, steered_tokens=empty,
+    )  # fmt: skip
+    html = comparison_table_html(result, "Steered <7>")
+    rows = html.split("<tr>")[2:]  # header row first
+    assert len(rows) == 3 and "Normal output" in rows[0] and "<b>Q&lt;↵</b>a b" in rows[0]
+    assert "Steered &lt;7&gt;" in rows[1] and "a <mark>x</mark>" in rows[1]
+    assert "<mark>" not in rows[2] and "c d" in rows[2]
