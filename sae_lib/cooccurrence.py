@@ -14,7 +14,9 @@ Two bounded tables, filled batch by batch beside the index's other statistics:
   positions so that pairs can be normalised (Jaccard) without bias from the subsampling.
 
 Memory: ``d_sae x k x 2`` int64 per table and ``vocab`` counters, independent of the tokens streamed;
-at 65,536 latents and k = 32 that is 34 MB per table.
+at 65,536 latents and k = 32 that is 34 MB per table. A table whose full ``d_sae x items`` size is
+small (the demo's 1,024 latents) is counted exactly instead (:func:`sae_lib.heavy_hitters.counter`),
+which is also faster than merging summaries.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
-from sae_lib.heavy_hitters import HeavyHitters
+from sae_lib.heavy_hitters import counter
 
 COUNT_FIELDS = (
     "token_ids", "token_counts", "token_seen", "token_base",
@@ -71,8 +73,8 @@ class CountsAccumulator:
         device: torch.device | str = "cpu",
     ):
         self.d_sae, self.vocab, self.device = d_sae, vocab, torch.device(device)
-        self.tokens = HeavyHitters(d_sae, vocab, k_tokens, device)
-        self.cofire = HeavyHitters(d_sae, d_sae, k_cofire, device)
+        self.tokens = counter(d_sae, vocab, k_tokens, device)
+        self.cofire = counter(d_sae, d_sae, k_cofire, device)
         self.base = torch.zeros(vocab, dtype=torch.long, device=device)
         self.fired = torch.zeros(d_sae, dtype=torch.long, device=device)
         self.positions = 0

@@ -78,3 +78,44 @@ class HeavyHitters:
     def error_bound(self) -> torch.Tensor:
         """(n_rows,) float64: the most any stored count can be below the true count, ``(n - stored) / (k + 1)``."""
         return (self.seen - self.counts.sum(1)).double().cpu() / (self.k + 1)
+
+
+DENSE_MAX_CELLS = 1 << 23
+"""Largest ``n_rows x n_items`` table counted exactly (64 MB of int64): small SAEs get exact counts, cheaply."""
+
+
+class ExactCounts:
+    """The same interface as :class:`HeavyHitters`, counting every (row, item) exactly in a dense table.
+
+    Used when the table is small (``n_rows * n_items <= DENSE_MAX_CELLS``): one ``bincount`` per batch
+    instead of a sort, and no approximation. ``top()`` keeps the ``k`` largest per row.
+    """
+
+    def __init__(self, n_rows: int, n_items: int, k: int, device: torch.device | str = "cpu"):
+        self.n_rows, self.n_items, self.k = n_rows, n_items, min(k, n_items)
+        self.table = torch.zeros(n_rows * n_items, dtype=torch.long, device=device)
+        self.seen = torch.zeros(n_rows, dtype=torch.long, device=device)
+
+    def update(self, rows: torch.Tensor, items: torch.Tensor) -> None:
+        if rows.numel() == 0:
+            return
+        dev = self.table.device
+        rows, items = rows.to(dev).long(), items.to(dev).long()
+        self.seen += torch.bincount(rows, minlength=self.n_rows)
+        self.table += torch.bincount(rows * self.n_items + items, minlength=self.table.numel())
+
+    def top(self) -> TopItems:
+        counts, ids = self.table.view(self.n_rows, self.n_items).topk(self.k, dim=1)
+        ids = ids.masked_fill(counts == 0, -1)
+        return TopItems(ids.cpu(), counts.cpu())
+
+    def error_bound(self) -> torch.Tensor:
+        """(n_rows,) float64: the most a reported count is below the truth (0: counts are exact)."""
+        return torch.zeros(self.n_rows, dtype=torch.float64)
+
+
+def counter(n_rows: int, n_items: int, k: int, device: torch.device | str = "cpu") -> HeavyHitters | ExactCounts:
+    """Exact counts when the full table is small, else a ``k``-slot Misra-Gries table per row."""
+    if n_rows * n_items <= DENSE_MAX_CELLS:
+        return ExactCounts(n_rows, n_items, k, device)
+    return HeavyHitters(n_rows, n_items, k, device)

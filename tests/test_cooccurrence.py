@@ -127,3 +127,17 @@ def test_decoder_neighbours_against_naive(tiny_sae):
     nb = decoder_neighbours(tiny_sae, 7, n=10)
     assert nb.latents == cos.topk(10).indices.tolist() and 7 not in nb.latents
     torch.testing.assert_close(torch.tensor(nb.scores), cos.topk(10).values)
+
+
+def test_bounded_tables_give_the_exact_answer_when_nothing_is_evicted(tiny_model, tiny_sae, tokens, exact_index, monkeypatch):
+    """The Misra-Gries path (what a 65,536-latent SAE uses) against the dense exact path, through the pass."""
+    import sae_lib.heavy_hitters as hh
+
+    monkeypatch.setattr(hh, "DENSE_MAX_CELLS", 0)
+    bounded = li.build_index(tiny_model, tiny_sae, tokens, _cfg(k_tokens=tiny_model.cfg.d_vocab, k_cofire=96)).counts
+    exact = exact_index.counts
+    for ids, counts in (("token_ids", "token_counts"), ("cofire_ids", "cofire_counts")):
+        for i in range(exact.token_seen.shape[0]):
+            a = {int(t): int(c) for t, c in zip(getattr(bounded, ids)[i], getattr(bounded, counts)[i]) if t >= 0}
+            b = {int(t): int(c) for t, c in zip(getattr(exact, ids)[i], getattr(exact, counts)[i]) if t >= 0}
+            assert a == b, (ids, i)

@@ -57,3 +57,21 @@ def test_misra_gries_guarantees_with_few_slots():
             if c > n / (k + 1):
                 assert item in stored
         assert (r * 7) % n_items == top.ids[r, 0]  # the planted heavy item ranks first
+
+
+def test_exact_counts_and_the_choice_between_them():
+    from sae_lib.heavy_hitters import DENSE_MAX_CELLS, ExactCounts, counter
+
+    rows, items = _stream(5, 50, 3000, 2)
+    exact = _exact(rows, items)
+    ec = ExactCounts(5, 50, k=4)
+    ec.update(rows[:1000], items[:1000])
+    ec.update(rows[1000:], items[1000:])
+    top = ec.top()
+    for r in range(5):
+        want = sorted(exact[r].values(), reverse=True)[:4]
+        assert top.counts[r].tolist() == want
+        assert all(exact[r][int(i)] == int(c) for i, c in zip(top.ids[r], top.counts[r]))
+    assert isinstance(counter(1024, 1024, 32), ExactCounts)
+    assert isinstance(counter(65_536, 151_936, 32), HeavyHitters)  # 10^10 cells: bounded instead
+    assert 1024 * 2048 <= DENSE_MAX_CELLS < 65_536 * 65_536
