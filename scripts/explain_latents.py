@@ -137,6 +137,9 @@ def run(cfg: ExplainLatentsConfig, log: Callable[[str], None] = print, gen=None)
         rate = done / max(time.perf_counter() - t0, 1e-9) * 60
         log(f"{done:,}/{len(todo):,} latents ({done / len(todo):.0%}), {rate:,.1f} latents/minute; "
             f"latent {rows[0].latent}: {rows[0].explanation!r}")
+    if getattr(gen, "truncated", 0):
+        log(f"Note: {gen.truncated:,} prompts were longer than the explainer's context ({model.cfg.n_ctx} tokens) "
+            "and kept only their end; use an explainer with a longer context (--explainer) for real explanations.")
     log(f"Done: {len(table):,} latents explained in {path}.")
     return path
 

@@ -113,13 +113,19 @@ class HFGenerator:
 
 
 class LoadedModelGenerator:
-    """The already loaded TransformerLens model as the explainer, through its queue slot."""
+    """The already loaded TransformerLens model as the explainer, through its queue slot.
+
+    A prompt longer than the model's context (the demo's tiny LM has 128 tokens) keeps its last
+    tokens, the question and the freshest excerpts; ``truncated`` counts such prompts so a caller can
+    say so. Qwen3-8B's 40k-token context never needs it.
+    """
 
     def __init__(self, model: Any, name: str | None = None, batch_size: int = 16):
         if getattr(model, "tokenizer", None) is None:
             raise ExplainerLoadError("The loaded model has no tokenizer, so it cannot write explanations.")
         self.model, self.batch_size = model, batch_size
         self.name = name or str(model.cfg.model_name)
+        self.truncated = 0
 
     @torch.inference_mode()
     def __call__(self, prompts: Sequence[list[Message]], max_new_tokens: int) -> list[str]:
@@ -127,21 +133,21 @@ class LoadedModelGenerator:
         from sae_lib.model_queue import queue_for
 
         tok = self.model.tokenizer
+        n_ctx = int(self.model.cfg.n_ctx)
+        max_new = max(1, min(max_new_tokens, n_ctx // 2))
         out: list[str] = []
         for chunk in _batches(list(prompts), self.batch_size):
             texts = [render(tok, m) for m in chunk]
-            # Tokenize once, left-padded, so we know where each row's answer starts.
-            tokens = self.model.to_tokens(texts, prepend_bos=False, padding_side="left")  # (batch, pos)
-            room = int(self.model.cfg.n_ctx) - tokens.shape[1]
-            if room < 1:
-                raise LatentLabError(
-                    f"An explainer prompt is {tokens.shape[1]} tokens, the model's context is {self.model.cfg.n_ctx}: "
-                    "use fewer or shorter examples."
-                )
+            tokens = self.model.to_tokens(texts, prepend_bos=False, padding_side="left", truncate=False)  # (batch, pos)
+            if tokens.shape[1] + max_new > n_ctx:
+                lengths = (tokens != tok.pad_token_id).sum(1) if tok.pad_token_id is not None else None
+                keep = n_ctx - max_new
+                self.truncated += int((lengths > keep).sum()) if lengths is not None else len(texts)
+                tokens = tokens[:, -keep:]  # left-padded: cutting on the left keeps every prompt's end
             with queue_for(self.model).slot(), oom_guard("explaining"):
                 gen = self.model.generate(
-                    texts, max_new_tokens=min(max_new_tokens, room), do_sample=False, stop_at_eos=True,
-                    prepend_bos=False, padding_side="left", return_type="tokens", verbose=False,
+                    tokens, max_new_tokens=max_new, do_sample=False, stop_at_eos=True, prepend_bos=False,
+                    padding_side="left", return_type="tokens", verbose=False,
                 )  # fmt: skip
             out += tok.batch_decode(gen[:, tokens.shape[1] :], skip_special_tokens=True)
         return out

@@ -151,6 +151,7 @@ def test_end_to_end_with_the_loaded_model(tiny_model, tiny_index):
     cfg = ExplainConfig(n_explain_top=2, n_score=2, n_non_activating=2, max_new_tokens=5)
     rows = explain_and_score(gen, tiny_index, latents, cfg, fallback_shuffled=lambda lat: "anything")
     _check_rows(rows, latents)
+    assert gen.truncated > 0  # the tiny model's 128-token context: long prompts keep their end
     one = explain_and_score(gen, tiny_index, latents[:1], cfg, fallback_shuffled=lambda lat: "anything")
     assert not math.isnan(one[0].detection_shuffled)  # a chunk of one still gets a baseline
 
@@ -170,6 +171,25 @@ def test_examples_split_and_negatives_are_checked(tiny_index, tiny_model, tiny_s
         assert float(acts(torch.tensor([e.ids]), int(tiny_index.count.argmax())).max()) <= 0.0
 
 
+def test_a_model_already_in_memory_explains(chat_model_dir, tiny_index):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(chat_model_dir)
+    gen = HFGenerator.from_loaded(model, AutoTokenizer.from_pretrained(chat_model_dir), "in memory", batch_size=3)
+    answers = gen([P.detection_messages("e", f"excerpt {i}") for i in range(5)], 3)
+    assert len(answers) == 5 and all(isinstance(a, str) for a in answers)
+    # Batched with left padding = one prompt at a time (greedy): padding does not change an answer.
+    single = HFGenerator.from_loaded(model, gen.tokenizer, "in memory", batch_size=1)
+    assert single([P.detection_messages("e", f"excerpt {i}") for i in range(5)], 3) == answers
+
+
 def test_unloadable_explainer_says_what_to_do(tmp_path):
     with pytest.raises(ExplainerLoadError, match="could not be loaded.*statistical labels"):
         HFGenerator(str(tmp_path / "no-such-model"))
+
+
+def test_loaded_model_batches_like_one_at_a_time(tiny_model):
+    prompts = [[{"role": "user", "content": "the ship " * n}] for n in (1, 4, 9)]  # different lengths: padding
+    batched = LoadedModelGenerator(tiny_model, batch_size=3)(prompts, 5)
+    single = LoadedModelGenerator(tiny_model, batch_size=1)(prompts, 5)
+    assert batched == single and len(batched) == 3
