@@ -87,3 +87,11 @@ def test_push_uploads_the_staged_folder(sae_dir, tmp_path, monkeypatch, readme_e
     assert calls["upload"]["repo_id"] == "me/saes" and calls["upload"]["revision"] == "v1"
     assert calls["upload"]["ignore_patterns"] == (["README.md"] if readme_exists else None)
     assert "layer1/sae_weights.safetensors" in calls["files"] and not any("checkpoints" in f for f in calls["files"])
+
+
+def test_labels_counts_and_explanations_go_up_with_the_index(sae_dir, tmp_path):
+    for name in (constants.INDEX_COUNTS_FILENAME, constants.EXPLANATIONS_FILENAME):
+        (sae_dir / name).write_bytes(b"x")
+    target = hub.stage_upload(sae_dir, "me/saes", None, tmp_path / "stage")
+    names = {p.name for p in target.iterdir()}
+    assert {constants.INDEX_COUNTS_FILENAME, constants.EXPLANATIONS_FILENAME} <= names
