@@ -146,10 +146,12 @@ def known_topics() -> list[str]:
     return sorted(TOPICS)
 
 
-DEMO_PROMPT = "One day Sam went to the"
+STORY_PROMPTS = ("Max walked to the", "One day Ivy visited the", "Tom went to the")
+"""Neutral openings (no topic word) for measuring what steering adds, chosen because the demo model's
+unsteered stories from them spread over several topics (no topic above 15% of the words), so a topic
+the steering writes stands out; openings like "Nina found the" give one topic every time."""
+DEMO_PROMPT = STORY_PROMPTS[0]
 """A story opening the demo model continues well (the Steering page's default on the demo)."""
-STORY_PROMPTS = ("One day Sam went to the", "Anna walked to the", "In the evening, Leo felt happy and")
-"""Neutral openings (no topic word) for measuring what steering adds."""
 
 
 def is_demo(ws) -> bool:
