@@ -12,6 +12,7 @@ just generating the activations.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import tempfile
@@ -21,12 +22,18 @@ from pathlib import Path
 import torch
 from sae_lens.util import extract_stop_at_layer_from_tlens_hook_name
 
-from sae_lib import training
-from sae_lib.training import PRESETS, TrainJob, demo_corpus_rows, train
+from sae_lib.demo.data import demo_corpus_rows
+from sae_lib.training import TrainJob, preset_config, train
 
 
-def forward_tokens_per_s(model, rows: torch.Tensor, hook: str, batch_prompts: int, min_tokens: int) -> float:
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def forward_tokens_per_s(model, rows: torch.Tensor, hook: str, batch_prompts: int, min_tokens: int, device: str) -> float:
     stop = extract_stop_at_layer_from_tlens_hook_name(hook)
+    _sync(device)
     done, t0, i = 0, time.perf_counter(), 0
     with torch.no_grad():
         while done < min_tokens:
@@ -34,32 +41,39 @@ def forward_tokens_per_s(model, rows: torch.Tensor, hook: str, batch_prompts: in
             model.run_with_cache(batch, names_filter=[hook], stop_at_layer=stop)
             done += batch.numel()
             i += batch_prompts
+    _sync(device)
     return done / (time.perf_counter() - t0)
 
 
 def main(argv: list[str] | None = None) -> int:
-    preset = PRESETS["demo"]
+    cfg = preset_config("demo")
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default=None, help="Model folder (default: the embedded demo model, built if missing).")
-    parser.add_argument("--training-tokens", type=int, default=preset.runner["training_tokens"],
-                        help=f"Tokens to train on (default: the demo preset's {preset.runner['training_tokens']:,}).")
+    parser.add_argument("--training-tokens", type=int, default=cfg.training_tokens,
+                        help=f"Tokens to train on (default: the demo preset's {cfg.training_tokens:,}).")
     args = parser.parse_args(argv)
-    model_source = args.model or training._demo_model_source()
+    from sae_lib.model import load_model
+
+    if args.model is None:
+        from sae_lib.demo.build import ensure_demo
+
+        model_source = str(ensure_demo().model)
+    else:
+        model_source = args.model
+    model = load_model(model_source, device=cfg.device, dtype=cfg.dtype)
     with tempfile.TemporaryDirectory() as tmp:
-        job = TrainJob(preset="demo", out=Path(tmp) / "sae", model=model_source, evals=False, progress_every_s=1e9,
-                       overrides={"training_tokens": args.training_tokens, "n_checkpoints": 0})
-        result = train(job, log=lambda _: None)
+        job = TrainJob(out=Path(tmp) / "sae", preset="demo", evals=False, progress_every_s=1e9)
+        run_cfg = dataclasses.replace(cfg, training_tokens=args.training_tokens, n_checkpoints=0)
+        result = train(job, run_cfg, model, log=lambda _: None)
     stats = result.stats
-    cfg = preset.runner
-    model = training._load_model(model_source, cfg["device"], None)
-    rows = demo_corpus_rows(model.tokenizer, cfg["context_size"], seed=cfg["seed"]).train
-    fwd = forward_tokens_per_s(model, rows, cfg["hook_name"], cfg["store_batch_size_prompts"],
-                               min_tokens=min(args.training_tokens, 200_000))
+    rows = demo_corpus_rows(model.tokenizer, cfg.context_size, seed=cfg.seed).train
+    fwd = forward_tokens_per_s(model, rows, cfg.hook_name, cfg.store_batch_size_prompts,
+                               min_tokens=min(args.training_tokens, 200_000), device=cfg.device)
     train_tps = stats.tokens_this_run / stats.train_seconds
     print(json.dumps({
         "preset": "demo",
-        "model": model_source,
-        "device": cfg["device"],
+        "model": Path(model_source).name,
+        "device": cfg.device,
         "training_tokens": stats.n_training_samples,
         "train_seconds": round(stats.train_seconds, 2),
         "train_tokens_per_s": round(train_tps, 1),

@@ -1,7 +1,20 @@
 """Evals of a trained SAE with SAELens's own ``run_evals``, summarised into ``evals.json``.
 
 The summary keeps the numbers a researcher looks at first (explained variance, MSE, L0, CE loss
-recovered, KL, dead and dense fractions); the full SAELens metric tree is kept next to it.
+recovered with the three losses behind it, KL, dead and dense fractions); the full SAELens metric
+tree is kept next to it.
+
+What the CE losses measure (SAELens 6.54.12, ``sae_lens.evals.get_recons_loss``): the mean
+next-token cross-entropy, in nats, over the evaluated rows exactly as the activation store hands
+them out (``prepend_bos`` as configured: no BOS is added for our presets; no row is re-packed), one
+value per position that has a next token, averaged over all tokens of all batches at once, **leaving
+out every prediction made at a special-token position** (BOS/EOS/pad: ``exclude_special_tokens``,
+on by default in ``run_evals``). So on the demo, whose stories are separated by ``<|endoftext|>``,
+the first token of each story (the hardest to predict) is not scored: the clean loss comes out
+lower than a plain ``model(rows, labels=rows)`` mean over every position of the same rows (0.920
+vs 0.948 nats on the shipped demo's evals rows); ``tests/test_evals.py`` checks both against a
+naive computation. "With SAE" splices the SAE's reconstruction in at the hook (special positions
+keep their true activations); "ablated" zeroes the hook's output at every position.
 """
 
 from __future__ import annotations
@@ -21,6 +34,12 @@ from transformer_lens import HookedTransformer
 from sae_lib import constants
 from sae_lib.constants import DENSE_THRESHOLD
 
+MIN_ABLATION_GAP = 0.05
+"""Nats. CE loss recovered is (ablated - with SAE) / (ablated - clean). When zero-ablating the hook
+raises the loss by less than this, the denominator is as small as the SAE's own error and the
+sampling noise of a few thousand tokens, so the ratio can exceed 100% or swing by tens of points
+between eval sets: the summary flags it (``ce_loss_score_meaningful`` false) and says why."""
+
 SUMMARY_KEYS: tuple[tuple[str, str], ...] = (
     ("explained_variance", "explained variance"),
     ("mse", "MSE (sum over d_in, mean over tokens)"),
@@ -29,12 +48,15 @@ SUMMARY_KEYS: tuple[tuple[str, str], ...] = (
     ("ce_loss_without_sae", "CE loss, clean"),
     ("ce_loss_with_sae", "CE loss, SAE spliced in"),
     ("ce_loss_with_ablation", "CE loss, hook zero-ablated"),
+    ("ce_ablation_gap", "ablation gap (ablated - clean)"),
     ("kl_div_score", "KL recovered"),
     ("kl_div_with_sae", "KL, SAE spliced in"),
     ("dead_fraction", "dead latents (never fired)"),
     ("dense_fraction", f"dense latents (> {DENSE_THRESHOLD:g} of tokens)"),
 )
 """Summary fields in table order, with the label the table prints."""
+_DERIVED_KEYS = frozenset({"ce_ablation_gap", "dead_fraction", "dense_fraction"})
+"""Summary fields computed here rather than read from SAELens's metrics."""
 
 
 def evaluate_sae(
@@ -42,16 +64,25 @@ def evaluate_sae(
     model: HookedTransformer,
     cfg: LanguageModelSAERunnerConfig[Any],
     dataset: Any | None = None,
-    n_batches: int = 4,
+    n_batches: int | None = 4,
     batch_size_prompts: int | None = None,
 ) -> dict[str, Any]:
     """Run SAELens's evals on ``n_batches`` batches of ``dataset`` (else ``cfg.dataset_path``).
 
+    ``n_batches`` None: every full batch of ``dataset`` once (its first ``len // batch`` x batch rows).
     Returns ``{"summary": {...}, "metrics": <SAELens's nested metrics>}``. Dead/dense fractions come
-    from SAELens's per-latent firing densities over the evaluated tokens.
+    from SAELens's per-latent firing densities over the evaluated tokens; the CE losses are defined in
+    this module's docstring.
     """
     # Evals need tokens (for CE loss / KL), so never read a training activation cache here.
     eval_cfg = dataclasses.replace(cfg, use_cached_activations=False, verbose=False, checkpoint_path=None)
+    batch = batch_size_prompts or cfg.store_batch_size_prompts
+    if n_batches is None:
+        if dataset is None:
+            raise ValueError("n_batches=None (the whole dataset) needs a dataset.")
+        n_batches = len(dataset) // batch
+        if n_batches < 1:
+            raise ValueError(f"The eval dataset has {len(dataset)} rows, fewer than one batch of {batch}.")
     store = ActivationsStore.from_config(model, eval_cfg, override_dataset=dataset)
     if dataset is None and eval_cfg.streaming:
         # A streamed corpus: look at other shards than the run started on (a shard shuffle).
@@ -72,13 +103,31 @@ def evaluate_sae(
     )
     density = torch.tensor(feature_metrics["feature_density"], dtype=torch.float64)  # (d_sae,)
     flat = {k: v for group in metrics.values() for k, v in group.items()}
-    summary: dict[str, Any] = {key: _finite(flat.get(key)) for key, _ in SUMMARY_KEYS[:-2]}
+    summary: dict[str, Any] = {key: _finite(flat.get(key)) for key, _ in SUMMARY_KEYS if key not in _DERIVED_KEYS}
+    summary.update(ce_verdict(summary))
     summary["dead_fraction"] = float((density == 0).double().mean())
     summary["dense_fraction"] = float((density > DENSE_THRESHOLD).double().mean())
     summary["dense_threshold"] = DENSE_THRESHOLD
     summary["n_tokens"] = int(flat.get("total_tokens_eval_sparsity_variance", 0))
     summary["d_sae"] = int(sae.cfg.d_sae)
     return {"summary": summary, "metrics": _json_safe(metrics)}
+
+
+def ce_verdict(summary: dict[str, Any]) -> dict[str, Any]:
+    """The ablation gap, whether CE loss recovered means anything at it, and a sentence saying so."""
+    clean, ablated = summary.get("ce_loss_without_sae"), summary.get("ce_loss_with_ablation")
+    if clean is None or ablated is None:
+        return {"ce_ablation_gap": None, "ce_loss_score_meaningful": False,
+                "ce_loss_score_note": "CE losses were not computed."}
+    gap = ablated - clean
+    meaningful = gap >= MIN_ABLATION_GAP
+    note = (
+        f"Zero-ablating the hook raises the loss by {gap:.3f} nats."
+        if meaningful else
+        f"Zero-ablating the hook raises the loss by only {gap:.3f} nats (< {MIN_ABLATION_GAP:g}), so CE loss "
+        "recovered divides by a gap as small as the SAE's own error and says little; compare the three losses instead."
+    )
+    return {"ce_ablation_gap": gap, "ce_loss_score_meaningful": meaningful, "ce_loss_score_note": note}
 
 
 def _finite(value: Any) -> float | None:
@@ -123,10 +172,14 @@ def format_evals_table(summary: dict[str, Any]) -> str:
             text = "n/a"
         elif key in ("dead_fraction", "dense_fraction", "explained_variance", "ce_loss_score", "kl_div_score"):
             text = f"{100 * value:.1f}%"
+            if key == "ce_loss_score" and summary.get("ce_loss_score_meaningful") is False:
+                text += " (not meaningful: see below)"
         else:
             text = f"{value:.4g}"
         rows.append((label, text))
     width = max(len(label) for label, _ in rows)
     lines = [f"{label:<{width}}  {text}" for label, text in rows]
     lines.append(f"{'tokens evaluated':<{width}}  {summary.get('n_tokens', 0):,}")
+    if summary.get("ce_loss_score_meaningful") is False and summary.get("ce_loss_score_note"):
+        lines.append(summary["ce_loss_score_note"])
     return "\n".join(lines)

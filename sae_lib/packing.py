@@ -9,6 +9,7 @@ record of which document a token came from.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
@@ -26,13 +27,15 @@ class PackedTokens(NamedTuple):
     """(n_seq, ctx) int64: which input text each token came from; -1 for separators."""
 
 
-def pack_texts(texts: Iterable[str], tokenizer: Any, context_size: int, n_seq: int | None = None) -> PackedTokens:
+def pack_texts(
+    texts: Iterable[str], tokenizer: Any, context_size: int, n_seq: int | None = None, chunk_size: int = 256
+) -> PackedTokens:
     """Tokenize ``texts`` one by one, join them with the end-of-text token, and cut ``n_seq`` full rows.
 
     Special tokens are not added per text (a tokenizer that prepends BOS would scatter it through the
     rows); the end-of-text token (BOS when there is none) goes *between* texts only. Empty texts are
-    skipped. Stops reading ``texts`` as soon as ``n_seq`` rows are full (a streamed Hub dataset is never
-    read to the end); ``n_seq=None`` packs every text. Returns fewer rows when the texts run out; a
+    skipped. Stops reading ``texts`` at the first ``chunk_size`` texts that fill ``n_seq`` rows (a
+    streamed Hub dataset is never read to the end); ``n_seq=None`` packs every text. Returns fewer rows when the texts run out; a
     partial last row is dropped.
     """
     if context_size < 1 or (n_seq is not None and n_seq < 1):
@@ -41,15 +44,16 @@ def pack_texts(texts: Iterable[str], tokenizer: Any, context_size: int, n_seq: i
     need = None if n_seq is None else context_size * n_seq
     ids: list[int] = []
     docs: list[int] = []
-    for j, text in enumerate(texts):
-        if not text:
-            continue
-        if ids and sep is not None:
-            ids.append(sep)
-            docs.append(-1)
-        new = tokenizer(text, add_special_tokens=False)["input_ids"]
-        ids.extend(new)
-        docs.extend([j] * len(new))
+    numbered = ((j, t) for j, t in enumerate(texts) if t)  # empty texts would leave double separators
+    # Tokenized a chunk at a time (a fast tokenizer batches); a chunk past the rows needed costs little.
+    while chunk := list(itertools.islice(numbered, chunk_size)):
+        encoded = tokenizer([t for _, t in chunk], add_special_tokens=False)["input_ids"]
+        for (j, _), new in zip(chunk, encoded):
+            if ids and sep is not None:
+                ids.append(sep)
+                docs.append(-1)
+            ids.extend(new)
+            docs.extend([j] * len(new))
         if need is not None and len(ids) >= need:
             break
     rows = len(ids) // context_size if n_seq is None else min(len(ids) // context_size, n_seq)

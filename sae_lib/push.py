@@ -21,6 +21,8 @@ from sae_lens.constants import RUNNER_CFG_FILENAME
 
 from sae_lib import constants
 from sae_lib.errors import InputError, SAELoadError
+from sae_lib.evals import load_evals
+from sae_lib.published import public_cfg
 from sae_lib.sae import check_sae_folder as check_loadable_sae_folder
 
 ENV_TOKEN = "HF_TOKEN"
@@ -129,12 +131,16 @@ def model_card(repo_id: str, sae_id: str, cfg: dict[str, Any], runner_cfg: dict[
             f"| explained variance | {_fmt(summary.get('explained_variance'), pct=True)} |",
             f"| MSE | {_fmt(summary.get('mse'))} |",
             f"| L0 | {_fmt(summary.get('l0'))} |",
-            f"| CE loss recovered | {_fmt(summary.get('ce_loss_score'), pct=True)} |",
-            f"| CE loss clean / with SAE | {_fmt(summary.get('ce_loss_without_sae'))} / {_fmt(summary.get('ce_loss_with_sae'))} |",
+            f"| CE loss recovered | {_fmt(summary.get('ce_loss_score'), pct=True)}"
+            f"{' (not meaningful: see below)' if summary.get('ce_loss_score_meaningful') is False else ''} |",
+            f"| CE loss clean / with SAE / hook zero-ablated (nats) | {_fmt(summary.get('ce_loss_without_sae'))} / "
+            f"{_fmt(summary.get('ce_loss_with_sae'))} / {_fmt(summary.get('ce_loss_with_ablation'))} |",
             f"| KL with SAE | {_fmt(summary.get('kl_div_with_sae'))} |",
             f"| dead latents | {_fmt(summary.get('dead_fraction'), pct=True)} |",
             f"| dense latents (> {summary.get('dense_threshold', constants.DENSE_THRESHOLD):g} of tokens) | {_fmt(summary.get('dense_fraction'), pct=True)} |",
         ]
+        if summary.get("ce_loss_score_meaningful") is False and summary.get("ce_loss_score_note"):
+            lines += ["", summary["ce_loss_score_note"]]
     else:
         lines.append("No evals were saved with this SAE.")
     lines += [
@@ -163,10 +169,20 @@ def stage_upload(sae_dir: Path, repo_id: str, sae_id: str | None, dest: Path) ->
     if target.exists() and any(target.iterdir()):
         raise InputError(f"{target} already has files; give --dry-run an empty or new folder.")
     target.mkdir(parents=True, exist_ok=True)
-    for path in upload_files(sae_dir):
-        shutil.copy2(path, target / path.name)
+    evals = load_evals(sae_dir)
+    summary = (evals or {}).get("summary")
+    # SAELens's JSON goes up without local paths and with measured (or no) L0 / dead counts, also
+    # for folders written before train_sae.py cleaned them (sae_lib.published).
+    cfg = public_cfg(cfg, summary)
     runner_cfg = _read_json(Path(sae_dir) / RUNNER_CFG_FILENAME)
-    evals = _read_json(Path(sae_dir) / constants.EVALS_FILENAME)
+    runner_cfg = public_cfg(runner_cfg, summary) if runner_cfg is not None else None
+    for path in upload_files(sae_dir):
+        if path.name == constants.SAE_CFG_FILENAME:
+            (target / path.name).write_text(json.dumps(cfg, indent=2))
+        elif path.name == RUNNER_CFG_FILENAME and runner_cfg is not None:
+            (target / path.name).write_text(json.dumps(runner_cfg, indent=2))
+        else:
+            shutil.copy2(path, target / path.name)
     card = model_card(repo_id, sae_id, cfg, runner_cfg, evals)
     (dest / "README.md").write_text(card)
     (target / "README.md").write_text(card)  # kept with the SAE when the repo's README is someone else's

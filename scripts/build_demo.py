@@ -10,12 +10,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
+from simple_parsing import ArgumentParser
 
-from simple_parsing import ArgumentParser  # noqa: E402
-
-from sae_lib import constants  # noqa: E402
-from sae_lib.demo.build import SMALL_DEMO, DemoConfig, build_demo, ensure_demo, is_built  # noqa: E402
+from sae_lib import constants
+from sae_lib.demo.build import SMALL_DEMO, DemoConfig, build_demo, ensure_demo, is_built
 
 
 @dataclass

@@ -1,14 +1,14 @@
-"""Train a JumpReLU SAE with SAELens: a preset plus any overrides, resumable, evals at the end.
+"""Train an SAE with SAELens: a preset plus any overrides, resumable, evals at the end.
 
-    python scripts/train_sae.py --preset demo --out runs/demo                 # ~1 minute on CPU
-    python scripts/train_sae.py --preset qwen3-8b --out runs/qwen3 --wandb-project my-saes
-    python scripts/train_sae.py --preset qwen3-8b --out runs/qwen3 --resume  # after a kill / preemption
-    python scripts/train_sae.py --preset qwen3-8b --help                     # every setting, this preset's values
+    python scripts/train_sae.py --preset demo --out runs/demo                  # ~2 minutes on CPU
+    python scripts/train_sae.py --preset qwen3-8b --out runs/qwen3 --logger.log_to_wandb true --logger.wandb_project my-saes
+    python scripts/train_sae.py --preset qwen3-8b --out runs/qwen3 --resume   # after a kill / preemption
+    python scripts/train_sae.py --preset qwen3-8b --architecture topk --help  # every setting, this preset's values
 
 Every field of SAELens's LanguageModelSAERunnerConfig is a flag (``--lr 1e-4``), the SAE's fields are
-``--sae.<field>`` and W&B's are ``--logger.<field>``; values are plain text, ``none``, ``true``/``false``
-or JSON for dicts and tuples. Ctrl-C or SIGTERM saves a checkpoint at the next step; ``--resume``
-continues from the latest complete checkpoint with the run's saved settings.
+``--sae.<field>`` and W&B's ``--logger.<field>``, parsed by simple_parsing from SAELens's own
+dataclasses as SAELens's CLI does, so the help texts are SAELens's. Ctrl-C or SIGTERM saves a
+checkpoint at the next step; ``--resume`` continues from the latest complete checkpoint.
 """
 
 from __future__ import annotations
@@ -16,96 +16,120 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-from pathlib import Path
+from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
+from sae_lens import LanguageModelSAERunnerConfig
+from simple_parsing import ArgumentGenerationMode, ArgumentParser, DashVariant, NestedMode
 
-from sae_lib.errors import LatentLabError  # noqa: E402
-from sae_lib.training import (  # noqa: E402
+from sae_lib.demo.config import DEMO_MODEL_NAME
+from sae_lib.errors import InputError, LatentLabError
+from sae_lib.training import (
+    ARCHITECTURES,
     PRESETS,
     TrainingInterrupted,
     TrainJob,
-    config_fields,
-    get_preset,
-    parse_field_value,
+    preset_config,
+    preset_summary,
     train,
 )
 
-_JOB_HELP = {f.name: (f.metadata.get("help") or "") for f in dataclasses.fields(TrainJob)}
+_SET_BY_THE_JOB = ("output_path", "checkpoint_path", "resume_from_checkpoint")
+"""Runner fields that --out and --resume set; giving them as flags is refused."""
 
 
-def _field_type(tp):
-    def convert(text: str):
-        try:
-            return parse_field_value(tp, text)
-        except ValueError as err:
-            raise argparse.ArgumentTypeError(f"{text!r}: {err}") from None
-    convert.__name__ = getattr(tp, "__name__", str(tp))  # argparse names the type in its errors
-    return convert
+class _DocstringHelpParser(ArgumentParser):
+    """simple_parsing's parser with SAELens's fields documented only by their class docstrings' ``Args:``,
+    not by source comments (as SAELens's CLI, ``sae_lens.llm_sae_training_runner._parse_cfg_args``,
+    does: its comments are notes, not help). TrainJob keeps its field docstrings."""
+
+    def _resolve_subgroups(self, wrappers, args, namespace=None):
+        resolved, chosen = super()._resolve_subgroups(wrappers, args, namespace)
+        for root in resolved:
+            for wrapper in [root, *root.descendants]:
+                if wrapper.dataclass is TrainJob:
+                    continue
+                for f in wrapper.fields:
+                    f._docstring = dataclasses.replace(f._docstring, comment_above="", comment_inline="", docstring_below="")
+        return resolved, chosen
 
 
-def build_parser(preset_name: str) -> argparse.ArgumentParser:
-    """The full parser, with ``preset_name``'s values shown as the defaults."""
-    preset = get_preset(preset_name)
-    parser = argparse.ArgumentParser(
-        prog="train_sae.py",
-        usage="%(prog)s [--preset NAME] --out DIR [--resume] [--FIELD VALUE ...]",
-        description=__doc__.split("\n")[0],
-        epilog=__doc__.split("\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+def _config_class(cfg: LanguageModelSAERunnerConfig[Any]) -> type:
+    # SAELens types ``sae`` as the abstract TrainingSAEConfig; the parser needs the concrete class to
+    # make its fields flags (SAELens's CLI builds the same subclass with make_dataclass).
+    config_class = dataclasses.make_dataclass(
+        "TrainingRunConfig", [("sae", type(cfg.sae), dataclasses.field(default=None))], bases=(type(cfg),)
     )
-    job = parser.add_argument_group("run")
-    job.add_argument("--preset", default=preset_name, choices=sorted(PRESETS),
-                     help="Starting settings: " + "; ".join(f"{p.name}: {p.summary}" for p in PRESETS.values())
-                     + " (default: demo)")
-    job.add_argument("--out", type=Path, help="Output folder: the SAE in SAELens's layout, evals.json, checkpoints/. Required.")
-    job.add_argument("--model", default=None,
-                     help="Model to load with sae_lib.model.load_model (a TransformerLens/Hub name or a local "
-                          f"Hugging Face folder). Default: {preset.model or 'the embedded demo model (built if missing)'}.")
-    job.add_argument("--model-dtype", default=None, help="Model weights dtype (default: the loader's, bfloat16 on GPU, float32 on CPU).")
-    job.add_argument("--wandb-project", default=None, help="Log to this Weights & Biases project (default: no W&B).")
-    job.add_argument("--resume", action="store_true", help="Continue the unfinished run in --out from its latest complete checkpoint.")
-    job.add_argument("--overwrite", action="store_true", help="Replace a finished SAE or unfinished run already in --out.")
-    job.add_argument("--no-evals", action="store_true", help="Skip SAELens's evals at the end (default: run them, save evals.json).")
-    job.add_argument("--eval-batches", type=int, default=4, help="Batches of store_batch_size_prompts prompts for the final evals (default: 4).")
-    job.add_argument("--demo-stories", type=int, default=6000, help="demo preset: training stories generated for the corpus (default: 6000).")
-    job.add_argument("--progress-every", type=float, default=10.0, help="Seconds between progress lines (default: 10).")
-
-    titles = {
-        "runner": "training run (SAELens LanguageModelSAERunnerConfig)",
-        "sae": "SAE (SAELens JumpReLUTrainingSAEConfig)",
-        "logger": "W&B logging (SAELens LoggingConfig; only with --wandb-project)",
-    }
-    groups = {g: parser.add_argument_group(t) for g, t in titles.items()}
-    for f in config_fields(preset):
-        default = "required" if f.default is dataclasses.MISSING else repr(f.default)
-        groups[f.group].add_argument(
-            f"--{f.flag}", dest=f"cfg:{f.flag}", type=_field_type(f.type), default=argparse.SUPPRESS,
-            metavar="V", help=f"{f.help} (default: {default})".replace("%", "%%"),
-        )
-    return parser
+    config_class.__doc__ = (f"SAELens's LanguageModelSAERunnerConfig; the SAE is its {type(cfg.sae).__name__} "
+                            "(--sae.*), W&B its LoggingConfig (--logger.*). Defaults: the preset's values.")
+    return config_class
 
 
-def parse_args(argv: list[str] | None) -> TrainJob:
+def build_parser(preset: str, architecture: str | None) -> tuple[ArgumentParser, LanguageModelSAERunnerConfig[Any]]:
+    """The parser whose defaults are ``preset``'s config (with ``architecture``'s SAE), and that config."""
+    cfg = preset_config(preset, architecture)
+    parser = _DocstringHelpParser(
+        prog="train_sae.py",
+        description=__doc__.split("\n\n")[0],
+        epilog="presets: " + "; ".join(f"{name}: {preset_summary(name)}" for name in PRESETS)
+        + f". architectures (SAELens's names): {', '.join(ARCHITECTURES)}; SAELens 6.54 trains no transcoders.",
+        argument_generation_mode=ArgumentGenerationMode.NESTED,
+        nested_mode=NestedMode.WITHOUT_ROOT,
+        add_option_string_dash_variants=DashVariant.UNDERSCORE_AND_DASH,
+    )
+    parser.add_arguments(TrainJob, dest="job", default=TrainJob(preset=preset, architecture=architecture))
+    config_class = _config_class(cfg)
+    default = config_class(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)})
+    parser.add_arguments(config_class, dest="cfg", default=default)
+    return parser, cfg
+
+
+def parse_args(argv: list[str] | None) -> tuple[TrainJob, LanguageModelSAERunnerConfig[Any]]:
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--preset", default="demo")
+    pre.add_argument("--architecture", default=None)
     known, _ = pre.parse_known_args(argv)
-    parser = build_parser(known.preset)
-    ns = vars(parser.parse_args(argv))
-    if ns["out"] is None:
-        parser.error("--out is required: the folder to write the SAE into.")
-    overrides = {key.removeprefix("cfg:"): value for key, value in ns.items() if key.startswith("cfg:")}
-    return TrainJob(
-        preset=ns["preset"], out=ns["out"], overrides=overrides, model=ns["model"], model_dtype=ns["model_dtype"],
-        wandb_project=ns["wandb_project"], resume=ns["resume"], overwrite=ns["overwrite"], evals=not ns["no_evals"],
-        eval_batches=ns["eval_batches"], demo_stories=ns["demo_stories"], progress_every_s=ns["progress_every"],
-    )
+    parser, _ = build_parser(known.preset, known.architecture)
+    ns = parser.parse_args(argv)
+    job, cfg = ns.job, ns.cfg
+    given = [name for name in _SET_BY_THE_JOB if getattr(cfg, name) is not None]
+    if given:
+        raise InputError(f"--{given[0]} is set by --out (and --resume); pass --out DIR instead.")
+    values = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(LanguageModelSAERunnerConfig)}
+    # SAELens resolves llm_device / act_store_device to ``device`` when it builds the preset, so the
+    # parser's defaults hold the preset's device: unless given on the command line, they follow --device.
+    for name in ("llm_device", "act_store_device"):
+        if not _given(argv, name):
+            values[name] = None
+    if not _given(argv, "logger.run_name"):  # likewise the run name SAELens derives from lr and tokens
+        values["logger"] = dataclasses.replace(cfg.logger, run_name=None)
+    # Back to SAELens's own class (the parser's subclass only existed to type ``sae``).
+    return job, LanguageModelSAERunnerConfig(**values)
+
+
+def _given(argv: list[str] | None, field_name: str) -> bool:
+    flags = {f"--{field_name}", f"--{field_name.replace('_', '-')}"}
+    return any(arg.split("=", 1)[0] in flags for arg in (sys.argv[1:] if argv is None else argv))
+
+
+def load_model_for_training(source: str, device: str | None, dtype: str | None):
+    """The job's model loader: the demo's name builds (or finds) the embedded demo, anything else goes
+    through ``sae_lib.model.load_model`` (local folder or Hub name, safetensors only)."""
+    from sae_lib.model import load_model
+
+    if source == DEMO_MODEL_NAME:
+        from sae_lib.demo.build import ensure_demo
+
+        source = str(ensure_demo().model)
+    return load_model(source, device=device, dtype=dtype)
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        job = parse_args(argv)
-        result = train(job, log=lambda line: print(line, flush=True))
+        job, cfg = parse_args(argv)
+        if job.out is None:
+            print("error: --out is required: the folder to write the SAE into.", file=sys.stderr)
+            return 2
+        result = train(job, cfg, load_model_for_training, log=lambda line: print(line, flush=True))
     except TrainingInterrupted as err:
         print(f"stopped: {err}", file=sys.stderr, flush=True)
         return 130

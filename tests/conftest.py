@@ -118,25 +118,15 @@ def tiny_hf_qwen3_dir(tmp_path_factory):
     Hub snapshot. Weights are scaled up from HF's 0.02-std init (and norm gains moved off 1) so that
     logits are O(1) and a wrong weight mapping cannot hide below a test tolerance.
     """
-    from transformers import Qwen3Config, Qwen3ForCausalLM
+    from transformers import Qwen3ForCausalLM
+
+    from sae_lib.demo.lm import qwen3_config
 
     path = tmp_path_factory.mktemp("hf_qwen3")
     tokenizer = train_tokenizer(TINY_TEXTS, vocab_size=300)
     tokenizer.save_pretrained(path)
-    cfg = Qwen3Config(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=16,
-        max_position_embeddings=256,
-        tie_word_embeddings=False,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    cfg = qwen3_config(tokenizer, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                       num_key_value_heads=2, head_dim=16, max_position_embeddings=256)
     torch.manual_seed(0)
     model = Qwen3ForCausalLM(cfg).eval()
     with torch.no_grad():
@@ -147,3 +137,14 @@ def tiny_hf_qwen3_dir(tmp_path_factory):
                 param.normal_(0.0, 0.1)
     model.save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def device() -> str:
+    """Where tests that load models put them: ``LATENT_LAB_TEST_DEVICE``, else CUDA when present, else CPU.
+
+    Tests compare tensors on this one device, so the suite passes on a GPU machine and on CPU CI.
+    """
+    import os
+
+    return os.environ.get("LATENT_LAB_TEST_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")

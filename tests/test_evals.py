@@ -1,18 +1,32 @@
 """sae_lib.evals: SAELens's run_evals summarised, checked against naive computations."""
 
+import re
+
 import pytest
 import torch
 from datasets import Dataset
 
-from sae_lib.evals import DENSE_THRESHOLD, evaluate_sae, format_evals_table, load_evals, save_evals
-from sae_lib.training import PRESETS, build_runner_config, resolve_values
-from tests.conftest import TINY_HOOK
+import dataclasses
+
+from sae_lib.demo.lm import pack
+from sae_lib.evals import (
+    DENSE_THRESHOLD,
+    MIN_ABLATION_GAP,
+    ce_verdict,
+    evaluate_sae,
+    format_evals_table,
+    load_evals,
+    save_evals,
+)
+from sae_lib.training import configure_run, preset_config
+from tests.conftest import TINY_HOOK, TINY_TEXTS
 
 
 @pytest.fixture(scope="module")
 def cfg():
-    values = resolve_values(PRESETS["demo"], {"hook_name": TINY_HOOK, "context_size": 16, "store_batch_size_prompts": 2})
-    return build_runner_config(values, d_in=32, out=None, log=lambda _: None)
+    base = dataclasses.replace(preset_config("demo"), hook_name=TINY_HOOK, context_size=16, store_batch_size_prompts=2,
+                               train_batch_size_tokens=16)
+    return configure_run(base, d_in=32, out=None, log=lambda _: None)
 
 
 def test_summary_matches_naive_metrics(tiny_model, tiny_sae, tiny_tokenizer, cfg):
@@ -48,3 +62,52 @@ def test_save_load_and_table(tmp_path):
     table = format_evals_table(evals["summary"])
     assert "explained variance" in table and "90.0%" in table and "25.0%" in table and "CE loss recovered" in table
     assert "n/a" in table  # absent metrics are shown as such, not as zeros
+
+
+def naive_ce(model, rows: torch.Tensor, skip_special: bool, special_ids: list[int]) -> float:
+    """Mean next-token cross-entropy over ``rows`` (n, ctx), from the logits, optionally leaving out
+    predictions made at special-token positions."""
+    with torch.no_grad():
+        logits = model(rows, return_type="logits")  # (n, ctx, vocab)
+    logp = torch.log_softmax(logits[:, :-1].double(), dim=-1)  # (n, ctx-1, vocab): position t predicts t+1
+    nll = -logp.gather(-1, rows[:, 1:, None]).squeeze(-1)  # (n, ctx-1)
+    keep = torch.ones_like(nll, dtype=torch.bool)
+    if skip_special:
+        keep = ~torch.isin(rows[:, :-1], torch.tensor(special_ids))
+    return nll[keep].mean().item()
+
+
+def test_clean_ce_is_the_mean_over_non_special_positions_of_the_rows_as_given(tiny_model, tiny_sae, tiny_tokenizer, cfg):
+    # Why our clean CE (0.920 on the demo) sits below a plain mean over the same held-out rows (0.948):
+    # SAELens leaves out every prediction made at a special token, i.e. the first token of each story
+    # after <|endoftext|>. No BOS is added and rows are not re-packed (checked by the equality below).
+    rows = pack(tiny_tokenizer(TINY_TEXTS[:12])["input_ids"], tiny_tokenizer.eos_token_id, 16)[:8]  # (8, 16)
+    special = tiny_tokenizer.all_special_ids
+    assert torch.isin(rows[:4, :-1], torch.tensor(special)).any()  # the evaluated rows hold separators
+    evals = evaluate_sae(tiny_sae, tiny_model, cfg, dataset=Dataset.from_dict({"input_ids": rows.tolist()}), n_batches=2)
+    s = evals["summary"]
+    evaluated = rows[:4]  # reconstruction evals read the first n_batches x batch_size_prompts rows, in order
+    assert s["ce_loss_without_sae"] == pytest.approx(naive_ce(tiny_model, evaluated, True, special), rel=1e-5)
+    plain = naive_ce(tiny_model, evaluated, False, special)
+    assert abs(plain - s["ce_loss_without_sae"]) > 1e-3  # the plain mean is a different number
+    assert s["ce_ablation_gap"] == pytest.approx(s["ce_loss_with_ablation"] - s["ce_loss_without_sae"])
+    assert s["ce_loss_score"] == pytest.approx(
+        (s["ce_loss_with_ablation"] - s["ce_loss_with_sae"]) / s["ce_ablation_gap"], rel=1e-6)
+
+
+def test_whole_dataset_evals_read_every_full_batch(tiny_model, tiny_sae, tiny_tokenizer, cfg):
+    rows = pack(tiny_tokenizer(TINY_TEXTS[:12])["input_ids"], tiny_tokenizer.eos_token_id, 16)[:7]  # 7 rows, batch 2
+    evals = evaluate_sae(tiny_sae, tiny_model, cfg, dataset=Dataset.from_dict({"input_ids": rows.tolist()}), n_batches=None)
+    assert evals["metrics"]["token_stats"]["total_tokens_eval_reconstruction"] == 3 * 2 * 16
+
+
+def test_a_small_ablation_gap_is_flagged_and_explained():
+    small = ce_verdict({"ce_loss_without_sae": 0.920, "ce_loss_with_ablation": 0.926})
+    assert small["ce_ablation_gap"] == pytest.approx(0.006) and small["ce_loss_score_meaningful"] is False
+    assert "only 0.006 nats" in small["ce_loss_score_note"] and f"< {MIN_ABLATION_GAP:g}" in small["ce_loss_score_note"]
+    big = ce_verdict({"ce_loss_without_sae": 3.0, "ce_loss_with_ablation": 5.0})
+    assert big["ce_loss_score_meaningful"] is True and "2.000 nats" in big["ce_loss_score_note"]
+    table = format_evals_table({"ce_loss_score": 1.05, "ce_loss_without_sae": 0.92, "ce_loss_with_sae": 0.9197,
+                                "ce_loss_with_ablation": 0.926, **small})
+    assert "105.0% (not meaningful: see below)" in table and "only 0.006 nats" in table
+    assert re.search(r"CE loss, hook zero-ablated +0.926\n", table) and re.search(r"ablation gap \(ablated - clean\) +0.006", table)

@@ -266,7 +266,6 @@ def test_sample_latents_seeded_and_steering_query(index):
 # --- the real embedded demo -------------------------------------------------------------------
 
 
-@pytest.mark.demo
 def test_demo_ships_an_index_and_latents_find_planted_topics(demo_workspace, demo_paths):
     """For >= 6 planted topics some latent's top-20 contexts come >= 90% from that topic's stories."""
     from collections import Counter

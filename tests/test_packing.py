@@ -1,6 +1,7 @@
 """Token packing: texts joined with the end-of-text token and cut into full rows."""
 
 import pytest
+import torch
 
 from sae_lib.errors import InputError
 from sae_lib.packing import pack_texts
@@ -19,6 +20,9 @@ def test_pack_texts_rows_and_doc_ids(tiny_tokenizer):
     first = len(tiny_tokenizer(texts[0])["input_ids"])
     assert packed.doc_ids.flatten()[:first].eq(0).all() and packed.doc_ids.flatten()[first] == -1
     assert pack_texts(iter(texts), tiny_tokenizer, 8, 2).tokens.shape == (2, 8)
+    for chunk_size in (1, 3):  # tokenizing in chunks changes nothing but speed
+        again = pack_texts(texts, tiny_tokenizer, 8, n_seq=100, chunk_size=chunk_size)
+        assert torch.equal(again.tokens, packed.tokens) and torch.equal(again.doc_ids, packed.doc_ids)
     with pytest.raises(InputError, match="fewer than one"):
         pack_texts(["ship"], tiny_tokenizer, 64, 1)
 

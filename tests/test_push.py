@@ -95,3 +95,49 @@ def test_labels_counts_and_explanations_go_up_with_the_index(sae_dir, tmp_path):
     target = hub.stage_upload(sae_dir, "me/saes", None, tmp_path / "stage")
     names = {p.name for p in target.iterdir()}
     assert {constants.INDEX_COUNTS_FILENAME, constants.EXPLANATIONS_FILENAME} <= names
+
+
+def test_published_files_and_card_name_no_local_path_and_only_measured_figures(tmp_path, tiny_sae):
+    # What SAELens wrote for the demo build before it went through sae_lib.published: the build's
+    # temporary folder as model_name/output_path, and the last training window's L0 and dead count.
+    folder = tmp_path / "sae"
+    tiny_sae.save_model(str(folder))
+    partial = str(tmp_path / "data" / "demo.partial-4242" / "model")
+    cfg = json.loads((folder / "cfg.json").read_text())
+    cfg["metadata"].update(model_name=partial, dataset_path="./corpus", l0=189.7, num_dead_features=0)
+    (folder / "cfg.json").write_text(json.dumps(cfg))
+    (folder / "runner_cfg.json").write_text(json.dumps({
+        "model_name": partial, "output_path": str(folder), "checkpoint_path": str(tmp_path / "ckpt" / "abc"),
+        "training_tokens": 600_064, "sae": {"d_in": 32, "metadata": {"l0": 189.7}},
+    }))
+    (folder / constants.EVALS_FILENAME).write_text(json.dumps({"summary": {
+        "l0": 15.7, "dead_fraction": 0.1875, "d_sae": 96, "n_tokens": 30_000, "explained_variance": 0.99,
+        "ce_loss_score": 1.05, "ce_loss_without_sae": 0.92, "ce_loss_with_sae": 0.9197, "ce_loss_with_ablation": 0.926,
+        "ce_loss_score_meaningful": False, "ce_loss_score_note": "Zero-ablating the hook raises the loss by only 0.006 nats"}}))
+    stage = tmp_path / "stage"
+    target = hub.stage_upload(folder, "me/saes", None, stage)
+    for path in stage.rglob("*"):
+        if path.is_file() and path.suffix in (".json", ".md"):
+            text = path.read_text()
+            assert str(tmp_path) not in text and "partial-4242/" not in text and "./corpus" not in text, path
+    meta = json.loads((target / "cfg.json").read_text())["metadata"]
+    assert (meta["model_name"], meta["l0"], meta["num_dead_features"], meta["measured_on_tokens"]) == ("model", 15.7, 18, 30_000)
+    runner = json.loads((target / "runner_cfg.json").read_text())
+    assert runner["output_path"] is None and runner["checkpoint_path"] is None and runner["model_name"] == "model"
+    assert runner["sae"]["metadata"]["l0"] == 15.7
+    assert SAE.load_from_disk(str(target)).cfg.metadata.l0 == 15.7  # still SAELens's layout
+    card = (stage / "README.md").read_text()
+    assert "# jumprelu SAE on model `" in card and "189.7" not in card
+    assert "| CE loss clean / with SAE / hook zero-ablated (nats) | 0.92 / 0.9197 / 0.926 |" in card
+    assert "105.0% (not meaningful: see below)" in card and "only 0.006 nats" in card
+
+
+def test_a_folder_without_evals_publishes_no_training_window_figures(tmp_path, tiny_sae):
+    folder = tmp_path / "sae"
+    tiny_sae.save_model(str(folder))
+    cfg = json.loads((folder / "cfg.json").read_text())
+    cfg["metadata"].update(l0=189.7, num_dead_features=0)
+    (folder / "cfg.json").write_text(json.dumps(cfg))
+    target = hub.stage_upload(folder, "me/saes", None, tmp_path / "stage")
+    meta = json.loads((target / "cfg.json").read_text())["metadata"]
+    assert "l0" not in meta and "num_dead_features" not in meta

@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 
+from sae_lib.dose_response import dose_response
 from sae_lib.errors import GenerationError, InputError
 from sae_lib.limits import Limits
 from sae_lib.model_queue import queue_for
@@ -16,7 +17,6 @@ from sae_lib.steering import (
     GenerationSettings,
     SteeringSpec,
     check_specs,
-    dose_response,
     generate,
     parse_latents,
     steering_hooks,
@@ -204,6 +204,7 @@ def test_no_hook_remains_after_generation_or_failure(tiny_model, tiny_sae):
     assert torch.equal(again.normal_tokens, first.normal_tokens)
 
 
+@pytest.mark.slow
 def test_threads_get_their_single_threaded_results(tiny_model, tiny_sae):
     settings = GenerationSettings(max_new_tokens=12, n_samples=2, temperature=1.0, seed=3)
     jobs = [

@@ -40,6 +40,7 @@ def _pentagon(scale: float = 1.0) -> torch.Tensor:
 # --- the paper's result with the defaults ----------------------------------------------------
 
 
+@pytest.mark.slow
 def test_dense_keeps_the_two_most_important_features_orthogonal(sweep, sweep_analysis):
     assert sweep.feature_probability[0].item() == pytest.approx(1.0)
     norms = sweep_analysis.norms[0]
@@ -50,6 +51,7 @@ def test_dense_keeps_the_two_most_important_features_orthogonal(sweep, sweep_ana
     torch.testing.assert_close(sweep_analysis.superposition[0, :2], torch.zeros(2), atol=0.02, rtol=0)
 
 
+@pytest.mark.slow
 def test_sparse_represents_all_five_as_a_pentagon_with_negative_biases(sweep, sweep_analysis):
     assert sweep.feature_probability[-1].item() == pytest.approx(0.05)
     norms = sweep_analysis.norms[-1]
@@ -61,6 +63,7 @@ def test_sparse_represents_all_five_as_a_pentagon_with_negative_biases(sweep, sw
     assert 0.25 < sweep_analysis.dimensions_per_feature[-1].item() < 0.45
 
 
+@pytest.mark.slow
 def test_represented_features_grow_with_sparsity(sweep, sweep_analysis):
     counts = sweep_analysis.n_represented.tolist()
     assert counts[0] == 2 and counts[-1] == 5, counts
@@ -198,6 +201,7 @@ def test_nonsense_parameters_are_refused_with_a_message(kwargs, words):
 # --- the tiny SAE ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_sae_latents_line_up_with_the_planted_features(sweep):
     got = train_toy_sae(sweep, ToySAEConfig())
     assert got.cosine.shape == (10, 5)
@@ -215,6 +219,7 @@ def test_sae_latents_line_up_with_the_planted_features(sweep):
     torch.testing.assert_close(got.cosine, dec @ feat)
 
 
+@pytest.mark.slow
 def test_sae_on_a_bad_level_is_refused(sweep):
     with pytest.raises(InputError, match="does not exist"):
         train_toy_sae(sweep, ToySAEConfig(level=10, steps=1))

@@ -1,5 +1,6 @@
-"""sae_lib.training: presets, flags, bad input, a real (tiny) SAELens run, interrupt + resume."""
+"""sae_lib.training: presets, config rules, bad input, a real (tiny) SAELens run, interrupt + resume."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -9,124 +10,127 @@ import pytest
 import torch
 from sae_lens import SAE
 
-from sae_lib import constants, training
+from sae_lib import constants
 from sae_lib.errors import InputError
 from sae_lib.training import (
+    ARCHITECTURES,
+    CHECKPOINT_FILES,
     PRESETS,
+    QWEN3_8B_TRAINING_TOKENS,
     Progress,
     TrainingInterrupted,
     TrainJob,
-    build_runner_config,
-    config_fields,
-    get_preset,
+    buffer_batches,
+    check_buffer,
+    configure_run,
     hook_width,
     latest_checkpoint,
-    parse_field_value,
-    resolve_values,
+    preset_config,
     round_training_tokens,
     train,
+    with_architecture,
 )
 from tests.conftest import TINY_HOOK
 
-TINY_OVERRIDES = {
-    "hook_name": TINY_HOOK,
-    "context_size": 32,
-    "train_batch_size_tokens": 128,
-    "training_tokens": 128 * 12,
-    "store_batch_size_prompts": 4,
-    "n_batches_in_buffer": 8,
-    "n_batches_for_norm_estimate": 5,
-    "n_checkpoints": 3,
-    "sae.d_sae": 64,
-}
-"""12 steps of 128 tokens on the 32-wide fixture model: a real SAELens run in about a second."""
+QUIET = lambda _: None  # noqa: E731
 
 
-@pytest.fixture
-def use_tiny_model(monkeypatch, tiny_model):
-    # Model loading is sae_lib.model's job (tested there); here every source is the fixture model.
-    monkeypatch.setattr(training, "_load_model", lambda source, device, dtype: tiny_model)
+def tiny_cfg(**overrides):
+    """The demo preset on the 32-wide fixture model: 12 steps of 128 tokens, a real SAELens run in about a second."""
+    cfg = preset_config("demo")
+    values = dict(hook_name=TINY_HOOK, context_size=32, train_batch_size_tokens=128, training_tokens=128 * 12,
+                  store_batch_size_prompts=4, n_batches_in_buffer=8, n_batches_for_norm_estimate=5, n_checkpoints=3)
+    values.update(overrides)
+    return dataclasses.replace(cfg, sae=dataclasses.replace(cfg.sae, d_in=32, d_sae=64), **values)
 
 
 def tiny_job(out: Path, **kwargs) -> TrainJob:
-    return TrainJob(preset="demo", out=out, overrides=dict(TINY_OVERRIDES), model="tiny", demo_stories=120,
-                    eval_batches=2, progress_every_s=0.0, **kwargs)
+    return TrainJob(out=out, preset="demo", demo_stories=120, eval_batches=2, progress_every_s=0.0, **kwargs)
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tiny_model):
     """One finished tiny run (module-scoped: several tests read its folder)."""
     out = tmp_path_factory.mktemp("run") / "sae"
-    mp = pytest.MonkeyPatch()
-    mp.setattr(training, "_load_model", lambda source, device, dtype: tiny_model)
     torch.manual_seed(0)
     lines: list[str] = []
-    try:
-        result = train(tiny_job(out), log=lines.append)
-    finally:
-        mp.undo()
+    result = train(tiny_job(out), tiny_cfg(), tiny_model, log=lines.append)
     return result, lines
 
 
-# --- presets and flags -------------------------------------------------------------------------
+# --- presets and config rules ------------------------------------------------------------------
 
 
-def test_unknown_preset_names_the_choices():
-    with pytest.raises(InputError, match=r"Unknown preset 'qwen9'.*demo, qwen3-8b|qwen3-8b, demo"):
-        get_preset("qwen9")
+def test_unknown_preset_and_architecture_name_the_choices():
+    with pytest.raises(InputError, match=r"Unknown preset 'qwen9'.*qwen3-8b, demo"):
+        preset_config("qwen9")
+    with pytest.raises(InputError, match=r"Unknown architecture 'transcoder'.*jumprelu"):
+        preset_config("demo", "transcoder")
 
 
 def test_qwen3_preset_is_the_write_ups_run(tmp_path):
-    values = resolve_values(PRESETS["qwen3-8b"], {})
-    cfg = build_runner_config(values, d_in=4096, out=tmp_path, log=lambda _: None)
+    cfg = configure_run(preset_config("qwen3-8b"), d_in=4096, out=tmp_path, log=QUIET)
+    assert type(cfg).__name__ == "LanguageModelSAERunnerConfig"  # SAELens's own config, nothing of ours
     assert (cfg.model_name, cfg.hook_name, cfg.dataset_path) == ("Qwen/Qwen3-8B", "blocks.28.hook_mlp_out", "HuggingFaceFW/fineweb")
-    assert cfg.streaming and not cfg.is_dataset_tokenized and not cfg.prepend_bos
+    assert cfg.streaming and not cfg.is_dataset_tokenized and not cfg.prepend_bos and not cfg.dataset_trust_remote_code
     assert (cfg.training_tokens, cfg.total_training_steps, cfg.n_checkpoints, cfg.seed) == (1_228_800_000, 300_000, 5, 42)
-    assert cfg.autocast and cfg.autocast_lm
-    assert (cfg.sae.d_in, cfg.sae.d_sae) == (4096, 65536)
+    assert (cfg.context_size, cfg.train_batch_size_tokens) == (128, 4096) and cfg.autocast and cfg.autocast_lm
+    assert cfg.sae.architecture() == "jumprelu" and (cfg.sae.d_in, cfg.sae.d_sae) == (4096, 65536)
     assert cfg.sae.jumprelu_sparsity_loss_mode == "tanh" and cfg.sae.pre_act_loss_coefficient == 3e-6
     assert cfg.sae.l0_warm_up_steps == 300_000 and cfg.lr_decay_steps == 60_000
+    # The write-up's SAELens 5 buffer (20 x 32 prompts x 128 = 81,920 tokens) in SAELens 6.54's units.
+    assert cfg.n_batches_in_buffer * cfg.context_size == 20 * 4096
     assert not cfg.logger.log_to_wandb
     assert cfg.output_path == str(tmp_path) and cfg.checkpoint_path.startswith(str(tmp_path / "checkpoints"))
-    with pytest.raises(InputError, match="sae.d_in is 4096 but .* width 32"):
-        build_runner_config(values, d_in=32, out=tmp_path)
-    assert build_runner_config(values, d_in=4096, out=None, wandb_project="p").logger.wandb_project == "p"
 
 
-def test_every_runner_and_sae_field_is_a_flag_with_the_preset_default():
-    import dataclasses
-
-    from sae_lens import JumpReLUTrainingSAEConfig, LanguageModelSAERunnerConfig
-
-    fields = {f.flag: f for f in config_fields(PRESETS["qwen3-8b"])}
-    runner_names = {f.name for f in dataclasses.fields(LanguageModelSAERunnerConfig)} - training._SKIP_RUNNER
-    sae_names = {f.name for f in dataclasses.fields(JumpReLUTrainingSAEConfig)} - training._SKIP_SAE
-    assert runner_names <= fields.keys() and {f"sae.{n}" for n in sae_names} <= fields.keys()
-    assert fields["hook_name"].default == "blocks.28.hook_mlp_out"
-    assert fields["lr"].default == 3e-4 and "learning rate" in fields["lr"].help  # SAELens's default and docs
-    assert fields["sae.l0_coefficient"].default == 5.0
-    with pytest.raises(InputError, match="Unknown setting 'nope'"):
-        resolve_values(PRESETS["demo"], {"nope": 1})
+def test_the_old_qwen3_buffer_is_refused_before_step_1():
+    # SAELens's default n_batches_in_buffer (20) at context 128 holds 2,560 tokens < a 4,096-token batch:
+    # the qwen3-8b preset crashed at step 1 with it (issue 11).
+    cfg = dataclasses.replace(preset_config("qwen3-8b"), n_batches_in_buffer=20)
+    with pytest.raises(InputError, match=r"20 x 128 = 2,560 tokens, less than one training batch \(4,096.*--n_batches_in_buffer 32"):
+        check_buffer(cfg)
+    assert buffer_batches(4096, 128, 1) == 32 and buffer_batches(1000, 128, 1) == 8  # rounded up
+    with pytest.raises(InputError):
+        buffer_batches(0, 128, 1)
 
 
-@pytest.mark.parametrize(
-    ("flag", "text", "expected"),
-    [("lr", "1e-4", 1e-4), ("training_tokens", "1_000", 1000), ("autocast", "false", False),
-     ("llm_device", "none", None), ("llm_device", "cuda:0", "cuda:0"), ("prefetch_llm_batches", "true", True),
-     ("prefetch_llm_batches", "2", 2), ("sequence_separator_token", "eos", "eos"), ("sequence_separator_token", "7", 7),
-     ("seqpos_slice", "[1, null]", (1, None)), ("model_kwargs", '{"a": 1}', {"a": 1}),
-     ("sae.jumprelu_sparsity_loss_mode", "tanh", "tanh")],
-)
-def test_parse_field_value(flag, text, expected):
-    f = {f.flag: f for f in config_fields(PRESETS["demo"])}[flag]
-    assert parse_field_value(f.type, text) == expected
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_every_preset_and_architecture_holds_a_batch_in_its_buffer(preset, architecture):
+    cfg = preset_config(preset, architecture)
+    check_buffer(cfg)
+    assert cfg.sae.architecture() == architecture
+    base = preset_config(preset)
+    assert (cfg.sae.d_in, cfg.sae.d_sae, cfg.sae.normalize_activations) == (base.sae.d_in, base.sae.d_sae, base.sae.normalize_activations)
+    assert cfg.logger.run_name.startswith(architecture)  # SAELens re-derived the run name
 
 
-@pytest.mark.parametrize(("flag", "text"), [("lr", "fast"), ("autocast", "maybe"), ("sae.jumprelu_sparsity_loss_mode", "l1")])
-def test_parse_field_value_rejects_bad_text(flag, text):
-    f = {f.flag: f for f in config_fields(PRESETS["demo"])}[flag]
-    with pytest.raises(ValueError):
-        parse_field_value(f.type, text)
+def test_saelens_trains_no_transcoders_and_we_offer_every_architecture_it_does():
+    from sae_lens.registry import SAE_TRAINING_CLASS_REGISTRY
+
+    assert set(ARCHITECTURES) == set(SAE_TRAINING_CLASS_REGISTRY)
+    assert {"jumprelu", "topk", "batchtopk", "matryoshka_batchtopk", "standard", "gated"} <= set(ARCHITECTURES)
+    assert not any("transcoder" in name for name in ARCHITECTURES)
+
+
+def test_demo_preset_is_the_demo_builds_tuned_sae():
+    from sae_lib.demo.config import DemoConfig
+
+    demo, cfg = DemoConfig(), preset_config("demo")
+    assert (cfg.sae.d_sae, cfg.sae.l0_coefficient, cfg.lr) == (demo.d_sae, demo.sae_l0_coefficient, demo.sae_lr) == (1024, 10.0, 2e-3)
+    assert (cfg.training_tokens, cfg.train_batch_size_tokens, cfg.context_size, cfg.hook_name) == (
+        demo.sae_training_tokens, demo.sae_batch_tokens, demo.sae_context, demo.hook_name)
+    assert cfg.n_batches_in_buffer * cfg.context_size == 4 * cfg.train_batch_size_tokens
+
+
+def test_configure_run_takes_d_in_from_the_model_and_rounds_tokens(tmp_path):
+    lines: list[str] = []
+    cfg = configure_run(dataclasses.replace(preset_config("demo"), training_tokens=5000), d_in=32, out=None, log=lines.append)
+    assert cfg.sae.d_in == 32 and cfg.training_tokens == 4096 and cfg.output_path is None and cfg.checkpoint_path is None
+    assert any("sae.d_in is the model's width" in line for line in lines) and any("rounded down" in line for line in lines)
+    no_ckpt = configure_run(preset_config("demo"), d_in=128, out=tmp_path, checkpoints=False, log=QUIET)
+    assert no_ckpt.checkpoint_path is None and no_ckpt.n_checkpoints == 0 and no_ckpt.output_path == str(tmp_path)
 
 
 def test_training_tokens_are_rounded_to_whole_batches_with_a_warning():
@@ -145,10 +149,16 @@ def test_hook_width_and_missing_hook(tiny_model):
 
 
 def test_progress_line_reports_tokens_rate_and_time_left():
-    p = Progress(total_tokens=10_000, start_tokens=0, total_steps=10, log=lambda _: None)
+    p = Progress(total_tokens=10_000, start_tokens=0, total_steps=10, log=QUIET)
     p.t0 = 100.0
     line = p.line(tokens=2_000, step=2, now=102.0)  # 2,000 tokens in 2 s -> 1,000 tok/s, 8 s left
     assert line == "step 2/10 | tokens 2,000/10,000 (20.0%) | 1,000 tok/s | 8s left"
+
+
+def test_with_architecture_keeps_shape_and_takes_saelens_defaults():
+    cfg = with_architecture(preset_config("qwen3-8b"), "topk")
+    assert (cfg.sae.d_in, cfg.sae.d_sae, cfg.sae.k) == (4096, 65536, 100)
+    assert cfg.training_tokens == QWEN3_8B_TRAINING_TOKENS
 
 
 # --- a real run ---------------------------------------------------------------------------------
@@ -165,27 +175,47 @@ def test_run_writes_a_loadable_sae_with_evals_and_summary(trained):
     summary = json.loads((out / constants.TRAIN_SUMMARY_FILENAME).read_text())
     assert summary["n_training_steps"] == summary["total_training_steps"] == 12
     evals = json.loads((out / constants.EVALS_FILENAME).read_text())["summary"]
-    for key in ("explained_variance", "mse", "l0", "ce_loss_score", "kl_div_with_sae", "dead_fraction", "dense_fraction"):
+    for key in ("explained_variance", "mse", "l0", "ce_loss_score", "ce_loss_without_sae", "ce_loss_with_sae",
+                "ce_loss_with_ablation", "ce_ablation_gap", "ce_loss_score_meaningful", "kl_div_with_sae",
+                "dead_fraction", "dense_fraction"):
         assert key in evals
-    assert 0 <= evals["dead_fraction"] <= 1 and 0 <= evals["dense_fraction"] <= 1
 
 
-def test_refuses_an_out_folder_with_a_finished_sae(trained, use_tiny_model):
+def test_finished_folder_names_no_local_path_and_states_measured_metadata(trained):
+    result, _ = trained
+    out = result.sae_dir
+    for name in (constants.SAE_CFG_FILENAME, "runner_cfg.json"):
+        text = (out / name).read_text()
+        assert str(out) not in text and str(out.parent) not in text, name
+    meta = json.loads((out / constants.SAE_CFG_FILENAME).read_text())["metadata"]
+    evals = result.evals["summary"]
+    assert meta["l0"] == evals["l0"] and meta["num_dead_features"] == round(evals["dead_fraction"] * 64)
+    assert meta["measured_on_tokens"] == evals["n_tokens"] > 0
+    # The checkpoints keep SAELens's own files (with their paths): --resume reads them.
+    assert (out / constants.CHECKPOINTS_SUBDIR).is_dir()
+
+
+def test_refuses_an_out_folder_with_a_finished_sae(trained, tiny_model):
     result, _ = trained
     with pytest.raises(InputError, match="already holds a finished SAE.*--overwrite"):
-        train(tiny_job(result.sae_dir), log=lambda _: None)
+        train(tiny_job(result.sae_dir), tiny_cfg(), tiny_model, log=QUIET)
     with pytest.raises(InputError, match="nothing to resume"):
-        train(tiny_job(result.sae_dir, resume=True), log=lambda _: None)
+        train(tiny_job(result.sae_dir, resume=True), None, tiny_model, log=QUIET)
 
 
-def test_resume_with_no_checkpoint(tmp_path, use_tiny_model):
+def test_resume_with_no_checkpoint(tmp_path, tiny_model):
     with pytest.raises(InputError, match="No complete checkpoint to resume"):
-        train(tiny_job(tmp_path / "empty", resume=True), log=lambda _: None)
+        train(tiny_job(tmp_path / "empty", resume=True), None, tiny_model, log=QUIET)
+
+
+def test_a_missing_out_is_refused(tiny_model):
+    with pytest.raises(InputError, match="--out is required"):
+        train(TrainJob(), tiny_cfg(), tiny_model, log=QUIET)
 
 
 def test_latest_checkpoint_skips_half_written_ones(tmp_path):
     run = tmp_path / "checkpoints" / "abc"
-    names = [*training._CHECKPOINT_FILES, "runner_cfg.json"]
+    names = [*CHECKPOINT_FILES, "runner_cfg.json"]
     for tokens, files, cfg_text in [(100, names, "{}"), (300, names, "{trunc"), (400, names[:-2], "{}"), (200, names, "{}")]:
         d = run / str(tokens)
         d.mkdir(parents=True)
@@ -195,7 +225,7 @@ def test_latest_checkpoint_skips_half_written_ones(tmp_path):
     assert latest_checkpoint(tmp_path / "nothing") is None
 
 
-def test_sigint_saves_a_resumable_checkpoint_and_resume_keeps_the_step_count(tmp_path, use_tiny_model):
+def test_sigint_saves_a_resumable_checkpoint_and_resume_keeps_the_step_count(tmp_path, tiny_model):
     out = tmp_path / "run"
     sent = []
 
@@ -205,18 +235,24 @@ def test_sigint_saves_a_resumable_checkpoint_and_resume_keeps_the_step_count(tmp
             os.kill(os.getpid(), signal.SIGINT)  # as Ctrl-C: the handler stops at the next step
 
     with pytest.raises(TrainingInterrupted, match="--resume") as info:
-        train(tiny_job(out, evals=False), log=log)
+        train(tiny_job(out, evals=False), tiny_cfg(), tiny_model, log=log)
     stats = info.value.stats
     assert stats.n_training_steps == 5 and stats.n_training_samples == 5 * 128
     assert Path(stats.interrupted_checkpoint) == latest_checkpoint(out)
     assert not (out / constants.SAE_WEIGHTS_FILENAME).exists()
     with pytest.raises(InputError, match="unfinished run.*--resume"):
-        train(tiny_job(out), log=lambda _: None)
+        train(tiny_job(out), tiny_cfg(), tiny_model, log=QUIET)
 
     lines: list[str] = []
-    result = train(tiny_job(out, resume=True, evals=False), log=lines.append)
+    loaded: list[str] = []
+
+    def loader(source, device, dtype):  # a resumed run loads the model it was started with
+        loaded.append(source)
+        return tiny_model
+
+    result = train(tiny_job(out, resume=True, evals=False), None, loader, log=lines.append)
+    assert loaded == ["latent-lab/demo"]
     assert (result.stats.resumed_at_step, result.stats.resumed_at_tokens) == (5, 5 * 128)
     assert result.stats.n_training_steps == 12 and result.stats.tokens_this_run == 7 * 128
     assert any(line.startswith("resuming from") for line in lines)
-    # the interrupt-time checkpoint is past the first scheduled one: no re-saving of passed thresholds
     assert SAE.load_from_disk(str(out)).cfg.d_sae == 64

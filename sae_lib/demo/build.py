@@ -1,81 +1,32 @@
-"""Build the embedded default: corpus -> tokenizer -> tiny Qwen3 -> JumpReLU SAE -> latent index.
+"""Build the embedded default: corpus -> tokenizer -> tiny Qwen3 -> JumpReLU SAE (+ evals) -> latent index.
 
 The build is cached and atomic. It writes into a ``<dir>.partial-<pid>`` folder and renames it to
 ``<dir>`` only once everything (last of all ``build.json``, which records the config hash) is in
 place, so an interrupted build never leaves half-written artifacts where the app looks, and the next
-run starts clean. A second run with the same config reuses the folder.
+run starts clean. A second run with the same config reuses the folder. The SAE is trained through
+the ``demo`` training preset (``sae_lib.training.presets.demo``), the same recipe ``train_sae.py
+--preset demo`` runs, and ships with its evals on the held-out stories (``evals.json``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import fcntl
-import hashlib
 import json
 import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from sae_lib import constants
+from sae_lib.demo.config import BUILD_VERSION, SMALL_DEMO, DemoConfig  # noqa: F401  (re-exported)
 from sae_lib.demo.corpus import TOPICS, Corpus, generate_corpus
-from sae_lib.demo.lm import LMConfig, pack, train_lm
+from sae_lib.demo.lm import pack, train_lm
 from sae_lib.demo.tokenizer import train_tokenizer
-
-BUILD_VERSION = 2
-"""Bump when the build's code changes what it produces, so cached builds are redone."""
-
-
-@dataclass(frozen=True)
-class DemoConfig:
-    seed: int = 0
-    """Seeds the corpus, the LM and the SAE."""
-    n_train: int = 6000
-    """Training stories (about 50 tokens each)."""
-    n_heldout: int = 600
-    """Held-out stories: the LM's held-out loss and the latent index are computed on these."""
-    vocab_size: int = 2048
-    """BPE vocabulary cap (the corpus is small, so the trained vocabulary can be smaller)."""
-    lm: LMConfig = field(default_factory=LMConfig)
-    hook_layer: int = 2
-    """The SAE reads ``blocks.{hook_layer}.hook_mlp_out``, as the flagship reads block 28's MLP output."""
-    d_sae: int = 1024
-    """SAE width: 8x the residual width."""
-    sae_training_tokens: int = 600_000
-    sae_batch_tokens: int = 1024
-    sae_lr: float = 2e-3
-    sae_l0_coefficient: float = 10.0
-    """Tuned on this corpus: L0 about 15 of 1024 latents, 1.2% of variance unexplained."""
-    sae_context: int = 128
-    index_top_k: int = 20
-    """Top contexts kept per latent in the latent index."""
-
-    @property
-    def hook_name(self) -> str:
-        return f"blocks.{self.hook_layer}.hook_mlp_out"
-
-    def digest(self) -> str:
-        blob = json.dumps({"v": BUILD_VERSION, **dataclasses.asdict(self)}, sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-SMALL_DEMO = DemoConfig(
-    n_train=800,
-    n_heldout=100,
-    lm=LMConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                head_dim=16, intermediate_size=128, context=64, batch_size=16, steps=60),
-    hook_layer=1,
-    d_sae=256,
-    sae_training_tokens=40_000,
-    sae_context=64,
-    index_top_k=5,
-)
-"""A build that takes seconds: for tests of the pipeline itself, not of what it learns."""
-
 
 @dataclass(frozen=True)
 class DemoPaths:
@@ -147,10 +98,7 @@ def build_demo(out: Path, cfg: DemoConfig = DemoConfig(), log: Callable[[str], N
 
 
 def _build_into(tmp: Path, cfg: DemoConfig, log: Callable[[str], None]) -> dict:
-    from datasets import Dataset
-
     from sae_lib.model import load_model
-    from sae_lib.training import jumprelu_runner_config, run_training
 
     t0 = time.perf_counter()
     stamp = lambda: f"[{time.perf_counter() - t0:5.1f}s]"  # noqa: E731
@@ -185,37 +133,14 @@ def _build_into(tmp: Path, cfg: DemoConfig, log: Callable[[str], None]) -> dict:
                 "tokens_seen": lm.tokens_seen}
     del lm
 
-    # 4. SAE, through the same loader the app uses and SAELens's own trainer
+    # 4. SAE, through the same loader the app uses and the demo training preset
     model = load_model(str(model_dir), device="cpu", dtype="float32")
-    sae_rows = pack(tokenizer([s.text for s in corpus.train])["input_ids"], tokenizer.eos_token_id, cfg.sae_context)
-    dataset = Dataset.from_dict({"input_ids": sae_rows.tolist()})
     sae_dir = tmp / constants.DEMO_SAE_SUBDIR
-    runner_cfg = jumprelu_runner_config(
-        model_name=str(model_dir),
-        hook_name=cfg.hook_name,
-        d_in=model.cfg.d_model,
-        d_sae=cfg.d_sae,
-        dataset_path="latent-lab/demo-corpus",
-        streaming=False,
-        training_tokens=cfg.sae_training_tokens,
-        context_size=cfg.sae_context,
-        train_batch_size_tokens=cfg.sae_batch_tokens,
-        store_batch_size_prompts=16,
-        # SAELens sizes its mixing buffer as n_batches_in_buffer * context tokens; keep 4 batches in it.
-        n_batches_in_buffer=max(8, 4 * cfg.sae_batch_tokens // cfg.sae_context),
-        lr=cfg.sae_lr,
-        l0_coefficient=cfg.sae_l0_coefficient,
-        lr_warm_up_steps=20,
-        seed=cfg.seed,
-        output_path=str(sae_dir),
-        checkpoint_path=None,
-        n_eval_batches=2,
-        verbose=False,
-        # SAELens's default (1000 batches) is sized for billions of tokens; 50 estimate the norm well here.
-        n_batches_for_norm_estimate=50,
-    )
-    run_training(runner_cfg, model=model, dataset=dataset)
-    log(f"{stamp()} SAE: JumpReLU {model.cfg.d_model} -> {cfg.d_sae} on {cfg.hook_name}, {cfg.sae_training_tokens:,} tokens")
+    evals = _train_sae(model, sae_dir, cfg)
+    s = evals["summary"]
+    log(f"{stamp()} SAE: JumpReLU {model.cfg.d_model} -> {cfg.d_sae} on {cfg.hook_name}, {cfg.sae_training_tokens:,} tokens; "
+        f"held-out L0 {s['l0']:.1f}, explained variance {100 * s['explained_variance']:.1f}%, "
+        f"{100 * s['dead_fraction']:.0f}% dead")
 
     # 5. latent index over the held-out split
     _build_index(model, sae_dir, heldout_rows, cfg, log, stamp)
@@ -229,6 +154,28 @@ def _build_into(tmp: Path, cfg: DemoConfig, log: Callable[[str], None]) -> dict:
     }
     (tmp / constants.DEMO_BUILD_MANIFEST).write_text(json.dumps(manifest, indent=2))  # last: marks completion
     return manifest
+
+
+def _train_sae(model, sae_dir: Path, cfg: DemoConfig) -> dict:
+    """Train the demo SAE with the ``demo`` preset into ``sae_dir``; returns its evals on every held-out row."""
+    from sae_lens import SAE
+
+    from sae_lib.demo.data import as_dataset, demo_corpus_rows
+    from sae_lib.evals import evaluate_sae, save_evals
+    from sae_lib.training.artifacts import finish_sae_folder
+    from sae_lib.training.config import configure_run
+    from sae_lib.training.presets import demo as demo_preset
+    from sae_lib.training.runner import run_training
+
+    rows = demo_corpus_rows(model.tokenizer, cfg.sae_context, seed=cfg.seed, n_train=cfg.n_train, n_heldout=cfg.n_heldout)
+    # The build keeps no checkpoints: it is redone from scratch when interrupted.
+    run_cfg = configure_run(demo_preset(cfg), d_in=model.cfg.d_model, out=sae_dir, checkpoints=False, log=lambda _: None)
+    run_training(run_cfg, model=model, dataset=as_dataset(rows.train), log=lambda _: None)
+    sae = SAE.load_from_disk(str(sae_dir))
+    evals = evaluate_sae(sae, model, run_cfg, dataset=as_dataset(rows.heldout), n_batches=None)
+    save_evals(evals, sae_dir)
+    finish_sae_folder(sae_dir, evals)
+    return evals
 
 
 def _build_index(model, sae_dir: Path, rows: torch.Tensor, cfg: DemoConfig, log, stamp) -> None:

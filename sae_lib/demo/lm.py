@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
+from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,40 @@ class LMResult:
     """Entropy of the training split's token distribution, in nats: a model that ignores context."""
     tokens_seen: int
     seconds: float
+
+
+def qwen3_config(
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    hidden_size: int,
+    num_hidden_layers: int,
+    intermediate_size: int,
+    num_attention_heads: int = 4,
+    num_key_value_heads: int = 2,
+    head_dim: int | None = None,
+    max_position_embeddings: int = 512,
+) -> Qwen3Config:
+    """A small ``Qwen3Config`` sized by the arguments, with ``tokenizer``'s vocabulary and special tokens.
+
+    The one builder of tiny Qwen3 models: the demo LM and every test fixture that needs a Hugging
+    Face Qwen3 folder use it, so they share the architecture the app loads for Qwen3-8B (untied
+    embeddings, rotary base 10,000, grouped-query attention when ``num_key_value_heads`` is smaller).
+    """
+    return Qwen3Config(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
+        num_hidden_layers=num_hidden_layers,
+        num_attention_heads=num_attention_heads,
+        num_key_value_heads=num_key_value_heads,
+        head_dim=head_dim if head_dim is not None else hidden_size // num_attention_heads,
+        max_position_embeddings=max_position_embeddings,
+        rope_theta=10000.0,
+        tie_word_embeddings=False,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
 
 
 def pack(token_lists: list[list[int]], sep: int, context: int) -> torch.Tensor:
@@ -80,20 +114,14 @@ def train_lm(
 ) -> LMResult:
     """Train a tiny Qwen3 on packed rows; ``progress(step, steps, loss)`` is called as it goes."""
     torch.manual_seed(cfg.seed)
-    hf_cfg = Qwen3Config(
-        vocab_size=len(tokenizer),
+    hf_cfg = qwen3_config(
+        tokenizer,
         hidden_size=cfg.hidden_size,
         intermediate_size=cfg.intermediate_size,
         num_hidden_layers=cfg.num_hidden_layers,
         num_attention_heads=cfg.num_attention_heads,
         num_key_value_heads=cfg.num_key_value_heads,
         head_dim=cfg.head_dim,
-        max_position_embeddings=512,
-        rope_theta=10000.0,
-        tie_word_embeddings=False,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
     )
     model = Qwen3ForCausalLM(hf_cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01, betas=(0.9, 0.95))

@@ -22,6 +22,7 @@ from sae_lib.errors import InputError
 from sae_lib.latent_index.identity import sae_fingerprint, sae_hash
 from sae_lib.latent_index.logit_lens import logit_lens, vocab_strings
 from sae_lib.latent_index.model import Contexts, IndexConfig, IndexMeta, LatentIndex
+from sae_lib.model_queue import queue_for
 from sae_lib.probe import encode_tokens
 
 
@@ -187,7 +188,10 @@ def build_index(
     total, t0 = n_seq * ctx, time.perf_counter()
     for row0 in range(0, n_seq, cfg.batch_size):
         batch = tokens[row0 : row0 + cfg.batch_size]
-        feats = encode_tokens(model, sae, batch)
+        # One batch at a time in the model's queue: an index built in the app shares the model with
+        # steering, whose hooks must never be on it during this forward pass.
+        with queue_for(model).slot():
+            feats = encode_tokens(model, sae, batch)
         acc.update(feats, row0)
         counts.update(batch[:, cfg.skip_positions :], feats[:, cfg.skip_positions :].float())
         if progress is not None:

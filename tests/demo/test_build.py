@@ -20,6 +20,7 @@ def small_demo(tmp_path_factory):
     return paths, logs
 
 
+@pytest.mark.slow
 def test_small_build_end_to_end(small_demo):
     paths, logs = small_demo
     assert is_built(paths.root, SMALL_DEMO)
@@ -41,6 +42,15 @@ def test_small_build_end_to_end(small_demo):
     assert index.counts is not None
     guide = load_guide(paths.sae / constants.DEMO_GUIDE_FILENAME, index.meta.build_id)
     assert guide and {g.topic for g in guide} <= set(TOPICS) and all(0 <= g.latent < sae.cfg.d_sae for g in guide)
+    # it ships its evals on the held-out stories, and its SAELens files name no local path
+    evals = json.loads((paths.sae / constants.EVALS_FILENAME).read_text())["summary"]
+    assert evals["n_tokens"] > 0 and "ce_loss_score_meaningful" in evals and "ce_loss_with_ablation" in evals
+    for name in (constants.SAE_CFG_FILENAME, "runner_cfg.json"):
+        text = (paths.sae / name).read_text()
+        assert str(paths.root.parent) not in text and ".partial-" not in text, name
+    meta = json.loads((paths.sae / constants.SAE_CFG_FILENAME).read_text())["metadata"]
+    assert (meta["model_name"], meta["dataset_path"]) == ("latent-lab/demo", "latent-lab/demo-corpus")
+    assert meta["l0"] == evals["l0"] and meta["num_dead_features"] == round(evals["dead_fraction"] * SMALL_DEMO.d_sae)
     # the corpus ships with its topic labels
     heldout = load_corpus_split(paths.root, "heldout")
     assert len(heldout) == SMALL_DEMO.n_heldout and {s["topic"] for s in heldout} <= set(TOPICS)
@@ -50,6 +60,7 @@ def test_small_build_end_to_end(small_demo):
         assert stage in text
 
 
+@pytest.mark.slow
 def test_second_run_reuses_the_build(small_demo):
     paths, _ = small_demo
     before = (paths.root / constants.DEMO_BUILD_MANIFEST).stat().st_mtime_ns
@@ -59,13 +70,14 @@ def test_second_run_reuses_the_build(small_demo):
     assert (paths.root / constants.DEMO_BUILD_MANIFEST).stat().st_mtime_ns == before
 
 
+@pytest.mark.slow
 def test_interrupted_build_leaves_nothing_half_written(tmp_path, monkeypatch):
     out = tmp_path / "demo"
 
     def killed(*args, **kwargs):
         raise KeyboardInterrupt  # as if the user pressed Ctrl-C during SAE training
 
-    monkeypatch.setattr("sae_lib.training.run_training", killed)
+    monkeypatch.setattr("sae_lib.training.runner.run_training", killed)
     with pytest.raises(KeyboardInterrupt):
         ensure_demo(out, SMALL_DEMO, log=lambda _: None)
     assert not out.exists()
@@ -92,6 +104,21 @@ def test_stale_config_is_rebuilt(tmp_path, monkeypatch):
 
 
 # --- the real embedded demo -------------------------------------------------------------------
+
+
+def test_demo_sae_ships_measured_evals_and_keeps_its_tuned_quality(demo_paths):
+    evals = json.loads((demo_paths.sae / constants.EVALS_FILENAME).read_text())["summary"]
+    # The tuned demo SAE (DemoConfig): L0 about 15 of 1024 latents, about 1% of variance unexplained.
+    assert 10 < evals["l0"] < 25 and evals["explained_variance"] > 0.97, evals
+    assert evals["n_tokens"] >= 25_000  # every full batch of the held-out stories
+    meta = json.loads((demo_paths.sae / constants.SAE_CFG_FILENAME).read_text())["metadata"]
+    assert meta["l0"] == evals["l0"] and meta["measured_on_tokens"] == evals["n_tokens"]
+    # Zero-ablating blocks.2.hook_mlp_out barely moves the demo's loss: the ratio is flagged, not sold.
+    gap = evals["ce_loss_with_ablation"] - evals["ce_loss_without_sae"]
+    assert evals["ce_loss_score_meaningful"] is (gap >= 0.05)
+    for name in (constants.SAE_CFG_FILENAME, "runner_cfg.json", constants.EVALS_FILENAME):
+        text = (demo_paths.sae / name).read_text()
+        assert str(demo_paths.root) not in text and ".partial-" not in text, name
 
 
 def test_demo_lm_is_a_real_language_model(demo_paths):

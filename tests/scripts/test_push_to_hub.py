@@ -53,3 +53,19 @@ def test_token_never_printed_even_when_the_hub_fails(sae_dir, capsys, monkeypatc
     captured = capsys.readouterr()
     assert "upload to me/saes failed" in captured.err and "***" in captured.err
     assert "hf_secret_123" not in captured.out + captured.err
+
+
+def test_dry_run_card_and_files_name_no_local_path(sae_dir, tmp_path, monkeypatch):
+    import json
+
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    partial = str(tmp_path / "data" / "demo.partial-77" / "model")  # what the demo build used to record
+    cfg = json.loads((sae_dir / "cfg.json").read_text())
+    cfg["metadata"]["model_name"] = partial
+    (sae_dir / "cfg.json").write_text(json.dumps(cfg))
+    (sae_dir / "runner_cfg.json").write_text(json.dumps({"model_name": partial, "output_path": str(sae_dir)}))
+    staged = tmp_path / "d"
+    assert push_to_hub.main(["--sae-dir", str(sae_dir), "--repo", "me/saes", "--dry-run", str(staged)]) == 0
+    texts = [p.read_text() for p in staged.rglob("*") if p.suffix in (".json", ".md")]
+    assert len(texts) == 4 and not any(str(tmp_path) in t or "partial-77/" in t for t in texts)
+    assert "# jumprelu SAE on model `" in (staged / "README.md").read_text()

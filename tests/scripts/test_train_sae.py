@@ -28,7 +28,7 @@ TINY_ARGS = [
     "--preset", "demo", "--hook_name", TINY_HOOK, "--context_size", "32", "--train_batch_size_tokens", "128",
     "--training_tokens", str(128 * STEPS), "--store_batch_size_prompts", "4", "--n_batches_in_buffer", "8",
     "--n_batches_for_norm_estimate", "5", "--n_checkpoints", "10", "--sae.d_sae", "64",
-    "--demo-stories", "120", "--eval-batches", "1", "--progress-every", "0.5",
+    "--demo-stories", "120", "--eval-batches", "1", "--progress-every-s", "0.5",
 ]
 
 
@@ -37,46 +37,75 @@ def run(args, **kw):
     return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, env=env, timeout=300, **kw)
 
 
-def test_help_shows_the_write_ups_run(capsys):
+def _help(capsys, *argv) -> str:
     with pytest.raises(SystemExit) as exit_info:
-        train_sae.main(["--preset", "qwen3-8b", "--help"])
+        train_sae.main([*argv, "--help"])
     assert exit_info.value.code == 0
-    out = " ".join(capsys.readouterr().out.split())  # help text is wrapped
-    for fact in ("'Qwen/Qwen3-8B'", "'blocks.28.hook_mlp_out'", "'HuggingFaceFW/fineweb'", "(default: 1228800000)",
-                 "--seed V The seed to use. (default: 42)", "(default: 65536)", "'tanh'", "--resume", "--wandb-project",
-                 "--prepend_bos V", "(default: False)", "--n_checkpoints V"):
+    return " ".join(capsys.readouterr().out.split())  # help text is wrapped
+
+
+def test_help_shows_the_write_ups_run_with_saelens_help_texts(capsys):
+    out = _help(capsys, "--preset", "qwen3-8b")
+    for fact in ("(default: Qwen/Qwen3-8B)", "(default: blocks.28.hook_mlp_out)", "(default: HuggingFaceFW/fineweb)",
+                 "The number of training tokens. (default: 1228800000)", "--seed int The seed to use. (default: 42)",
+                 "(default: 65536)", "(default: tanh)", "The learning rate. (default: 0.0003)",
+                 "(default: 640)", "--resume bool", "--logger.wandb", "--sae.l0_coefficient", "(default: 5.0)",
+                 "Whether to prepend the beginning of sequence token", "--n_checkpoints int", "(default: 5)",
+                 "jumprelu", "matryoshka_batchtopk", "no transcoders"):
         assert fact in out, fact
 
 
-def test_unknown_preset_and_missing_out(capsys):
+def test_architecture_flag_swaps_the_sae_config(capsys):
+    out = _help(capsys, "--preset", "qwen3-8b", "--architecture", "topk")
+    assert "TopKTrainingSAEConfig" in out and "--sae.k int" in out and "(default: 100)" in out
+    assert "--sae.l0_coefficient" not in out and "(default: 65536)" in out
+
+
+def test_flags_reach_saelens_config_and_devices_follow_device():
+    job, cfg = train_sae.parse_args(["--preset", "qwen3-8b", "--out", "x", "--lr", "1e-4", "--sae.l0_coefficient", "2",
+                                     "--device", "cpu", "--logger.wandb_project", "p", "--architecture", "jumprelu"])
+    assert type(cfg).__name__ == "LanguageModelSAERunnerConfig" and job.out == Path("x") and job.preset == "qwen3-8b"
+    assert (cfg.lr, cfg.sae.l0_coefficient, cfg.logger.wandb_project) == (1e-4, 2.0, "p")
+    assert cfg.device == cfg.llm_device == cfg.act_store_device == "cpu"  # not the preset's cuda
+    assert "LR-0.0001-" in cfg.logger.run_name  # re-derived from the overridden lr
+    _, apart = train_sae.parse_args(["--preset", "qwen3-8b", "--out", "x", "--device", "cuda:1", "--llm_device", "cuda:0"])
+    assert (apart.device, apart.llm_device, apart.act_store_device) == ("cuda:1", "cuda:0", "cuda:1")
+
+
+def test_unknown_preset_architecture_and_missing_out(capsys):
     assert train_sae.main(["--preset", "gpt5", "--out", "x"]) == 2
     assert "Unknown preset 'gpt5'" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as exit_info:
-        train_sae.main(["--preset", "demo"])
-    assert exit_info.value.code == 2 and "--out is required" in capsys.readouterr().err
+    assert train_sae.main(["--architecture", "transcoder", "--out", "x"]) == 2
+    assert "Unknown architecture 'transcoder'" in capsys.readouterr().err
+    assert train_sae.main(["--preset", "demo"]) == 2
+    assert "--out is required" in capsys.readouterr().err
+    assert train_sae.main(["--out", "x", "--output_path", "/elsewhere"]) == 2
+    assert "set by --out" in capsys.readouterr().err
 
 
 def test_a_bad_flag_value_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as exit_info:
         train_sae.main(["--out", "x", "--lr", "fast"])
-    assert exit_info.value.code == 2 and "'fast': expected a number" in capsys.readouterr().err
+    assert exit_info.value.code == 2 and "invalid float value: 'fast'" in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")
 def hf_model_dir(tmp_path_factory, tiny_tokenizer):
     """A 2-layer, 32-wide Qwen3ForCausalLM folder with the fixture tokenizer, as the loader reads it."""
-    from transformers import Qwen3Config, Qwen3ForCausalLM
+    from transformers import Qwen3ForCausalLM
+
+    from sae_lib.demo.lm import qwen3_config
 
     folder = tmp_path_factory.mktemp("tiny_qwen3")
     torch.manual_seed(0)
-    cfg = Qwen3Config(vocab_size=len(tiny_tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, head_dim=8, intermediate_size=64, max_position_embeddings=128,
-                      tie_word_embeddings=False)
+    cfg = qwen3_config(tiny_tokenizer, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                       num_key_value_heads=2, head_dim=8, intermediate_size=64, max_position_embeddings=128)
     Qwen3ForCausalLM(cfg).save_pretrained(folder, safe_serialization=True)
     tiny_tokenizer.save_pretrained(folder)
     return folder
 
 
+@pytest.mark.slow
 def test_kill_then_resume_continues_from_the_checkpoint(tmp_path, hf_model_dir):
     out = tmp_path / "run"
     args = [*TINY_ARGS, "--model", str(hf_model_dir), "--out", str(out)]
@@ -109,6 +138,11 @@ def test_kill_then_resume_continues_from_the_checkpoint(tmp_path, hf_model_dir):
     assert summary["tokens_this_run"] == 128 * STEPS - ckpt_tokens  # nothing repeated, nothing skipped
     assert SAE.load_from_disk(str(out)).cfg.d_sae == 64
     assert (out / constants.EVALS_FILENAME).is_file() and "explained variance" in again.stdout
+    # A model given as a local folder is recorded by its name, never its path.
+    for name in (constants.SAE_CFG_FILENAME, "runner_cfg.json"):
+        text = (out / name).read_text()
+        assert str(hf_model_dir) not in text and str(tmp_path) not in text, name
+    assert json.loads((out / constants.SAE_CFG_FILENAME).read_text())["metadata"]["model_name"] == hf_model_dir.name
 
     # Bad input on the finished folder: refused (before any model is loaded) without --overwrite.
     assert train_sae.main(args) == 2

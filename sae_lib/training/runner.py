@@ -1,0 +1,189 @@
+"""The resumable runner: SAELens's ``LanguageModelSAETrainingRunner`` with exact resume and a clean stop.
+
+Written against SAELens 6.54.12, whose runner (``llm_sae_training_runner.py``) and trainer
+(``training/sae_trainer.py``) behave as follows; each repair below names the behaviour it works
+around, so it can be dropped when SAELens changes it:
+
+* On SIGINT/SIGTERM SAELens saves only the activation-store position (and ``runner_cfg.json``), not
+  the SAE or the trainer state, so that checkpoint cannot be resumed. Here the stop waits for a step
+  boundary and saves a full checkpoint with ``SAETrainer.save_checkpoint``.
+* ``SAETrainer.fit`` checkpoints before it counts the step (``_checkpoint_if_needed`` runs before
+  ``n_training_steps += 1``), so a trainer resumed from a scheduled checkpoint is one step behind;
+  the step count is restored from the token count (one step = one batch).
+* A resumed trainer recomputes every checkpoint threshold from zero and would save again at once
+  for each threshold already passed; those are dropped.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from sae_lens import LanguageModelSAERunnerConfig, LanguageModelSAETrainingRunner
+from sae_lens.saes.sae import TrainingSAE
+from sae_lens.training._interruption import InterruptedException
+from sae_lens.training.sae_trainer import SAETrainer
+from sae_lens.util import temporary_seed
+from transformer_lens import HookedTransformer
+
+from sae_lib.errors import LatentLabError
+from sae_lib.training.progress import Log, Progress
+
+
+@dataclass
+class RunStats:
+    """What happened in one ``run_training`` call (also written to ``train_summary.json``)."""
+
+    n_training_steps: int = 0
+    """Optimizer steps done in total, including those before a resume."""
+    n_training_samples: int = 0
+    """Activation vectors (tokens) trained on in total, including those before a resume."""
+    resumed_from: str | None = None
+    """The checkpoint folder this run continued from, if any."""
+    resumed_at_step: int | None = None
+    """The step count restored from that checkpoint."""
+    resumed_at_tokens: int | None = None
+    """The token count restored from that checkpoint."""
+    tokens_this_run: int = 0
+    """Tokens trained on by this process (the rest came from the checkpoint)."""
+    train_seconds: float = 0.0
+    """Wall time of the training loop in this process (activation generation included)."""
+    interrupted_checkpoint: str | None = None
+    """Set when a stop (SIGINT/SIGTERM or ``stop_after_steps``) ended the run: the checkpoint saved on the way out."""
+
+
+class StopRequest:
+    """SIGINT/SIGTERM ask the loop to stop at the next step boundary; a second signal stops at once."""
+
+    def __init__(self, log: Log):
+        self.requested = False
+        self.log = log
+
+    def __call__(self, signum: int, frame: Any) -> None:  # noqa: ARG002
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        self.log(f"{signal.Signals(signum).name} received: saving a checkpoint after the current step "
+                 "(send it again to stop without one).")
+
+
+class ResumableRunner(LanguageModelSAETrainingRunner):
+    """SAELens 6.54.12's runner with the repairs listed in this module's docstring and a progress line.
+
+    ``stop_after_steps`` stops the run at that step count as a signal would (checkpoint included):
+    how a test runs a preset's exact config for a few steps.
+    """
+
+    def __init__(self, cfg: LanguageModelSAERunnerConfig[Any], *, log: Log, progress_every_s: float,
+                 stop_after_steps: int | None = None, **kwargs: Any):
+        super().__init__(cfg, **kwargs)
+        self.log = log
+        self.progress_every_s = progress_every_s
+        self.stop_after_steps = stop_after_steps
+        self.stats = RunStats()
+
+    def run_trainer_with_interruption_handling(self, trainer: SAETrainer[Any, Any]) -> TrainingSAE[Any]:
+        batch = self.cfg.train_batch_size_tokens
+        if self.cfg.resume_from_checkpoint is not None:
+            trainer.n_training_steps = trainer.n_training_samples // batch
+            trainer.checkpoint_thresholds = [t for t in trainer.checkpoint_thresholds if t >= trainer.n_training_samples]
+            self.stats.resumed_from = str(self.cfg.resume_from_checkpoint)
+            self.stats.resumed_at_step = trainer.n_training_steps
+            self.stats.resumed_at_tokens = trainer.n_training_samples
+            self.log(f"resuming from {self.cfg.resume_from_checkpoint} at step {trainer.n_training_steps:,} "
+                     f"({trainer.n_training_samples:,} tokens)")
+        start = trainer.n_training_samples
+        progress = Progress(self.cfg.training_tokens, start, self.cfg.total_training_steps, self.log, self.progress_every_s)
+        stop = StopRequest(self.log)
+        inner_step = trainer.step
+
+        def step(batch_acts: torch.Tensor):  # (train_batch_size_tokens, d_in)
+            if self.stop_after_steps is not None and trainer.n_training_samples // batch >= self.stop_after_steps:
+                stop.requested = True
+            if stop.requested:
+                # Raised before this step touches any state, so the checkpoint is exactly step-aligned.
+                raise InterruptedException()
+            out = inner_step(batch_acts)
+            # SAELens counts the step after checkpointing; report the step this batch completes.
+            progress.update(trainer.n_training_samples, trainer.n_training_steps + 1)
+            return out
+
+        trainer.step = step  # type: ignore[method-assign]
+        in_main = threading.current_thread() is threading.main_thread()
+        previous = {}
+        if in_main:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous[sig] = signal.signal(sig, stop)
+        t0 = time.perf_counter()
+        try:
+            sae = trainer.fit()
+        except (KeyboardInterrupt, InterruptedException):
+            if self.cfg.checkpoint_path is not None and stop.requested:
+                name = str(trainer.n_training_samples)
+                trainer.save_checkpoint(checkpoint_name=name)
+                self.stats.interrupted_checkpoint = str(Path(self.cfg.checkpoint_path) / name)
+                self.log(f"checkpoint saved: {self.stats.interrupted_checkpoint}")
+            raise
+        finally:
+            self.stats.train_seconds = time.perf_counter() - t0
+            self.stats.n_training_steps = trainer.n_training_samples // batch
+            self.stats.n_training_samples = trainer.n_training_samples
+            self.stats.tokens_this_run = trainer.n_training_samples - start
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        progress.update(trainer.n_training_samples, trainer.n_training_steps, force=True)
+        return sae
+
+
+class TrainingInterrupted(LatentLabError):
+    """A stop (SIGINT/SIGTERM, ``stop_after_steps``) ended training; ``stats.interrupted_checkpoint`` says where it was saved."""
+
+    def __init__(self, stats: RunStats):
+        self.stats = stats
+        where = (
+            f"a checkpoint was saved in {stats.interrupted_checkpoint}; rerun the same command with --resume to continue."
+            if stats.interrupted_checkpoint
+            else "no checkpoint was saved (checkpointing is off); the run must start over."
+        )
+        super().__init__(f"Training was interrupted at step {stats.n_training_steps:,} "
+                         f"({stats.n_training_samples:,} tokens): {where}")
+
+
+def run_training(
+    cfg: LanguageModelSAERunnerConfig[Any],
+    model: HookedTransformer | None = None,
+    dataset: Any | None = None,
+    log: Log = print,
+    progress_every_s: float = 10.0,
+    stop_after_steps: int | None = None,
+) -> tuple[TrainingSAE[Any], RunStats]:
+    """Train with SAELens's runner (seeded from ``cfg.seed``); returns the SAE and what happened.
+
+    Writes ``cfg.output_path`` in SAELens's layout when set. ``model``/``dataset`` override what the
+    config names (the demo passes its local model and its generated, pre-tokenized corpus). A stop
+    raises :class:`TrainingInterrupted`.
+    """
+    import logging
+
+    sae_lens_log = logging.getLogger("sae_lens")
+    level = sae_lens_log.level
+    # SAELens warns that an overridden model/dataset makes the run "not reproducible via config";
+    # ours are reproducible from the demo build's / train job's own records, so it would only mislead.
+    sae_lens_log.setLevel(logging.ERROR)
+    # SAELens never seeds torch from cfg.seed; the SAE's init and the buffer shuffles draw from it.
+    try:
+        with temporary_seed(cfg.seed):
+            runner = ResumableRunner(cfg, override_dataset=dataset, override_model=model, log=log,
+                                     progress_every_s=progress_every_s, stop_after_steps=stop_after_steps)
+            try:
+                sae = runner.run()
+            except (KeyboardInterrupt, InterruptedException):
+                raise TrainingInterrupted(runner.stats) from None
+    finally:
+        sae_lens_log.setLevel(level)
+    return sae, runner.stats
