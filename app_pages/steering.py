@@ -27,11 +27,17 @@ st.markdown(
 # --- what to steer --------------------------------------------------------------------------------
 url_latent = st.query_params.get("latent")
 url_max_act = st.query_params.get("max_act")
+from sae_lib.demo.guide import DEMO_PROMPT, is_demo  # noqa: E402
+
 problem: str | None = None
+# On the demo a story opening (its tiny LM only tells stories); the write-up's prompt is one click away.
+if "steer_prompt" not in st.session_state:
+    st.session_state["steer_prompt"] = DEMO_PROMPT if is_demo(ws) else steering.WRITEUP_PROMPT
 prompt = st.text_area(
-    f"Prompt (up to {LIMITS.max_prompt_chars:,} characters)", value=steering.WRITEUP_PROMPT,
-    max_chars=LIMITS.max_text_chars, key="steer_prompt",
+    f"Prompt (up to {LIMITS.max_prompt_chars:,} characters)", max_chars=LIMITS.max_text_chars, key="steer_prompt",
 )  # fmt: skip
+st.button("Use the write-up's prompt", key="steer_writeup_prompt",
+          on_click=lambda: st.session_state.update(steer_prompt=steering.WRITEUP_PROMPT))
 try:
     check_prompt(prompt)
 except LatentLabError as err:
