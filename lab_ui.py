@@ -1,21 +1,85 @@
-"""The one place for Streamlit glue: cached loaders and the shared sidebar.
+"""The one place for Streamlit glue: cached loaders, the shared sidebar, and showing visitor text safely.
 
 Cached objects (model, SAE, latent index) are shared by every visitor of this process: never mutate
 them. Steering only ever adds hooks inside a scoped context (see ``sae_lib.steering``).
+
+Anything a visitor typed or put in a URL reaches the page as text, never as Markdown: every
+``st.error`` / ``st.caption`` / ``st.markdown`` that includes it passes it through :func:`as_text`.
 """
 
 from __future__ import annotations
 
+import logging
+import re
+import sys
+
 import streamlit as st
 
 from sae_lib.errors import LatentLabError
+from sae_lib.limits import LIMITS, check_range
+from sae_lib.redact import public_name, redact_paths
 from sae_lib.workspace import Workspace, load_workspace
+
+log = logging.getLogger("latent_lab")
+OPERATOR_LOGGERS = ("latent_lab", "sae_lib")
+"""Loggers whose records (what was loaded from where, failures with their traces) go to the server's
+stderr: the operator's log. Visitors see names and messages; the details are kept here."""
+
+
+class _Stderr(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of the record (as Python's last-resort handler)."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def _log_to_stderr() -> None:
+    # Without a handler, Python prints only warnings and up (and INFO lines such as where the model was
+    # loaded from would be lost). Added once per process; records still propagate (tests capture them).
+    for name in OPERATOR_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(getattr(h, "_latent_lab", False) for h in logger.handlers):
+            handler = _Stderr()
+            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+            handler._latent_lab = True  # type: ignore[attr-defined]
+            logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
+_log_to_stderr()
+
+# Every ASCII punctuation character: CommonMark lets each be escaped with a backslash, and each can
+# start Markdown ("[", "!", "*", "`", "#", "<", "|") or Streamlit's extensions (":red[...]", "$x$").
+# Escaping ":", "/" and "." too breaks bare-URL autolinks ("https://...", "www.x.y").
+_MARKDOWN_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
+
+
+def as_text(value: object) -> str:
+    """``value`` as Markdown that shows exactly its characters: no link, image, HTML, formatting."""
+    return _MARKDOWN_PUNCTUATION.sub(r"\\\1", str(value))
+
+
+def show_error(message: object, where=st) -> None:
+    """A red box with ``message`` shown as text (messages quote what the visitor typed)."""
+    where.error(as_text(message))
 
 
 @st.cache_resource(show_spinner="Loading the model and SAE (once per process)...")
 def get_workspace() -> Workspace:
     """Model + SAE (+ latent index when present), loaded once per process from the environment."""
-    return load_workspace()
+    ws = load_workspace()
+    # The operator's log gets the real places; visitors get names (see loaded_facts).
+    log.info("Loaded model %s and SAE %s (SAE files in %s)", ws.model_source, ws.sae_source, ws.sae_dir)
+    if ws.fallback_reason:
+        log.warning("%s", ws.fallback_reason)
+    if ws.index_problem:
+        log.warning("No latent index: %s", ws.index_problem)
+    return ws
 
 
 def workspace_or_stop() -> Workspace:
@@ -23,54 +87,276 @@ def workspace_or_stop() -> Workspace:
     try:
         ws = get_workspace()
     except LatentLabError as err:
-        st.error(str(err))
+        log.exception("Loading the workspace failed")
+        show_error(redact_paths(str(err)))
         st.stop()
     if ws.fallback_reason:
-        st.warning(ws.fallback_reason)
+        st.warning(as_text(redact_paths(ws.fallback_reason)))
     if ws.engine_notice:
-        st.info(ws.engine_notice)
+        st.info(as_text(redact_paths(ws.engine_notice)))
     return ws
+
+
+def loaded_facts(ws: Workspace) -> dict[str, object]:
+    """What is loaded, as visitors may see it: the sources by name, never the server's folders."""
+    info = ws.describe()
+    info["model"] = public_name(ws.model_source)
+    info["sae"] = public_name(ws.sae_source)
+    info["index"] = "loaded" if ws.index is not None else redact_paths(ws.index_problem or "none")
+    return info
 
 
 def sidebar(ws: Workspace) -> None:
     """What is loaded, in the sidebar of every page."""
-    info = ws.describe()
+    info = loaded_facts(ws)
+    if ws.index is None and current_index(ws) is not None:
+        info["index"] = "built in the app"
     with st.sidebar:
         st.markdown("### Loaded")
         st.markdown(
             "  \n".join(  # two spaces: a Markdown line break
                 [
-                    f"**Model** `{info['model']}`",
-                    f"**SAE** `{info['sae']}`",
-                    f"**Hook** `{info['hook']}`",
+                    f"**Model** {as_text(info['model'])}",
+                    f"**SAE** {as_text(info['sae'])}",
+                    f"**Hook** `{info['hook']}`"
+                    + (f" → writes `{info['hook_out']}`" if info["hook_out"] != info["hook"] else ""),
+                    f"**Architecture** {info['architecture']}",
                     f"**d_in** {info['d_in']:,} · **d_sae** {info['d_sae']:,}",
                     f"**Device** {info['device']} · **dtype** {info['dtype']}",
-                    f"**Latent index** {info['index']}",
-                    f"**Generation** {info['engine']}",
+                    f"**Latent index** {as_text(info['index'])}",
+                    f"**Generation** {as_text(info['engine'])}",
                 ]
             )
         )
 
 
-# --- Theory page: the toy model of superposition, cached per parameter set ----------------------
+def seed_input(where, key: str, default: int = 0, label: str = "Seed") -> int | None:
+    """A seed box that says so when a typed seed is out of range (the box itself would clamp it silently).
+
+    Returns the seed, or None after showing why it cannot be used.
+    """
+    # No max_value on the widget: the browser would quietly replace 2**31 by the maximum.
+    seed = where.number_input(label, min_value=0, value=default, step=1, key=key)
+    try:
+        return int(check_range(label, int(seed), 0, LIMITS.max_seed))
+    except LatentLabError as err:
+        show_error(f"{err} Type a smaller seed.", where)
+        return None
+
+
+# --- Theory page: the toy model of superposition, trained one visitor at a time --------------------
 # Kept at the end and self-contained so merges with the other pages' glue stay trivial.
+import threading  # noqa: E402
+from collections import OrderedDict  # noqa: E402
+from collections.abc import Callable, Hashable  # noqa: E402
+from typing import TypeVar  # noqa: E402
+
+from sae_lib.model_queue import named_queue  # noqa: E402
 from sae_lib.toy_model import (  # noqa: E402
     ToyConfig,
     ToyResult,
     ToySAEConfig,
     ToySAEResult,
+    TrainingProgress,
     train_toy,
     train_toy_sae,
 )
 
+TOY_QUEUE = "theory-training"
+"""The queue every Theory-page training run waits in: they all share the server's CPU."""
+_TOY_CACHE_ENTRIES = 64
+T = TypeVar("T")
 
-@st.cache_data(show_spinner="Training the toy models (a few seconds)...", max_entries=64)
+
+class _ResultCache:
+    """Results by parameter set, shared by every visitor, least recently used dropped first.
+
+    Not ``st.cache_data``: that cannot tell whether a result is cached without computing it, and the
+    queue and progress bar must only appear when training actually runs.
+    """
+
+    def __init__(self, max_entries: int) -> None:
+        self._items: OrderedDict[Hashable, object] = OrderedDict()
+        self._lock = threading.Lock()
+        self._max = max_entries
+
+    def get(self, key: Hashable) -> object | None:
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        return None
+
+    def put(self, key: Hashable, value: object) -> None:
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self._max:
+                self._items.popitem(last=False)
+
+
+@st.cache_resource
+def _toy_results() -> _ResultCache:
+    return _ResultCache(_TOY_CACHE_ENTRIES)
+
+
+def progress_text(what: str, p: TrainingProgress) -> str:
+    """What the progress bar says: the step, and the time this run is expected to take, as measured."""
+    return (
+        f"{what}: step {p.step:,} of {p.total:,}, about {p.remaining_s:.0f} s left "
+        f"(this run is expected to take {p.expected_total_s:.0f} s, measured on its first steps)"
+    )
+
+
+def _train_once(key: Hashable, what: str, train: Callable[[Callable[[TrainingProgress], None]], T]) -> T:
+    """``train(progress)`` for ``key`` unless cached; one training run at a time, in arrival order."""
+    cache = _toy_results()
+    hit = cache.get(key)
+    if hit is not None:
+        return hit  # type: ignore[return-value]
+    status = st.empty()
+
+    def waiting(ahead: int) -> None:
+        status.info(f"Waiting for the server's CPU: {ahead} training run(s) ahead of you. {what} starts after them.")
+
+    def progress(p: TrainingProgress) -> None:
+        status.progress(min(p.step / p.total, 1.0), text=progress_text(what, p))
+
+    try:
+        with named_queue(TOY_QUEUE).slot(waiting):
+            hit = cache.get(key)  # trained by the visitor ahead of us while we waited
+            if hit is not None:
+                return hit  # type: ignore[return-value]
+            status.progress(0.0, text=f"{what}: starting (the expected time shows after the first steps)")
+            result = train(progress)
+        cache.put(key, result)
+        return result
+    finally:
+        status.empty()
+
+
 def toy_sweep(cfg: ToyConfig) -> ToyResult:
     """The trained sweep for ``cfg``; cached by value, so returning to earlier settings is instant."""
-    return train_toy(cfg)
+    return _train_once(("sweep", cfg), "Training the toy models", lambda progress: train_toy(cfg, progress=progress))
 
 
-@st.cache_data(show_spinner="Training the tiny SAE...", max_entries=64)
 def toy_sae(cfg: ToyConfig, sae_cfg: ToySAEConfig) -> ToySAEResult:
     """A tiny SAE trained on the hidden activations of the sweep for ``cfg``; cached by both configs."""
-    return train_toy_sae(toy_sweep(cfg), sae_cfg)
+    toy = toy_sweep(cfg)
+    return _train_once(
+        ("sae", cfg, sae_cfg), "Training the tiny SAE", lambda progress: train_toy_sae(toy, sae_cfg, progress=progress)
+    )
+
+
+# --- Latent browser: building a latent index in the app ------------------------------------------
+# Self-contained like the Theory glue above. Builds are shared by every visitor of this process
+# (sae_lib.index_builds.BUILDS: one per SAE); this section only draws them.
+from sae_lib import index_builds as ib  # noqa: E402
+from sae_lib.errors import InputError  # noqa: E402
+from sae_lib.model_queue import queue_for  # noqa: E402
+
+TOKEN_CHOICES = (10_000, 30_000, 100_000, 300_000, 1_000_000, 3_000_000, 10_000_000, 30_000_000)
+"""What the token slider offers (a log scale): up to 30M, 27 minutes at the H100 rate."""
+
+
+def current_index(ws: Workspace):
+    """The index to browse: the one loaded with the SAE, else one built in this process for it."""
+    if ws.index is not None:
+        return ws.index
+    build = ib.BUILDS.get(ws.sae)
+    return build.index if build is not None else None
+
+
+_RATES: dict[str, float] = {}
+"""Measured index-pass tokens/s per SAE weight hash (process-wide, like the model)."""
+
+
+def measured_tokens_per_s(ws: Workspace) -> float | None:
+    """Tokens/s of the index pass here, measured once per SAE (a few rows); None while the model is busy
+    (measuring would wait for a generation or build to finish) or if the measurement failed."""
+    key = ib.sae_key(ws.sae)
+    if key not in _RATES and queue_for(ws.model).ahead_of_new_arrival() == 0:
+        try:
+            with st.spinner("Measuring the index pass on this machine (a few rows)..."):
+                _RATES[key] = ib.measure_tokens_per_s(ws.model, ws.sae, ib.default_settings(ws.model))
+        except Exception:  # a failed measurement only costs the local estimate
+            return None
+    return _RATES.get(key)
+
+
+def _status_line(s: ib.BuildStatus) -> str:
+    left = "" if s.seconds_left is None else f", about {ib._duration(s.seconds_left)} left"
+    rate = f", {s.tokens_per_s:,.0f} tokens/s" if s.tokens_per_s else ""
+    return f"{s.tokens_done:,} of {s.tokens_total:,} tokens{rate}{left}"
+
+
+@st.fragment(run_every=1.0)
+def _build_progress(ws: Workspace) -> None:
+    build = ib.BUILDS.get(ws.sae)
+    if build is None:
+        return
+    s = build.status()
+    if s.active:
+        label = "Reading the corpus..." if s.state == "reading" else (
+            "Writing the index..." if s.state == "writing" else f"Indexing {as_text(s.message)}: {_status_line(s)}"
+        )
+        st.progress(min(s.fraction, 1.0), text=label)
+        st.button("Cancel the build", key="ib_cancel", on_click=build.cancel,
+                  help="Stops after the current batch; nothing is written.")
+    else:
+        st.rerun()  # the whole page: it now has an index, or shows why not
+
+
+def index_build_panel(ws: Workspace) -> None:
+    """Offer to build an index for the loaded SAE, or show the build that is running (anyone's)."""
+    build = ib.BUILDS.get(ws.sae)
+    status = build.status() if build is not None else None
+    st.subheader("Build a latent index")
+    if status is not None and status.active:
+        st.info("An index is being built for this SAE (started by a visitor); you can browse as soon as it is done.")
+        _build_progress(ws)
+        return
+    if status is not None and status.state in ("cancelled", "failed"):
+        (st.info if status.state == "cancelled" else st.error)(as_text(status.message))
+    settings = ib.default_settings(ws.model)
+    st.caption(
+        f"One pass over a corpus through the model (up to `{ws.hook_name}`) and the SAE's encoder, "
+        f"in rows of {settings.context_size} tokens. The result is kept on this server's disk (under the "
+        "Hugging Face cache) for this SAE's weights, so it survives a restart, and every visitor can use it."
+    )
+    kind = st.radio("Corpus", ["Demo corpus", "Hub dataset", "Upload a file"], key="ib_kind", horizontal=True)
+    source = None
+    problem = None
+    if kind == "Hub dataset":
+        c1, c2, c3 = st.columns([3, 1, 1])
+        name = c1.text_input("Dataset name", key="ib_dataset", placeholder="HuggingFaceFW/fineweb", max_chars=200)
+        split = c2.text_input("Split", "train", key="ib_split", max_chars=50)
+        column = c3.text_input("Text column (empty: detect)", "", key="ib_column", max_chars=100)
+        source = ib.CorpusSource("hub", name=name.strip(), split=split.strip() or "train", text_column=column.strip())
+        if not name.strip():
+            problem = "Type a dataset name."
+    elif kind == "Upload a file":
+        file = st.file_uploader("Text, jsonl or parquet", type=["txt", "jsonl", "parquet"], key="ib_file")
+        if file is None:
+            problem = "Choose a file."
+        else:
+            source = ib.CorpusSource("upload", name=file.name, data=file.getvalue())
+    else:
+        source = ib.CorpusSource("demo")
+    choices = [n for n in TOKEN_CHOICES if n >= settings.context_size]
+    default = 100_000 if settings.context_size <= 128 else 10_000_000
+    n_tokens = st.select_slider("Tokens to index", choices, value=default if default in choices else choices[0],
+                                key="ib_tokens", format_func=lambda n: f"{n:,}")
+    st.caption(ib.estimate_text(int(n_tokens), measured_tokens_per_s(ws)))
+    if st.button("Build the index", key="ib_start", type="primary", disabled=problem is not None,
+                 help=problem):
+        try:
+            if source.kind == "upload":  # checked now, so a bad file is refused before a job starts
+                ib.upload_texts(source.name, source.data, source.text_column)
+            _, started = ib.BUILDS.start(ws.model, ws.sae, source, int(n_tokens), settings)
+        except InputError as err:
+            show_error(err)
+            return
+        if not started:
+            st.info("A build for this SAE was already running: showing it.")
+        _build_progress(ws)

@@ -2,11 +2,11 @@
 
 import streamlit as st
 
-from lab_ui import sidebar, workspace_or_stop
+from lab_ui import as_text, loaded_facts, sidebar, workspace_or_stop
 
 ws = workspace_or_stop()
 sidebar(ws)
-info = ws.describe()
+info = loaded_facts(ws)  # names, never the server's folders
 
 st.title("Latent Lab")
 st.markdown(
@@ -16,9 +16,9 @@ st.markdown(
 )
 cfg = ws.model.cfg
 c1, c2, c3, c4 = st.columns(4)
-c1.metric("Model layers", cfg.n_layers, help=f"Loaded from {info['model']}")
+c1.metric("Model layers", cfg.n_layers, help=f"Loaded from {as_text(info['model'])}")
 c2.metric("Residual width (d_model)", f"{cfg.d_model:,}")
-c3.metric("SAE latents (d_sae)", f"{info['d_sae']:,}", help=f"Loaded from {info['sae']}")
+c3.metric("SAE latents (d_sae)", f"{info['d_sae']:,}", help=f"Loaded from {as_text(info['sae'])}")
 c4.metric("Latents per dimension", f"{info['d_sae'] / info['d_in']:.0f}x")
 st.markdown(f"The SAE reads `{info['hook']}` of **{cfg.model_name}** ({info['device']}, {info['dtype']}).")
 
@@ -28,6 +28,6 @@ st.page_link("app_pages/latent_browser.py", label="Latent browser: every latent'
 st.page_link("app_pages/steering.py", label="Steering playground: clamp a latent and compare normal vs steered text", icon=":material/tune:")
 if ws.index is None:
     st.info(
-        f"No latent index ships with this SAE ({info['index']}). The Latent browser still offers "
+        f"No latent index ships with this SAE ({as_text(info['index'])}). The Latent browser still offers "
         "'What fires here'; build an index with `python scripts/build_latent_index.py`."
     )

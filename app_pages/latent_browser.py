@@ -11,21 +11,24 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from lab_ui import sidebar, workspace_or_stop
+from lab_ui import as_text, current_index, index_build_panel, seed_input, show_error, sidebar, workspace_or_stop
 from sae_lib import latent_index as li
-from sae_lib import probe
+from sae_lib import probe, registry, sae_hooks
 from sae_lib.render import context_html
 from sae_lib.errors import LatentLabError
+from sae_lib.limits import LIMITS
+from sae_lib.redact import redact_paths
 
 ws = workspace_or_stop()
 sidebar(ws)
-index = ws.index
+index = current_index(ws)
 d_sae = int(ws.sae.cfg.d_sae)
 STEERING_PAGE = "app_pages/steering.py"
 OVERVIEW, LATENT, FIRES, SAMPLE = "Overview", "One latent", "What fires here", "Random sample"
 VIEWS = [OVERVIEW, LATENT, FIRES, SAMPLE] if index is not None else [FIRES]
 
 st.title("Latent browser")
+st.caption(sae_hooks.role_caption(ws.sae))
 
 
 def open_latent(latent: int) -> None:
@@ -62,10 +65,10 @@ def show_contexts(views: list[li.ContextView], scale: float) -> None:
 # --- where we are: the URL's latent, the view ------------------------------------------------
 if index is None:
     st.warning(
-        f"No latent index for this SAE ({ws.index_problem or 'none found'}). Build one next to the SAE with "
-        "`python scripts/build_latent_index.py` (the embedded demo) or "
-        "`python scripts/build_latent_index.py --model <model> --sae <sae> --dataset <hub dataset>`; "
-        "then restart the app. Until then, only 'What fires here' is available."
+        f"No latent index for this SAE ({as_text(redact_paths(ws.index_problem or 'none found'))}). "
+        "Build one below, or offline with "
+        "`python scripts/build_latent_index.py --model <model> --sae <sae> --dataset <hub dataset>` "
+        "(next to the SAE; then restart the app). Until then, only 'What fires here' is available."
     )
 url_latent = st.query_params.get("latent")
 if url_latent is not None and url_latent != st.session_state.get("lb_url_latent"):
@@ -75,7 +78,7 @@ if url_latent is not None and url_latent != st.session_state.get("lb_url_latent"
         if index is not None:
             st.session_state["lb_view"] = LATENT
     except LatentLabError as err:
-        st.error(f"The link asks for a latent that does not exist. {err}")
+        show_error(f"The link asks for a latent that does not exist. {err}")
 if st.session_state.get("lb_view") not in VIEWS:
     st.session_state["lb_view"] = VIEWS[0]
 view = st.radio("View", VIEWS, key="lb_view", horizontal=True, label_visibility="collapsed")
@@ -88,7 +91,8 @@ if view == OVERVIEW:
     c2.metric("Tokens indexed", f"{meta.n_tokens:,}")
     c3.metric("Dead (never fired)", f"{int(index.dead.sum()):,}")
     c4.metric(f"Dense (> {meta.config['dense_threshold']:.0%} of tokens)", f"{int(index.dense.sum()):,}")
-    st.caption(f"Index of `{meta.description or 'a corpus'}` on `{meta.hook_name}`, built {meta.created}.")
+    corpus = f"of {as_text(meta.description)}" if meta.description else "(its corpus was not recorded)"
+    st.caption(f"Index {corpus}, on `{meta.hook_name}`, built {as_text(meta.created)}.")
     log_d = li.log10_densities(index)
     if len(log_d):
         st.plotly_chart(
@@ -102,7 +106,7 @@ if view == OVERVIEW:
     low = float(np.floor(log_d.min())) if len(log_d) else -6.0
     band = f1.slider("log10 density range", low, 0.0, (low, 0.0), step=0.1, key="lb_band")
     hide_dead = f2.checkbox("Hide dead", value=True, key="lb_hide_dead")
-    query = f3.text_input("Search a token (top contexts or logit lens)", key="lb_query")
+    query = f3.text_input("Search a token (top contexts or logit lens)", key="lb_query", max_chars=LIMITS.max_text_chars)
     table = li.latent_table(index, log10_density_range=band, hide_dead=hide_dead, query=query)
     st.caption(f"{len(table):,} latents match. Click a row, then open it.")
     event = st.dataframe(
@@ -130,6 +134,9 @@ elif view == LATENT:
         st.info(f"Latent {latent} never fired on the {index.meta.n_tokens:,} indexed tokens: it is dead.")
     else:
         st.plotly_chart(histogram_figure(latent, li.histogram_title(index, latent)), key="lb_latent_hist")
+    neuronpedia = registry.neuronpedia_url(ws.sae, latent)
+    if neuronpedia:
+        st.link_button(f"Latent {latent} on Neuronpedia", neuronpedia)
     if st.button(
         f"Steer with latent {latent} (max activation {max_act:.3g})",
         key="lb_to_steering",
@@ -155,7 +162,10 @@ elif view == LATENT:
 # --- what fires here (live model + SAE) --------------------------------------------------------
 elif view == FIRES:
     with st.form("lb_fires_form"):
-        prompt = st.text_area("Prompt", key="lb_prompt", placeholder="Type a few sentences.")
+        prompt = st.text_area(
+            f"Prompt (up to {LIMITS.max_prompt_chars:,} characters)", key="lb_prompt",
+            placeholder="Type a few sentences.", max_chars=LIMITS.max_text_chars,
+        )  # fmt: skip
         top_n = st.slider("Latents shown per token", 1, 10, 5, key="lb_top_n")
         run = st.form_submit_button("Find the latents that fire")
     if run:
@@ -163,7 +173,7 @@ elif view == FIRES:
             st.session_state["lb_firing"] = probe.what_fires(ws.model, ws.sae, prompt, top_n=top_n)
         except LatentLabError as err:
             st.session_state.pop("lb_firing", None)
-            st.error(str(err))
+            show_error(err)
     firing = st.session_state.get("lb_firing")
     if firing is not None:
         st.dataframe(probe.firing_table(firing), hide_index=True, key="lb_firing_table")
@@ -177,7 +187,9 @@ elif view == FIRES:
 
 # --- the write-up's random sample ----------------------------------------------------------------
 elif view == SAMPLE:
-    seed = int(st.number_input("Seed", 0, 1_000_000, 0, step=1, key="lb_seed"))
+    seed = seed_input(st, "lb_seed")
+    if seed is None:
+        st.stop()
     picked = li.sample_latents(d_sae, 20, seed)
     st.caption(
         "20 random latents, as in the write-up: dense latents spread over many values and fire often; "
@@ -201,3 +213,8 @@ elif view == SAMPLE:
     st.plotly_chart(fig, key="lb_sample_grid")
     st.selectbox("Open one", picked, key="lb_sample_pick")
     st.button("Open", key="lb_sample_open", on_click=open_picked, args=("lb_sample_pick",))
+
+# --- no index yet: build one here (shared by every visitor, kept on disk for this SAE) -----------------
+if index is None:
+    with st.expander("Build a latent index here", expanded=True):
+        index_build_panel(ws)

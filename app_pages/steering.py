@@ -5,11 +5,11 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from lab_ui import sidebar, workspace_or_stop
-from sae_lib import render, steering
+from lab_ui import as_text, current_index, seed_input, show_error, sidebar, workspace_or_stop
+from sae_lib import render, sae_hooks, steering
 from sae_lib.dose_response import dose_response
 from sae_lib.errors import LatentLabError
-from sae_lib.limits import LIMITS
+from sae_lib.limits import LIMITS, check_prompt
 from sae_lib.model_queue import queue_for
 
 ws = workspace_or_stop()
@@ -19,7 +19,7 @@ M = float(LIMITS.max_multiplier)
 
 st.title("Steering playground")
 st.markdown(
-    f"Add a latent's decoder direction into `{ws.hook_name}` while the model writes, and compare with "
+    f"Add a latent's decoder direction into `{sae_hooks.output_hook(ws.sae)}` while the model writes, and compare with "
     "what it writes unsteered. Normal and steered sample *i* share one random stream, so every "
     "difference comes from the steering. Multipliers are in units of the latent's max activation."
 )
@@ -27,35 +27,54 @@ st.markdown(
 # --- what to steer --------------------------------------------------------------------------------
 url_latent = st.query_params.get("latent")
 url_max_act = st.query_params.get("max_act")
-prompt = st.text_area("Prompt", value=steering.WRITEUP_PROMPT, max_chars=LIMITS.max_prompt_chars, key="steer_prompt")
+problem: str | None = None
+prompt = st.text_area(
+    f"Prompt (up to {LIMITS.max_prompt_chars:,} characters)", value=steering.WRITEUP_PROMPT,
+    max_chars=LIMITS.max_text_chars, key="steer_prompt",
+)  # fmt: skip
+try:
+    check_prompt(prompt)
+except LatentLabError as err:
+    problem = str(err)
+    show_error(problem)
 latents_text = st.text_input(
     f"Latents to steer (numbers from 0 to {d_sae - 1}, comma-separated; at most {LIMITS.max_steered_latents})",
-    value=url_latent or "",
+    value=url_latent if url_latent and len(url_latent) <= LIMITS.max_text_chars else "",
+    max_chars=LIMITS.max_text_chars,
     key="steer_latents",
     help="The Latent browser's 'Steer' button fills this in; you can also type latent numbers.",
 )
 
+# The list is parsed and bounded before a single per-latent widget is built: a link naming a thousand
+# latents gets its message here, at the top, not after a thousand sliders.
 specs: list[steering.SteeringSpec] = []
-problem: str | None = None
 try:
     latents = steering.parse_latents(latents_text, d_sae)
-    for latent in latents:
-        with st.container(border=True):
-            c_method, c_max, c_hi, c_lo = st.columns([2, 1, 2, 2])
-            method = c_method.selectbox(
-                f"Latent {latent}: method", steering.METHODS, key=f"steer_method_{latent}",
-                help=steering.METHOD_HELP["write-up clamp"] + " " + steering.METHOD_HELP["add"] + " "
-                + steering.METHOD_HELP["clamp activation"],
-            )
-            default, note = steering.default_max_act(
-                ws.index, latent, url_max_act if url_latent and str(latent) == url_latent.strip() else None
-            )
-            if note:
-                c_max.caption(note)
-            max_act = c_max.number_input(
-                "max activation", min_value=0.0, value=default, key=f"steer_max_{latent}",
-                help="The latent's largest activation on text; every multiplier is measured in it.",
-            )
+except LatentLabError as err:
+    latents = []
+    problem = str(err)
+    show_error(problem)
+
+for latent in latents:
+    with st.container(border=True):
+        c_method, c_max, c_hi, c_lo = st.columns([2, 1, 2, 2])
+        method = c_method.selectbox(
+            f"Latent {latent}: method", steering.METHODS, key=f"steer_method_{latent}",
+            help=steering.METHOD_HELP["write-up clamp"] + " " + steering.METHOD_HELP["add"] + " "
+            + steering.METHOD_HELP["clamp activation"],
+        )  # fmt: skip
+        default, note = steering.default_max_act(
+            current_index(ws), latent, url_max_act if url_latent and str(latent) == url_latent.strip() else None
+        )
+        if note:
+            c_max.caption(as_text(note))
+        # No max_value: the browser would silently clamp a typed value; the spec's check says why instead.
+        max_act = c_max.number_input(
+            "max activation", min_value=0.0, value=default, key=f"steer_max_{latent}",
+            help="The latent's largest activation on text; every multiplier is measured in it. "
+            f"At most {LIMITS.max_latent_activation:,g} on this server.",
+        )  # fmt: skip
+        try:
             if method == "write-up clamp":
                 hi = c_hi.slider("hi (positive components)", -M, M, 10.0, 0.5, key=f"steer_hi_{latent}",
                                  help=steering.METHOD_HELP[method])
@@ -67,20 +86,27 @@ try:
                 coeff = c_hi.slider(label, -M, M, 10.0, 0.5, key=f"steer_coeff_{latent}",
                                     help=steering.METHOD_HELP[method])
                 specs.append(steering.SteeringSpec(latent, method, max_act, coeff=coeff))
+        except LatentLabError as err:
+            problem = str(err)
+            show_error(problem)
+try:
     steering.check_specs(specs, d_sae)
 except LatentLabError as err:
     problem = str(err)
-    st.error(problem)
+    show_error(problem)
 
 with st.expander("Generation settings", expanded=False):
     c1, c2, c3 = st.columns(3)
     n_samples = c1.slider("Samples (one batch)", 1, LIMITS.max_samples, min(5, LIMITS.max_samples), key="steer_samples")
     max_new = c2.slider("Tokens to generate", 1, LIMITS.max_new_tokens, min(50, LIMITS.max_new_tokens), key="steer_tokens")
-    seed = c3.number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, step=1, key="steer_seed")
+    seed = seed_input(c3, "steer_seed")
     temperature = c1.slider("Temperature", 0.0, float(LIMITS.max_temperature), 0.05, 0.01, key="steer_temp",
                             help="0 is greedy (TransformerLens then ignores the frequency penalty).")
     freq_penalty = c2.slider("Frequency penalty", 0.0, float(LIMITS.max_freq_penalty), 2.0, 0.1, key="steer_freq")
     positions = c3.radio("Steer positions", steering.POSITIONS, key="steer_positions", help=steering.POSITIONS_HELP)
+if seed is None:
+    problem = "The seed is out of range."
+    show_error("The seed (in Generation settings) is out of range: type a smaller one to generate.")
 st.caption(f"Limits on this server: {LIMITS.max_samples} samples, {LIMITS.max_new_tokens} tokens, "
            f"multipliers within ±{M:g}. Stop interrupts a run.")
 
@@ -97,11 +123,22 @@ def progress_bar(bar):
     return progress
 
 
+def stopped_note(pending_key: str, result_key: str, what: str) -> None:
+    """Say so when the last run of ``what`` never finished (Stop, or a setting changed while it ran)."""
+    if st.session_state.pop(pending_key, False):
+        shown = (f"the {what} below is from the run before it" if result_key in st.session_state
+                 else f"no {what} is shown")
+        st.warning(f"The last {what} run was stopped before it finished (Stop, or a setting changed while it "
+                   f"ran), so {shown}. Press the button again to rerun it.")
+
+
 c_go, c_stop = st.columns([1, 6])
 go_clicked = c_go.button("Generate", type="primary", key="steer_go", disabled=problem is not None)
 c_stop.button("Stop", key="steer_stop", help="Interrupts a running generation (the model is left unsteered).")
 
 if go_clicked:
+    # Cleared only when the run ends on its own: a Stop interrupts the script before that line.
+    st.session_state["steer_pending"] = True
     status, bar = st.empty(), st.empty()
     try:
         settings = steering.GenerationSettings(
@@ -110,31 +147,40 @@ if go_clicked:
         )
         result = steering.generate(ws.model, ws.sae, prompt, specs, settings,
                                    progress=progress_bar(bar), on_wait=waiting(status))
-        label = ", ".join(str(s.latent) for s in specs) or "(none)"
+        label = ("latent " if len(specs) == 1 else "latents ") + ", ".join(str(s.latent) for s in specs)
         st.session_state["steer_result"] = (result, label)
     except LatentLabError as err:
         st.session_state.pop("steer_result", None)
-        st.error(str(err))
+        show_error(err)
     finally:
         status.empty()
         bar.empty()
+    st.session_state.pop("steer_pending", None)
+else:
+    stopped_note("steer_pending", "steer_result", "generation")
 
 if "steer_result" in st.session_state:
     result, label = st.session_state["steer_result"]
     if not result.steered:
         st.info("No latent selected: only the normal output is shown.")
     st.markdown(render.comparison_table_html(result, label), unsafe_allow_html=True)
-    st.caption("Highlighted: words that differ from the normal sample drawn from the same random stream. ↵ is a newline.")
+    st.caption(
+        "Each row is one sample: the normal output and, beside it, the steered output drawn from the same "
+        "random stream. Highlighted: the words of the steered output that differ from the normal output "
+        "beside it. ↵ is a newline."
+    )
 
 # --- dose-response --------------------------------------------------------------------------------
 st.subheader("Dose-response: how strong is too strong")
 st.markdown(
     "Every multiplier above is scaled by each value below (1 = the sliders' setting), one sample per value, "
     "all in one batch. **KL** is how far steering moves the model's next-token distribution from the "
-    "unsteered one (right after the prompt, and averaged over the text it then writes); the **latent's "
-    "activation** is how strongly the steered latent fires when the unsteered model reads that text. "
+    "unsteered one (right after the prompt, and averaged over the text it then writes). Below it, the "
+    "steered latent's activation two ways: **at the hook, steered** (what steering puts into the latent "
+    "where it writes the text: it rises with the scale) and **on the text, unsteered** (how strongly the "
+    "latent fires when the unsteered model reads the steered text: whether the text itself now evokes it). "
     "Steering starts to act where KL leaves 0; text usually breaks where KL keeps climbing but the "
-    "latent's own activation stops rising."
+    "latent's activation on the text stops rising."
 )
 largest = max((abs(m) for s in specs for m in s.multipliers()), default=1.0) or 1.0
 max_scale = M / largest
@@ -143,6 +189,7 @@ lo_hi = c1.slider("Scale range", 0.0, float(max_scale), (0.0, float(min(2.0, max
 n_points = c2.slider("Points", 2, LIMITS.max_sweep_points, min(9, LIMITS.max_sweep_points), key="sweep_points")
 sweep_tokens = c3.slider("Tokens per sample", 1, LIMITS.max_new_tokens, min(20, LIMITS.max_new_tokens), key="sweep_tokens")
 if st.button("Run sweep", key="sweep_go", disabled=problem is not None or not specs):
+    st.session_state["sweep_pending"] = True
     status = st.empty()
     try:
         scales = [lo_hi[0] + (lo_hi[1] - lo_hi[0]) * i / (n_points - 1) for i in range(n_points)]
@@ -155,25 +202,39 @@ if st.button("Run sweep", key="sweep_go", disabled=problem is not None or not sp
         st.session_state["sweep_result"] = (dr, [s.latent for s in specs])
     except LatentLabError as err:
         st.session_state.pop("sweep_result", None)
-        st.error(str(err))
+        show_error(err)
     finally:
         status.empty()
+    st.session_state.pop("sweep_pending", None)
+else:
+    stopped_note("sweep_pending", "sweep_result", "sweep")
 
 if "sweep_result" in st.session_state:
     dr, swept = st.session_state["sweep_result"]
     scales = dr.scales.tolist()
-    fig = make_subplots(specs=[[{"secondary_y": True}]])
-    fig.add_trace(go.Scatter(x=scales, y=dr.kl_next_token.tolist(), name="KL, next token", mode="lines+markers"))
-    fig.add_trace(go.Scatter(x=scales, y=dr.kl_generated.tolist(), name="KL, mean over text", mode="lines+markers"))
+    # Two panels on one x-axis rather than a secondary y-axis: KL and activations have unrelated units,
+    # and a secondary axis synced to the first gets ticks such as 0.976, 0.36, -0.256.
+    fig = make_subplots(
+        rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
+        subplot_titles=["How far steering moves the model", "The steered latent's activation"],
+    )  # fmt: skip
+    fig.add_trace(go.Scatter(x=scales, y=dr.kl_next_token.tolist(), name="KL, next token", mode="lines+markers"), row=1, col=1)
+    fig.add_trace(go.Scatter(x=scales, y=dr.kl_generated.tolist(), name="KL, mean over text", mode="lines+markers"), row=1, col=1)
     for j in range(dr.latent_acts.shape[1]):
         fig.add_trace(
-            go.Scatter(x=scales, y=dr.latent_acts[:, j].tolist(), name=f"activation, latent {swept[j]}",
+            go.Scatter(x=scales, y=dr.steered_acts[:, j].tolist(), name=f"latent {swept[j]} at the hook, steered",
+                       mode="lines+markers"),
+            row=2, col=1,
+        )  # fmt: skip
+        fig.add_trace(
+            go.Scatter(x=scales, y=dr.latent_acts[:, j].tolist(), name=f"latent {swept[j]} on the text, unsteered",
                        mode="lines+markers", line={"dash": "dot"}),
-            secondary_y=True,
-        )
-    fig.update_xaxes(title_text="scale of the multipliers (1 = sliders)")
-    fig.update_yaxes(title_text="KL(steered ‖ unsteered), nats", secondary_y=False)
-    fig.update_yaxes(title_text="latent activation on the text", secondary_y=True)
+            row=2, col=1,
+        )  # fmt: skip
+    fig.update_xaxes(title_text="scale of the multipliers (1 = sliders)", row=2, col=1)
+    fig.update_yaxes(title_text="KL(steered ‖ unsteered), nats", rangemode="tozero", row=1, col=1)
+    fig.update_yaxes(title_text="latent activation", rangemode="tozero", row=2, col=1)
+    fig.update_layout(height=620)
     st.plotly_chart(fig, key="sweep_chart")
     st.dataframe(
         pd.DataFrame({"scale": scales, "text": [render.show_newlines(t) for t in dr.texts]}),

@@ -11,7 +11,7 @@ import streamlit as st
 from plotly.colors import sample_colorscale
 from plotly.subplots import make_subplots
 
-from lab_ui import toy_sae, toy_sweep
+from lab_ui import seed_input, show_error, toy_sae, toy_sweep
 from sae_lib.errors import LatentLabError
 from sae_lib.limits import LIMITS
 from sae_lib.toy_model import REPRESENTED_NORM, ToyConfig, ToySAEConfig, analyse, gram
@@ -72,7 +72,9 @@ with st.container(border=True):
         "Training steps", 100, LIMITS.max_toy_steps, DEFAULTS.steps, 100, key="toy_steps",
         help=f"Adam steps at batch {DEFAULTS.batch_size}; {DEFAULTS.steps} reach the paper's solutions.",
     )
-    seed = c3.number_input("Seed", 0, 1_000_000, DEFAULTS.seed, key="toy_seed")
+    seed = seed_input(c3, "toy_seed", DEFAULTS.seed)
+if seed is None:
+    st.stop()
 
 try:
     cfg = ToyConfig(
@@ -87,7 +89,7 @@ try:
     )
     result = toy_sweep(cfg)
 except LatentLabError as err:
-    st.error(str(err))
+    show_error(err)
     st.stop()
 
 stats = analyse(result.W)
@@ -145,9 +147,11 @@ heat = go.Figure(
         x=[f"f{i}" for i in range(cfg.n_features)], y=[f"f{i}" for i in range(cfg.n_features)],
     )
 )
+# Half a page wide: a title of two short lines, so it is not cut off.
 heat.update_layout(
-    title=f"WᵀW at p = {probs[level]:.3g}: diagonal = how well each feature is kept, off-diagonal = interference",
-    yaxis={"autorange": "reversed", "scaleanchor": "x"}, height=420, margin={"t": 50, "b": 10},
+    title={"text": f"WᵀW at p = {probs[level]:.3g}<br><sup>diagonal: how well each feature is kept</sup><br>"
+                   "<sup>off-diagonal: how much two features interfere</sup>"},
+    yaxis={"autorange": "reversed", "scaleanchor": "x"}, height=440, margin={"t": 90, "b": 10},
 )
 left.plotly_chart(heat, key="toy_gram")
 
@@ -159,11 +163,19 @@ bars = go.Figure(
         hovertemplate="%{y}: norm %{x:.2f}<extra></extra>",
     )
 )
+# Plotly draws no TeX: sub/superscripts as its own HTML tags.
 bars.update_layout(
-    title="‖W_i‖ per feature, coloured by Σ_{j≠i} (Ŵ_i·W_j)²", xaxis_title="column norm",
-    yaxis={"autorange": "reversed"}, height=420, margin={"t": 50, "b": 10},
+    title={"text": "‖W<sub>i</sub>‖ per feature<br><sup>coloured by its superposition "
+                   "Σ<sub>j≠i</sub> (Ŵ<sub>i</sub>·W<sub>j</sub>)²</sup>"},
+    xaxis_title="column norm",
+    yaxis={"autorange": "reversed"}, height=440, margin={"t": 90, "b": 10},
 )
-bars.add_vline(x=REPRESENTED_NORM, line_dash="dot", annotation_text="represented")
+bars.add_vline(x=REPRESENTED_NORM, line_dash="dot")
+# Above the plotting area (paper y = 1, anchored at its bottom), so it never sits on a bar.
+bars.add_annotation(
+    x=REPRESENTED_NORM, xref="x", y=1, yref="paper", yanchor="bottom", xanchor="left", showarrow=False,
+    text=f"represented (‖W<sub>i</sub>‖ > {REPRESENTED_NORM:g}) →",
+)
 right.plotly_chart(bars, key="toy_bars")
 
 sweep_table = pd.DataFrame(
@@ -227,7 +239,7 @@ try:
     sae_cfg = ToySAEConfig(level=int(sae_level), d_sae=int(d_sae), l1_coefficient=float(l1), seed=int(seed))
     sae = toy_sae(cfg, sae_cfg)
 except LatentLabError as err:
-    st.error(str(err))
+    show_error(err)
     st.stop()
 
 m1, m2, m3 = st.columns(3)

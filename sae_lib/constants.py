@@ -19,7 +19,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 ENV_MODEL = "LATENT_LAB_MODEL"
 """Model to load: a TransformerLens name (``Qwen/Qwen3-8B``) or a local Hugging Face folder."""
 ENV_SAE = "LATENT_LAB_SAE"
-"""SAE to load: a local SAELens folder or ``user/repo:sae_id[@revision]`` on the Hub."""
+"""SAE to load: a local SAELens folder, ``user/repo:sae_id[@revision]`` on the Hub, or a SAELens registry
+release ``sae-lens:RELEASE/SAE_ID``."""
 ENV_DEMO_DIR = "LATENT_LAB_DEMO_DIR"
 """Where the embedded default (demo model, SAE, index) is built and found."""
 ENV_DEVICE = "LATENT_LAB_DEVICE"

@@ -47,6 +47,16 @@ class Limits:
     """Most sparsity levels trained at once in the toy model sweep."""
     max_toy_steps: int = 10000
     """Most training steps for the toy model (and its tiny SAE)."""
+    max_latent_activation: float = 10000.0
+    """Largest max activation a visitor may steer with (the unit of every multiplier). Real latents peak in
+    the tens to hundreds; without a bound ``1e308`` times a multiplier overflows to inf and the model's
+    logits turn NaN."""
+    max_seed: int = 2**31 - 1
+    """Largest random seed a visitor may type."""
+    max_text_chars: int = 2_000_000
+    """Longest text any text box accepts (its ``max_chars``). The browser silently ignores a paste longer
+    than a box's ``max_chars``, so this sits far above ``max_prompt_chars``: a paste that is only too long
+    for a prompt reaches the server and is refused with a message giving its length."""
 
     def __post_init__(self) -> None:
         # A bound of 0, a negative one or NaN would turn every widget range upside down.
@@ -122,10 +132,17 @@ def check_prompt(prompt: str, limits: Limits = LIMITS) -> str:
     return prompt
 
 
+def _number(value: float) -> str:
+    """A bound or value as a person reads it: whole numbers in full with separators, others short."""
+    if isinstance(value, int) or (math.isfinite(value) and float(value).is_integer() and abs(value) < 1e15):
+        return f"{int(value):,}"
+    return f"{value:g}"
+
+
 def check_range(name: str, value: float, low: float, high: float) -> float:
     """Raise :class:`InputError` unless ``low <= value <= high`` (NaN is never in range)."""
     if not (low <= value <= high):
-        raise InputError(f"{name} must be between {low:g} and {high:g}, got {value:g}.")
+        raise InputError(f"{name} must be between {_number(low)} and {_number(high)}, got {_number(value)}.")
     return value
 
 

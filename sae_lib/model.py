@@ -90,6 +90,29 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
     return DTYPE_NAMES[key]
 
 
+BASE_MODEL_NAMES = (
+    "Qwen/Qwen3-0.6B-Base",
+    "Qwen/Qwen3-1.7B-Base",
+    "Qwen/Qwen3-4B-Base",
+    "Qwen/Qwen3-8B-Base",
+    "Qwen/Qwen3-14B-Base",
+)
+"""Pretrained (base) checkpoints of Qwen3 models TransformerLens lists only in their post-trained form.
+Same architecture and config format, so they load exactly like ``Qwen/Qwen3-8B`` (Qwen-Scope's SAEs
+were trained on ``Qwen/Qwen3-8B-Base``)."""
+
+
+def official_model_name(source: str) -> str:
+    """TransformerLens's official name for a model name or alias, also for :data:`BASE_MODEL_NAMES`.
+
+    Raises ``ValueError`` for a name neither knows.
+    """
+    for name in BASE_MODEL_NAMES:
+        if source.lower() == name.lower():
+            return name
+    return tl_loading.get_official_model_name(source)
+
+
 def _looks_like_path(source: str) -> bool:
     """True for strings that can only be a path (not ``user/repo`` nor a bare alias like ``gpt2``)."""
     return source.startswith((".", "/", "~")) or source.count("/") > 1 or "\\" in source
@@ -262,13 +285,13 @@ def load_model(
     if path.exists():
         return load_model_from_folder(path, device=device, dtype=dtype)
     try:
-        official = tl_loading.get_official_model_name(source)
+        official = official_model_name(source)
     except ValueError:
         if _looks_like_path(source):
             return load_model_from_folder(path, device=device, dtype=dtype)  # raises "does not exist"
         raise ModelLoadError(
             f"{source!r} is neither an existing local folder nor a model name TransformerLens supports "
-            "(e.g. Qwen/Qwen3-8B, Qwen/Qwen3-0.6B). Check the spelling, or give a local Hugging Face folder."
+            "(e.g. Qwen/Qwen3-8B, Qwen/Qwen3-8B-Base, Qwen/Qwen3-0.6B). Check the spelling, or give a local Hugging Face folder."
         ) from None
     if official in tl_loading.NON_HF_HOSTED_MODEL_NAMES:
         raise ModelLoadError(f"{official} is not hosted on the Hugging Face Hub; give a local folder instead.")

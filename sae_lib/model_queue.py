@@ -1,4 +1,4 @@
-"""A first-come, first-served queue in front of a shared model.
+"""A first-come, first-served queue in front of a shared model (or other shared work, by name).
 
 The app loads one model per process and every visitor uses it. Steering works by adding hooks to
 that model for the duration of a generation, and TransformerLens keeps its hook bookkeeping
@@ -90,4 +90,17 @@ def queue_for(model: torch.nn.Module) -> ModelQueue:
         queue = _QUEUES.get(model)
         if queue is None:
             queue = _QUEUES[model] = ModelQueue()
+        return queue
+
+
+_NAMED: dict[str, ModelQueue] = {}
+
+
+def named_queue(name: str) -> ModelQueue:
+    """The process-wide queue called ``name``, for shared work that is not a model's: the Theory page
+    trains its toy models on the server's CPU, one visitor's run at a time, through ``named_queue``."""
+    with _QUEUES_LOCK:
+        queue = _NAMED.get(name)
+        if queue is None:
+            queue = _NAMED[name] = ModelQueue()
         return queue

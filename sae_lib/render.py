@@ -61,14 +61,20 @@ def diff_html(normal: str, steered: str) -> str:
 
 
 def comparison_table_html(result: GenerationResult, steered_label: str) -> str:
-    """The write-up's table as HTML: the normal output, then each steered sample with the words that
-    differ from the normal sample drawn from the same random stream in ``<mark>``; newlines as ``↵``."""
+    """The write-up's table as HTML, one row per sample: the normal output and, beside it, the steered
+    output drawn from the same random stream, with the words that differ from that normal output (the
+    one shown beside it) in ``<mark>``. The prompt heads the table; newlines show as ``↵``."""
     prompt = html.escape(show_newlines(result.prompt))
-    rows = [("Normal output", f"<b>{prompt}</b>{html.escape(show_newlines(result.normal[0]))}")]
-    for normal, steered in zip(result.normal, result.steered or []):
-        rows.append((steered_label, f"<b>{prompt}</b>{diff_html(normal, steered)}"))
-    body = "".join(f"<tr><td>{html.escape(label)}</td><td>{text}</td></tr>" for label, text in rows)
+    head = "<th>Sample</th><th>Normal output</th>"
+    if result.steered is not None:
+        head += f"<th>Steered: {html.escape(steered_label)}</th>"
+    rows = []
+    for i, normal in enumerate(result.normal):
+        cells = f'<td>{i + 1}</td><td class="normal">{html.escape(show_newlines(normal))}</td>'
+        if result.steered is not None:
+            cells += f'<td class="steered">{diff_html(normal, result.steered[i])}</td>'
+        rows.append(f"<tr>{cells}</tr>")
     return (
-        '<table class="outputs-table"><thead><tr><th>Steered latent</th><th>Output</th></tr></thead>'
-        f"<tbody>{body}</tbody></table>"
+        f'<table class="outputs-table"><caption>Prompt: <b>{prompt}</b></caption>'
+        f"<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
     )

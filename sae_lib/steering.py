@@ -1,6 +1,7 @@
 """Steering a model with SAE latents: specs, scoped hooks, seeded batched generation.
 
-Three ways to push a latent (``SteeringSpec.method``), all applied at the SAE's hook point:
+Three ways to push a latent (``SteeringSpec.method``), all applied at the hook the SAE writes (its
+``hook_name``, or a transcoder's output hook ``hook_name_out``: see :mod:`sae_lib.sae_hooks`):
 
 ``write-up clamp``
     Exactly the write-up's hook: ``act + clamp(W_dec[i] * max_act * hi, min=W_dec[i] * max_act * lo)``.
@@ -22,6 +23,7 @@ removes them in ``finally``), and every generation runs in the model's queue slo
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from collections.abc import Callable, Iterator, Sequence
@@ -34,11 +36,15 @@ from sae_lens import SAE
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
-from sae_lib.engine import Engine, engine_for, hook_site
+from sae_lib import sae_hooks
+from sae_lib.engine import Engine, NonFiniteLogits, engine_for, hook_site
 from sae_lib.errors import CompatibilityError, GenerationError, InputError
 from sae_lib.limits import LIMITS, Limits, check_range, oom_guard
 from sae_lib.model_queue import queue_for
 from sae_lib.probe import model_device, prompt_tokens
+
+log = logging.getLogger(__name__)
+"""Failures the visitor sees as a message are logged here with their trace, for the operator."""
 
 Method = Literal["write-up clamp", "add", "clamp activation"]
 METHODS: tuple[str, ...] = get_args(Method)
@@ -95,6 +101,12 @@ class SteeringSpec:
                 f"Latent {self.latent}: max activation must be a positive number, got {self.max_act:g}. "
                 "A latent that never fires has max activation 0: type a scale to steer it anyway (1.0 is a start)."
             )
+        if self.max_act > LIMITS.max_latent_activation:
+            raise InputError(
+                f"Latent {self.latent}: max activation {self.max_act:g} is above this server's limit of "
+                f"{LIMITS.max_latent_activation:,g}. Real latents peak in the tens to hundreds: type the value "
+                "the Latent browser shows for this latent."
+            )
 
     def multipliers(self) -> tuple[float, ...]:
         """The knobs this method uses (what the sliders move)."""
@@ -120,20 +132,34 @@ def check_specs(specs: Sequence[SteeringSpec], d_sae: int, limits: Limits = LIMI
             check_range(f"Latent {spec.latent}: {name}", value, -limits.max_multiplier, limits.max_multiplier)
 
 
-def parse_latents(text: str, d_sae: int) -> list[int]:
-    """Latent numbers typed as ``"12, 40 7"``: unique, in order, each checked against ``d_sae``."""
+def _quoted(text: str, limit: int = 40) -> str:
+    """``text`` quoted for a message, cut to ``limit`` characters (a pasted page must not fill the screen)."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + f"... ({len(text):,} characters)"
+
+
+def parse_latents(text: str, d_sae: int, limit: int | None = None) -> list[int]:
+    """Latent numbers typed as ``"12, 40 7"``: unique, in order, each checked against ``d_sae``.
+
+    More than ``limit`` (default: this server's ``max_steered_latents``) is refused as soon as it is
+    seen, before anything is built for them.
+    """
+    limit = LIMITS.max_steered_latents if limit is None else limit
+    parts = [p for p in re.split(r"[\s,;]+", text.strip()) if p]
     out: list[int] = []
-    for part in re.split(r"[\s,;]+", text.strip()):
-        if not part:
-            continue
+    for part in parts:
         try:
             latent = int(part)
         except ValueError:
-            raise InputError(f"{part!r} is not a latent number; type whole numbers such as 12, 40.") from None
+            raise InputError(f"{_quoted(part)} is not a latent number; type whole numbers such as 12, 40.") from None
         if not (0 <= latent < d_sae):
             raise InputError(f"Latent {latent} does not exist: this SAE has latents 0 to {d_sae - 1}.")
         if latent not in out:
             out.append(latent)
+        if len(out) > limit:
+            raise InputError(
+                f"More than {limit} latents given ({len(parts):,} numbers in the list); at most {limit} can be "
+                "steered at once. Remove some."
+            )
     return out
 
 
@@ -178,6 +204,16 @@ class SteeringHook:
         self._row_scales = row_scales  # (batch,) or None
         self._seen = 0
         self._cast: dict[tuple[torch.dtype, torch.device], Tensor | None] = {}
+        # Where the decoder writes and the encoder reads (the same hook except for transcoders); set
+        # by ``steering_hooks``. A transcoder's "clamp activation" encodes what ``capture_input`` saw.
+        self.out_site: sae_hooks.HookSite | None = None
+        self.in_site: sae_hooks.HookSite | None = None
+        self._input: Tensor | None = None
+
+    def capture_input(self, act: Tensor, hook: object = None) -> Tensor:
+        """Read-only hook at a transcoder's input hook: keep the activation the encoder reads."""
+        self._input = act if self.in_site is None else sae_hooks.to_sae_space(self.in_site, act)
+        return act
 
     def _additive_as(self, act: Tensor) -> Tensor | None:
         # Cast once per dtype/device, not once per token.
@@ -187,7 +223,8 @@ class SteeringHook:
         return self._cast[key]
 
     def _clamp_delta(self, act: Tensor) -> Tensor:
-        """Change of the SAE reconstruction when the clamped latents are set. ``act``: (batch, pos, d_in)."""
+        """Change of the SAE reconstruction when the clamped latents are set. ``act``: (batch, pos, d_in),
+        what the encoder reads at these positions."""
         sae = self.sae
         x = act.to(sae.W_dec.dtype)
         z = sae.encode(x)  # (batch, pos, d_sae)
@@ -218,22 +255,29 @@ class SteeringHook:
         self._seen += act.shape[1]
         if self.on_step is not None:
             self.on_step()
-        if act.shape[-1] != self.sae.cfg.d_in:
+        width = sae_hooks.d_out(self.sae)
+        if act.shape[-1] != width:
             raise CompatibilityError(
-                f"The SAE expects width {self.sae.cfg.d_in} at its hook but the model gives {act.shape[-1]}: "
+                f"The SAE writes width {width} at its output hook but the model gives {act.shape[-1]}: "
                 "load an SAE trained on this model."
             )
         local_first = max(self.first_pos - start, 0)
         if local_first >= act.shape[1] or (self._additive is None and len(self._clamp_idx) == 0):
             return act
-        part = act[:, local_first:]  # (batch, steered_pos, d_in)
+        part = act[:, local_first:]  # (batch, steered_pos, d_out)
         delta = None
         add = self._additive_as(act)
         if add is not None:
             delta = add if self._row_scales is None else self._row_scales.to(act)[:, None, None] * add
         if len(self._clamp_idx):
-            clamp = self._clamp_delta(part)
+            if self._input is not None:  # a transcoder: encode what its input hook saw at these positions
+                enc_in = self._input[:, local_first:]
+            else:
+                enc_in = part if self.out_site is None else sae_hooks.to_sae_space(self.out_site, part)
+            clamp = self._clamp_delta(enc_in)
             delta = clamp if delta is None else delta + clamp
+        if self.out_site is not None:
+            delta = sae_hooks.to_model_space(self.out_site, delta)
         if local_first == 0:
             return act + delta
         out = act.clone()
@@ -256,14 +300,15 @@ def steering_hooks(
     ``row_scales`` (batch,) multiplies every spec's multipliers per batch row (the dose-response sweep
     runs all its values as one batch). Callers sharing a model hold its queue slot around this.
     """
-    hook_name = sae.cfg.metadata.hook_name
-    if hook_name not in model.hook_dict:
-        raise CompatibilityError(
-            f"The SAE reads hook {hook_name!r}, which this model does not have: load an SAE trained on this model."
-        )
+    # Decoder directions go where the SAE writes: its output hook (a transcoder's differs from its input).
+    out_site = sae_hooks.resolve(model, sae_hooks.output_hook(sae))
     hook = SteeringHook(sae, specs, positions, prompt_len, row_scales, on_step)
+    hook.out_site = None if out_site.gain is None else out_site
     # Nothing to steer or count: add no hook at all, so an unsteered run is plain TransformerLens.
-    hooks = [(hook_name, hook)] if specs or on_step is not None else []
+    hooks = [(out_site.model_hook, hook)] if specs or on_step is not None else []
+    if hooks and sae_hooks.is_transcoder(sae) and any(s.method == "clamp activation" for s in specs):
+        hook.in_site = sae_hooks.resolve(model, sae_hooks.input_hook(sae))
+        hooks.insert(0, (hook.in_site.model_hook, hook.capture_input))
     with model.hooks(fwd_hooks=hooks):
         yield hook
 
@@ -331,6 +376,55 @@ def _seeded(seed: int, device: torch.device) -> Iterator[None]:
         yield
 
 
+NON_FINITE_MESSAGE = (
+    "The model's numbers overflowed (NaN or infinity) while {what}: the steering is too strong for this "
+    "model. Lower the max activation or the multipliers and try again; the model is unchanged."
+)
+
+
+class FiniteGuard:
+    """A forward hook on the model's last activation before the unembedding, raising
+    :class:`GenerationError` as soon as it holds NaN or infinity: the logits made from it would be
+    non-finite too, and the sampler would fail with an unreadable error (or sample garbage)."""
+
+    def __init__(self, what: str = "generating") -> None:
+        self.what = what
+
+    def __call__(self, act: Tensor, hook: object = None) -> Tensor:
+        if not bool(torch.isfinite(act).all()):
+            raise GenerationError(NON_FINITE_MESSAGE.format(what=self.what))
+        return act
+
+
+def final_hook_name(model: HookedTransformer) -> str:
+    """The hook point whose output the unembedding reads (after the final norm when there is one)."""
+    name = "ln_final.hook_normalized"
+    return name if name in model.hook_dict else f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
+
+
+@contextmanager
+def generation_errors(what: str = "generating") -> Iterator[None]:
+    """Turn any failure inside the ``with`` into a message for the visitor; the trace goes to the log.
+
+    A visitor's own mistake (:class:`InputError`, out of memory) and our messages pass through as they
+    are. Anything else (a device error, a sampler refusing its input) is logged with its traceback for
+    the operator and becomes a :class:`GenerationError` that says what to do, never a traceback.
+    """
+    try:
+        yield
+    except (InputError, GenerationError, CompatibilityError):
+        raise
+    except RuntimeError as err:
+        log.exception("Generation failed while %s", what)
+        raise GenerationError(f"Generation failed part-way ({err}). The model is unchanged; try again.") from err
+    except Exception as err:  # noqa: BLE001: whatever the libraries raise, the visitor gets a message
+        log.exception("Generation failed while %s", what)
+        raise GenerationError(
+            f"Generation failed part-way ({type(err).__name__}; the details are in the server's log). "
+            "The model is unchanged: try again, or lower the max activation or the multipliers."
+        ) from err
+
+
 def sample_tokens(
     model: HookedTransformer,
     sae: SAE,
@@ -348,10 +442,12 @@ def sample_tokens(
     (``generate`` and ``dose_response`` do); ``settings.n_samples`` is ignored, the batch is ``tokens``'s.
     """
     engine = engine_serving(model, sae)
-    try:
-        # oom_guard frees the failed run's memory and empties the CUDA cache before telling the visitor
-        # to ask for less, so the app keeps serving; the hooks are gone by then (scoped context).
-        with oom_guard("generating"):
+    # oom_guard frees the failed run's memory and empties the CUDA cache before telling the visitor
+    # to ask for less, so the app keeps serving; the hooks are gone by then (scoped context). Non-finite
+    # logits stop the run before the sampler sees them: the engine checks them itself, and on the
+    # TransformerLens path the FiniteGuard does.
+    with generation_errors("generating"), oom_guard("generating"):
+        try:
             if engine is not None:
                 steer = SteeringHook(sae, specs, settings.positions, tokens.shape[1], row_scales) if specs else None
                 return engine.sample(
@@ -365,8 +461,11 @@ def sample_tokens(
                     steer=steer,
                     on_step=on_step,
                 )
-            with _seeded(settings.seed, model_device(model)):
-                with steering_hooks(model, sae, specs, settings.positions, tokens.shape[1], row_scales, on_step):
+        except NonFiniteLogits as err:
+            raise GenerationError(NON_FINITE_MESSAGE.format(what="generating")) from err
+        with _seeded(settings.seed, model_device(model)):
+            with steering_hooks(model, sae, specs, settings.positions, tokens.shape[1], row_scales, on_step):
+                with model.hooks(fwd_hooks=[(final_hook_name(model), FiniteGuard("generating"))]):
                     return model.generate(
                         tokens,
                         max_new_tokens=settings.max_new_tokens,
@@ -377,15 +476,15 @@ def sample_tokens(
                         return_type="tokens",
                         verbose=False,
                     )
-    except RuntimeError as err:
-        raise GenerationError(f"Generation failed part-way ({err}). The model is unchanged; try again.") from err
 
 
 def engine_serving(model: HookedTransformer, sae: SAE) -> Engine | None:
     """The model's generation engine when it has one with a module for the SAE's hook, else None
     (then TransformerLens serves)."""
     engine = engine_for(model)
-    if engine is None or hook_site(engine.hf, sae.cfg.metadata.hook_name) is None:
+    # A transcoder reads one hook and writes another, and a bridge name (``blocks.L.mlp.hook_in``) needs
+    # sae_hooks's mapping: both stay on the TransformerLens path, which handles them.
+    if engine is None or sae_hooks.is_transcoder(sae) or hook_site(engine.hf, sae_hooks.input_hook(sae)) is None:
         return None
     return engine
 
@@ -449,11 +548,14 @@ def default_max_act(index: object | None, latent: int, from_url: str | None = No
     if from_url:
         try:
             value = float(from_url)
-            if math.isfinite(value) and value > 0:
-                return value, None
         except ValueError:
-            pass
-        note = f"The link's max_act={from_url!r} is not a positive number. "
+            value = math.nan
+        if math.isfinite(value) and 0 < value <= LIMITS.max_latent_activation:
+            return value, None
+        if math.isfinite(value) and value > LIMITS.max_latent_activation:
+            note = f"The link's max_act={_quoted(from_url)} is above this server's limit of {LIMITS.max_latent_activation:,g}. "
+        else:
+            note = f"The link's max_act={_quoted(from_url)} is not a positive number. "
     else:
         note = ""
     if index is not None:

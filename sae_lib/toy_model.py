@@ -30,6 +30,8 @@ runs on; its full training runner is not used because it streams activations fro
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -45,6 +47,42 @@ REPRESENTED_NORM = 0.5
 """A feature with column norm ``||W_i||`` above this counts as represented."""
 EVAL_BATCH = 4096
 """Held-out samples per instance used to pick the best restart of each level."""
+PROGRESS_REPORTS = 50
+"""How many times a training run reports its progress (evenly spread over its steps)."""
+
+
+class TrainingProgress(NamedTuple):
+    """Where a training run is, and how long it is expected to take, measured on the steps done so far."""
+
+    step: int
+    """Steps done (1 to ``total``)."""
+    total: int
+    """Steps the run takes."""
+    elapsed_s: float
+    """Seconds since the first step started."""
+
+    @property
+    def expected_total_s(self) -> float:
+        """The run's expected duration: the measured time per step so far, times all the steps."""
+        return self.elapsed_s / self.step * self.total
+
+    @property
+    def remaining_s(self) -> float:
+        return self.expected_total_s - self.elapsed_s
+
+
+class _Reporter:
+    """Calls ``progress`` about ``PROGRESS_REPORTS`` times over ``total`` steps (and after the last)."""
+
+    def __init__(self, total: int, progress: Callable[[TrainingProgress], None] | None) -> None:
+        self.total, self.progress = total, progress
+        self.every = max(1, total // PROGRESS_REPORTS)
+        self.start = time.perf_counter()
+
+    def step_done(self, step: int) -> None:
+        done = step + 1
+        if self.progress is not None and (done % self.every == 0 or done == self.total):
+            self.progress(TrainingProgress(done, self.total, time.perf_counter() - self.start))
 
 
 @dataclass(frozen=True)
@@ -177,14 +215,19 @@ class ToyResult(NamedTuple):
     """What was trained."""
 
 
-def train_toy(cfg: ToyConfig) -> ToyResult:
-    """Train every sparsity level (times ``cfg.restarts``) as one batched model; keep the best restart."""
+def train_toy(cfg: ToyConfig, progress: Callable[[TrainingProgress], None] | None = None) -> ToyResult:
+    """Train every sparsity level (times ``cfg.restarts``) as one batched model; keep the best restart.
+
+    ``progress`` is called now and then with the steps done and the measured expected duration; it may
+    raise to stop the run (a page that is stopped does).
+    """
     gen = torch.Generator().manual_seed(cfg.seed)
     levels = cfg.feature_probability()
     probability = levels.repeat_interleave(cfg.restarts)  # (level * restart,)
     importance = cfg.importance()
     model = ToyModel(len(probability), cfg.n_features, cfg.n_hidden, gen)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    reporter = _Reporter(cfg.steps, progress)
     for step in range(cfg.steps):
         for group in opt.param_groups:
             group["lr"] = cfg.lr * 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
@@ -194,6 +237,7 @@ def train_toy(cfg: ToyConfig) -> ToyResult:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        reporter.step_done(step)
     with torch.no_grad():
         x = sample_features(probability, EVAL_BATCH, cfg.n_features, gen)
         held_out = weighted_loss(x, model(x), importance).view(cfg.n_levels, cfg.restarts)
@@ -327,8 +371,12 @@ class ToySAEResult(NamedTuple):
     """Mean number of latents firing per held-out sample with at least one feature on."""
 
 
-def train_toy_sae(toy: ToyResult, cfg: ToySAEConfig) -> ToySAEResult:
-    """Train a ReLU + L1 SAE (SAELens's ``StandardTrainingSAE``) on ``h = W x`` of one level."""
+def train_toy_sae(
+    toy: ToyResult, cfg: ToySAEConfig, progress: Callable[[TrainingProgress], None] | None = None
+) -> ToySAEResult:
+    """Train a ReLU + L1 SAE (SAELens's ``StandardTrainingSAE``) on ``h = W x`` of one level.
+
+    ``progress`` as for :func:`train_toy`."""
     n_levels = len(toy.feature_probability)
     if not -n_levels <= cfg.level < n_levels:
         raise InputError(f"Sparsity level {cfg.level} does not exist: the sweep has {n_levels} levels.")
@@ -347,6 +395,7 @@ def train_toy_sae(toy: ToyResult, cfg: ToySAEConfig) -> ToySAEResult:
         torch.manual_seed(cfg.seed)
         sae = StandardTrainingSAE(sae_cfg)
     opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr)
+    reporter = _Reporter(cfg.steps, progress)
     for step in range(cfg.steps):
         _, h = hidden_batch(cfg.batch_size)
         out = sae.training_forward_pass(
@@ -361,6 +410,7 @@ def train_toy_sae(toy: ToyResult, cfg: ToySAEConfig) -> ToySAEResult:
         opt.zero_grad(set_to_none=True)
         out.loss.backward()
         opt.step()
+        reporter.step_done(step)
     sae.eval()
     with torch.no_grad():
         x, h = hidden_batch(EVAL_BATCH)

@@ -16,7 +16,7 @@ import torch
 from sae_lens import SAE
 from transformer_lens import HookedTransformer
 
-from sae_lib import constants
+from sae_lib import constants, sae_hooks
 from sae_lib.errors import LatentLabError
 
 
@@ -29,9 +29,9 @@ class Workspace:
     model_source: str
     """Where the model came from: a TransformerLens name or a local folder."""
     sae_source: str
-    """Where the SAE came from: a local folder or ``user/repo:sae_id[@revision]``."""
+    """Where the SAE came from: a local folder, ``user/repo:sae_id[@revision]`` or ``sae-lens:RELEASE/SAE_ID``."""
     sae_dir: Path | None
-    """Local folder holding the SAE's files (the Hub cache folder for a Hub SAE)."""
+    """Local folder holding the SAE's files (the Hub cache folder for a Hub SAE; None for a registry SAE)."""
     index: object | None = None
     """The latent index (``sae_lib.latent_index.LatentIndex``) when one ships with the SAE."""
     index_problem: str | None = None
@@ -69,6 +69,8 @@ class Workspace:
             "model": self.model_source,
             "sae": self.sae_source,
             "hook": self.hook_name,
+            "hook_out": sae_hooks.output_hook(self.sae),
+            "architecture": str(self.sae.cfg.architecture()),
             "d_in": int(self.sae.cfg.d_in),
             "d_sae": int(self.sae.cfg.d_sae),
             "device": str(param.device),
@@ -85,6 +87,10 @@ def _load_pair(model_source: str, sae_source: str, device: str | None, dtype: st
 
     model = load_model(model_source, device=device, dtype=dtype)
     loaded = load_sae(sae_source, device=str(next(model.parameters()).device))
+    if loaded.spec.kind == "registry":  # the registry names the model it was trained on: check that first
+        from sae_lib import registry
+
+        registry.check_model(registry.lookup(loaded.spec.release, loaded.spec.sae_id), model_source)
     check_sae_matches_model(loaded.sae, model)
     ws = Workspace(
         model=model,
@@ -103,15 +109,18 @@ def _attach_index(ws: Workspace) -> None:
     except ImportError:  # the latent index module is optional for the app frame
         ws.index_problem = "not available"
         return
-    if ws.sae_dir is None:
-        ws.index_problem = "none shipped with this SAE"
-        return
     try:
-        ws.index = load_index(ws.sae_dir, ws.sae)
+        ws.index = None if ws.sae_dir is None else load_index(ws.sae_dir, ws.sae)
         if ws.index is None:
             ws.index_problem = "none shipped with this SAE"
     except LatentLabError as err:
         ws.index_problem = str(err)
+    if ws.index is None:  # one built in the app earlier (persistent cache keyed by the weights' hash)
+        from sae_lib.index_builds import load_cached
+
+        cached = load_cached(ws.sae)
+        if cached is not None:
+            ws.index, ws.index_problem = cached, None
 
 
 def demo_sources(build: bool = True) -> tuple[str, str]:

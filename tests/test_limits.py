@@ -203,3 +203,26 @@ def test_model_serves_again_after_an_oom(cuda_calls, tiny_model):
     gc.collect()
     assert all(not hp.fwd_hooks for hp in tiny_model.hook_dict.values())
     torch.testing.assert_close(tiny_model(tokens), before)
+
+
+# --- bounds added after a hostile first visit (issue 14) ------------------------------------------------
+
+
+def test_bounds_for_what_visitors_type_are_set_and_readable():
+    limits = Limits()
+    assert limits.max_latent_activation == 10_000 and limits.max_seed == 2**31 - 1
+    # Every text box accepts a 1 MB paste, so the prompt check can say why it is refused.
+    assert limits.max_text_chars >= 1_048_576 > limits.max_prompt_chars
+    assert Limits.from_env({"LATENT_LAB_MAX_LATENT_ACTIVATION": "500"}).max_latent_activation == 500.0
+
+
+@pytest.mark.parametrize(
+    "value, low, high, shown",
+    [(2**31, 0, 2**31 - 1, "Seed must be between 0 and 2,147,483,647, got 2,147,483,648."),
+     (1e308, 0, 10_000.0, "Seed must be between 0 and 10,000, got 1e+308."),
+     (0.5, 1, 10, "Seed must be between 1 and 10, got 0.5.")],
+)
+def test_range_messages_print_numbers_as_people_read_them(value, low, high, shown):
+    with pytest.raises(InputError) as info:
+        check_range("Seed", value, low, high)
+    assert str(info.value) == shown

@@ -34,8 +34,11 @@ def test_comparison_table_marks_each_steered_sample_against_its_normal_twin():
         prompt="Q<\n", prompt_len=2, normal=["a b", "c d"], steered=["a x", "c d"],
         normal_tokens=empty, steered_tokens=empty,
     )  # fmt: skip
-    html = comparison_table_html(result, "Steered <7>")
-    rows = html.split("<tr>")[2:]  # header row first
-    assert len(rows) == 3 and "Normal output" in rows[0] and "<b>Q&lt;↵</b>a b" in rows[0]
-    assert "Steered &lt;7&gt;" in rows[1] and "a <mark>x</mark>" in rows[1]
-    assert "<mark>" not in rows[2] and "c d" in rows[2]
+    html = comparison_table_html(result, "latent <7>")
+    assert "<caption>Prompt: <b>Q&lt;↵</b></caption>" in html
+    head, *rows = html.split("<tr>")[1:]
+    assert "Normal output" in head and "Steered: latent &lt;7&gt;" in head
+    # One row per sample: its normal output beside its steered output, marked against that normal.
+    assert len(rows) == 2
+    assert '<td class="normal">a b</td><td class="steered">a <mark>x</mark></td>' in rows[0]
+    assert '<td class="normal">c d</td><td class="steered">c d</td>' in rows[1]

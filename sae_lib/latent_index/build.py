@@ -21,6 +21,7 @@ from sae_lib.errors import InputError
 from sae_lib.latent_index.identity import sae_fingerprint, sae_hash
 from sae_lib.latent_index.logit_lens import logit_lens, vocab_strings
 from sae_lib.latent_index.model import Contexts, IndexConfig, IndexMeta, LatentIndex
+from sae_lib.model_queue import queue_for
 from sae_lib.probe import encode_tokens
 
 
@@ -182,7 +183,11 @@ def build_index(
     total, t0 = n_seq * ctx, time.perf_counter()
     for row0 in range(0, n_seq, cfg.batch_size):
         batch = tokens[row0 : row0 + cfg.batch_size]
-        acc.update(encode_tokens(model, sae, batch), row0)
+        # One batch at a time in the model's queue: an index built in the app shares the model with
+        # steering, whose hooks must never be on it during this forward pass.
+        with queue_for(model).slot():
+            feats = encode_tokens(model, sae, batch)
+        acc.update(feats, row0)
         if progress is not None:
             progress(min(row0 + cfg.batch_size, n_seq) * ctx, total, time.perf_counter() - t0)
     lens = logit_lens(model, sae, cfg.n_logit_tokens)

@@ -125,3 +125,48 @@ def test_without_index_explains_and_offers_what_fires(workspace):
     at.text_area(key="lb_prompt").input("The ship sailed.")
     at.button[0].click().run()
     assert not at.exception and len(at.dataframe) == 1
+
+
+# --- a hostile first visit (issue 14) ------------------------------------------------------------------
+
+from sae_lib.limits import LIMITS  # noqa: E402
+from tests.app_pages.markdown_check import INJECTIONS, assert_shows_as_text, visible_text  # noqa: E402
+
+
+@pytest.mark.parametrize("payload", INJECTIONS)
+def test_url_latent_is_shown_as_text_never_markdown(workspace, payload):
+    at = open_page({"latent": payload})
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1 and "not a number" in visible_text(errors[0])
+    assert assert_shows_as_text(errors[0], payload)
+
+
+def test_text_boxes_have_a_length_bound_and_a_paste_says_why(workspace):
+    at = open_page()
+    assert at.text_input(key="lb_query").max_chars == LIMITS.max_text_chars
+    at.radio(key="lb_view").set_value("What fires here").run()
+    assert at.text_area(key="lb_prompt").max_chars == LIMITS.max_text_chars
+    paste = "x" * 1_000_000
+    at.text_area(key="lb_prompt").input(paste)
+    at.button[0].click().run()
+    assert any(f"{len(paste):,} characters" in visible_text(e.value) for e in at.error)
+
+
+def test_index_caption_names_its_corpus_in_words(workspace, tiny_index):
+    at = open_page()
+    caption = next(visible_text(c.value) for c in at.caption if "Index" in c.value)
+    assert caption.startswith("Index of tiny texts, on blocks.1.hook_mlp_out, built ")
+    import dataclasses
+
+    workspace.index = dataclasses.replace(tiny_index, meta=dataclasses.replace(tiny_index.meta, description=""))
+    at = open_page()
+    caption = next(visible_text(c.value) for c in at.caption if "Index" in c.value)
+    assert "a corpus" not in caption and "its corpus was not recorded" in caption
+
+
+def test_random_sample_seed_out_of_range_says_so(workspace):
+    at = open_page()
+    at.radio(key="lb_view").set_value("Random sample").run()
+    at.number_input(key="lb_seed").set_value(2**31).run()
+    assert not at.exception
+    assert any(f"Seed must be between 0 and {2**31 - 1:,}" in visible_text(e.value) for e in at.error)

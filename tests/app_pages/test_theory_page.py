@@ -53,7 +53,7 @@ def test_toy_results_are_cached_per_parameter_set(monkeypatch):
 
     calls = []
     real = lab_ui.train_toy
-    monkeypatch.setattr(lab_ui, "train_toy", lambda cfg: calls.append(cfg) or real(cfg))
+    monkeypatch.setattr(lab_ui, "train_toy", lambda cfg, progress=None: calls.append(cfg) or real(cfg, progress))
     first = ToyConfig(steps=20, n_levels=2, seed=424242)  # seeds no other test uses: a cold cache
     other = ToyConfig(steps=20, n_levels=2, seed=424243)
     a = lab_ui.toy_sweep(first)
@@ -62,3 +62,98 @@ def test_toy_results_are_cached_per_parameter_set(monkeypatch):
     assert calls == [first, other]
     assert back.config == first
     assert (back.W == a.W).all()
+
+
+# --- a hostile first visit (issue 14) ------------------------------------------------------------------
+
+import json  # noqa: E402
+import re  # noqa: E402
+import threading  # noqa: E402
+
+
+def _chart(at: AppTest, key: str) -> dict:
+    return json.loads(next(c for c in at.get("plotly_chart") if c.proto.id.endswith(key)).proto.spec)
+
+
+def _title_lines(fig: dict) -> list[str]:
+    """The title as it is drawn: lines split at <br>, Plotly's tags dropped."""
+    text = fig["layout"]["title"]["text"]
+    return [re.sub(r"<[^>]+>", "", line) for line in text.split("<br>")]
+
+
+def test_theory_figures_titles_fit_and_read_as_text():
+    at = _theory_page()
+    heat, bars = _chart(at, "toy_gram"), _chart(at, "toy_bars")
+    # Half a page wide (about 600 px at Plotly's 17 px title font): no title line longer than 60 characters.
+    for fig in (heat, bars):
+        assert all(len(line) <= 60 for line in _title_lines(fig)), _title_lines(fig)
+    # No TeX source in a title Plotly cannot typeset; its own <sub> tags instead.
+    bar_title = bars["layout"]["title"]["text"]
+    assert "_{" not in bar_title and "W_i" not in bar_title and "<sub>j≠i</sub>" in bar_title
+    # The "represented" label sits above the plotting area, where no bar is.
+    (label,) = [a for a in bars["layout"]["annotations"] if "represented" in a["text"]]
+    assert label["yref"] == "paper" and label["y"] >= 1 and label["yanchor"] == "bottom"
+
+
+def test_theory_seed_out_of_range_says_so():
+    at = _theory_page()
+    at.number_input(key="toy_seed").set_value(2**31).run()
+    assert not at.exception
+    assert any(f"{2**31 - 1:,}" in e.value.replace("\\", "") for e in at.error)
+
+
+def test_toy_training_runs_one_at_a_time_in_a_visible_queue(monkeypatch):
+    """Two visitors asking for different settings at once: the second waits, is told how many runs are
+    ahead, and trains only when the first is done."""
+    import lab_ui
+    from sae_lib.model_queue import named_queue
+    from sae_lib.toy_model import ToyConfig
+
+    queue = named_queue(lab_ui.TOY_QUEUE)
+    first_started, release = threading.Event(), threading.Event()
+    running: list[int] = []
+    overlaps: list[int] = []
+    waits: list[int] = []
+
+    def train(cfg, progress=None):
+        running.append(cfg.seed)
+        overlaps.append(len(running))
+        if cfg.seed == 515151:
+            first_started.set()
+            assert release.wait(30)
+        running.remove(cfg.seed)
+        return cfg.seed
+
+    monkeypatch.setattr(lab_ui, "train_toy", train)
+    real_slot = queue.slot
+
+    def slot(on_wait=None):
+        return real_slot(lambda ahead: waits.append(ahead) or (on_wait and on_wait(ahead)))
+
+    monkeypatch.setattr(queue, "slot", slot)
+    results = {}
+    a = threading.Thread(target=lambda: results.setdefault("a", lab_ui.toy_sweep(ToyConfig(seed=515151))))
+    b = threading.Thread(target=lambda: results.setdefault("b", lab_ui.toy_sweep(ToyConfig(seed=515152))))
+    a.start()
+    assert first_started.wait(30)
+    b.start()
+    for _ in range(200):  # b reaches the queue and reports its place
+        if waits:
+            break
+        threading.Event().wait(0.02)
+    assert waits and waits[0] == 1 and "b" not in results
+    release.set()
+    a.join(30)
+    b.join(30)
+    assert results == {"a": 515151, "b": 515152}
+    assert overlaps == [1, 1]  # never two trainings at once
+    assert queue.ahead_of_new_arrival() == 0
+
+
+def test_the_progress_bar_states_the_measured_expected_time():
+    import lab_ui
+    from sae_lib.toy_model import TrainingProgress
+
+    text = lab_ui.progress_text("Training the toy models", TrainingProgress(step=150, total=1500, elapsed_s=0.9))
+    assert "step 150 of 1,500" in text and "about 8 s left" in text and "expected to take 9 s" in text
+    assert "few seconds" not in text

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from sae_lib import render
 from sae_lib.constants import REPO_ROOT
 from tests.server import serve
 
@@ -232,11 +233,150 @@ def test_latent_link_to_steering_and_a_steered_generation(page, server, demo_wor
         stop.set()
         poller.join()
     assert health and all(h == (200, "ok") for h in health), health  # answered all through the generation
+    expect(table.locator("thead")).to_contain_text(f"Steered: latent {latent}")
     rows = table.locator("tbody tr")
-    expect(rows).to_have_count(1 + 3)  # the normal output, then one steered row per sample
-    expect(rows.first).to_contain_text("Normal output")
-    for i in range(1, 4):
-        expect(rows.nth(i).locator("td").first).to_have_text(str(latent))
-        assert len(rows.nth(i).locator("td").nth(1).inner_text()) > len("What are you?")
+    expect(rows).to_have_count(3)  # one row per sample: its normal output beside its steered output
+    for i in range(3):
+        cells = rows.nth(i).locator("td")
+        expect(cells).to_have_count(3)
+        expect(cells.first).to_have_text(str(i + 1))
+        normal, steered = cells.nth(1).inner_text(), cells.nth(2).inner_text()
+        assert normal.strip() and steered.strip()
+        # Issue 14, item 9: the marks in a steered output are exactly the words that differ from the
+        # normal output shown beside it (recomputed here from the two texts the visitor reads).
+        marks = [m.inner_text() for m in cells.nth(2).locator("mark").all()]
+        assert marks == [render.show_newlines(w) for w, changed in render.word_diff(*map(unshow, (normal, steered))) if changed]
     no_exception(page)
     shot(page, "steering-result", focus=table)
+
+
+
+# --- a hostile first visit (issue 14): what only a browser shows ------------------------------------------
+
+EVIL = "evil.example"
+INJECTIONS = [
+    "[Session expired - click here](https://evil.example/login)",
+    "![x](https://evil.example/pixel.png)",
+    "https://evil.example/login",
+]
+
+
+def unshow(text: str) -> str:
+    """A table cell's text back to the model's text (the page shows newlines as ↵)."""
+    return text.replace(render.NEWLINE_SYMBOL, "\n")
+
+
+def no_trace(pg) -> None:
+    """No traceback and no server path anywhere on the page."""
+    no_exception(pg)
+    body = pg.locator("body").inner_text()
+    assert "Traceback" not in body and str(REPO_ROOT) not in body and 'File "/' not in body
+
+
+@pytest.fixture
+def evil_requests(page):
+    """Every request the page makes to the attacker's host (there must be none)."""
+    seen: list[str] = []
+    page.on("request", lambda req: seen.append(req.url) if EVIL in req.url else None)
+    return seen
+
+
+def assert_inert(pg, evil_requests) -> None:
+    expect(pg.locator(f'a[href*="{EVIL}"]')).to_have_count(0)
+    expect(pg.locator(f'img[src*="{EVIL}"]')).to_have_count(0)
+    assert evil_requests == []
+
+
+def test_markdown_in_urls_and_boxes_is_shown_as_text(page, server, evil_requests):
+    """Item 1: a link or an image put in a URL parameter or typed is shown as its characters."""
+    from urllib.parse import quote
+
+    for payload in INJECTIONS:
+        open_page(page, server, "latent_browser", "Latent browser", f"?latent={quote(payload)}")
+        alert = page.get_by_test_id("stAlertContentError")
+        expect(alert).to_contain_text(payload)  # the characters, as typed
+        assert_inert(page, evil_requests)
+    shot(page, "hostile-latent-browser-url")
+
+    image = INJECTIONS[1]
+    open_page(page, server, "steering", "Steering playground", f"?latent={quote(image)}")
+    expect(page.get_by_test_id("stAlertContentError").filter(has_text=image)).to_be_visible()
+    assert_inert(page, evil_requests)
+    open_page(page, server, "steering", "Steering playground", f"?latent=3&max_act={quote(image)}")
+    expect(page.get_by_test_id("stCaptionContainer").filter(has_text=f"max_act='{image}'")).to_be_visible()
+    assert_inert(page, evil_requests)
+    box = page.get_by_label(re.compile("^Latents to steer"))
+    box.fill(image)
+    box.press("Enter")
+    wait_idle(page)
+    expect(page.get_by_test_id("stAlertContentError").filter(has_text=image)).to_be_visible()
+    assert_inert(page, evil_requests)
+    no_trace(page)
+    shot(page, "hostile-steering-typed")
+
+
+def test_a_huge_max_activation_gets_a_message_not_a_traceback(page, server, demo_workspace):
+    """Item 2: max_act=1e308 from the URL and typed; Generate and the sweep cannot run it."""
+    latent = int(demo_workspace.index.count.argmax())
+    open_page(page, server, "steering", "Steering playground", f"?latent={latent}&max_act=1e308")
+    expect(page.get_by_test_id("stCaptionContainer").filter(has_text="above this server's limit")).to_be_visible()
+    box = page.get_by_label("max activation")
+    box.fill("1e308")
+    box.press("Enter")
+    wait_idle(page)
+    expect(page.get_by_test_id("stAlertContentError").filter(has_text="above this server's limit")).to_be_visible()
+    expect(page.get_by_role("button", name="Generate", exact=True)).to_be_disabled()
+    expect(page.get_by_role("button", name="Run sweep")).to_be_disabled()
+    no_trace(page)
+    shot(page, "hostile-max-act")
+
+
+def test_a_thousand_latents_in_the_url_are_refused_at_the_top(page, server):
+    """Item 3: the "at most 8" message is on the first screen and no per-latent widget is built."""
+    numbers = ",".join(str(i) for i in range(1024))
+    open_page(page, server, "steering", "Steering playground", f"?latent={numbers}")
+    alert = page.get_by_test_id("stAlertContentError").filter(has_text="at most 8")
+    expect(alert).to_be_visible()
+    top = alert.bounding_box()["y"]
+    assert top < page.viewport_size["height"], top  # on the first screen, not 141,000 px down
+    expect(page.get_by_label("max activation")).to_have_count(0)
+    expect(page.locator('[data-testid="stSlider"]').filter(has_text="hi (positive components)")).to_have_count(0)
+    no_trace(page)
+    shot(page, "hostile-many-latents")
+
+
+def test_a_megabyte_paste_into_the_steering_prompt_says_why(page, server):
+    """Item 4: the box takes the paste and the page says why it cannot be used (the browser would drop a
+    paste longer than the box's max_chars without a word)."""
+    open_page(page, server, "steering", "Steering playground", "?latent=3")
+    paste = "It was a dark and stormy night. " * (1_000_000 // 32)
+    prompt = page.get_by_label(re.compile("^Prompt"))
+    prompt.fill(paste)
+    prompt.press("Control+Enter")  # Streamlit applies a text area on Ctrl+Enter (or when it loses focus)
+    wait_idle(page)
+    expect(page.get_by_test_id("stAlertContentError").filter(has_text="1,000,000 characters; the limit is 2,000")).to_be_visible()
+    expect(page.get_by_role("button", name="Generate", exact=True)).to_be_disabled()
+    no_trace(page)
+    shot(page, "hostile-paste")
+
+
+def test_theory_figures_titles_fit_and_the_label_sits_off_the_bars(page, server):
+    """Item 12: the WᵀW title is not cut off, the bar title is typeset, "represented" overlaps no bar."""
+    open_page(page, server, "theory", "Superposition, and why SAEs")
+    charts = page.locator(".js-plotly-plot")
+    expect(charts.nth(2)).to_be_visible(timeout=STEP_TIMEOUT_MS)
+    heat, bars = charts.nth(1), charts.nth(2)  # after the arrow panels
+    for chart in (heat, bars):
+        frame = chart.locator(".main-svg").first.bounding_box()
+        title = chart.locator(".gtitle").bounding_box()
+        assert frame["x"] <= title["x"] and title["x"] + title["width"] <= frame["x"] + frame["width"], (title, frame)
+    assert "_{" not in bars.locator(".gtitle").inner_text()
+    label = bars.locator(".annotation").filter(has_text="represented").bounding_box()
+    for bar in bars.locator(".bars path").all():
+        box = bar.bounding_box()
+        if box is None or box["width"] == 0:
+            continue
+        overlap_x = label["x"] < box["x"] + box["width"] and box["x"] < label["x"] + label["width"]
+        overlap_y = label["y"] < box["y"] + box["height"] and box["y"] < label["y"] + label["height"]
+        assert not (overlap_x and overlap_y), (label, box)
+    shot(page, "theory-superposition", focus=bars)
