@@ -333,11 +333,14 @@ def test_out_of_memory_midway_on_the_engine_tells_the_visitor_and_keeps_serving(
 
 
 def test_overflowing_steering_is_refused_with_a_message(loaded, sae):
-    """A push so strong the logits overflow: a clear GenerationError, no hook left, the next run fine."""
-    from sae_lib.errors import GenerationError
+    """Logits that overflow: the engine notes them without a per-step sync, never hands NaN to the
+    sampler, refuses the run, and leaves no hook; the next run is fine."""
+    from sae_lib.engine import NonFiniteLogits
 
-    huge = [SteeringSpec(3, "add", max_act=3e38, coeff=100.0)]
-    with pytest.raises(GenerationError, match="too strong"):
-        generate(loaded, sae, PROMPT, huge, GenerationSettings(max_new_tokens=4, n_samples=2))
-    assert _hooks_on(engine_for(loaded).hf) == 0
+    engine = engine_for(loaded)
+    tokens = loaded.to_tokens(PROMPT, prepend_bos=False).expand(2, -1)
+    with pytest.raises(NonFiniteLogits, match="too strong"):
+        engine.sample(tokens, 4, temperature=0.05, freq_penalty=2.0, seed=0, hook_name=HOOK,
+                      steer=lambda act: act * float("inf"))
+    assert _hooks_on(engine.hf) == 0
     assert len(generate(loaded, sae, PROMPT, SPECS["add"], GenerationSettings(max_new_tokens=4, n_samples=2)).steered) == 2
