@@ -332,7 +332,21 @@ def test_out_of_memory_midway_on_the_engine_tells_the_visitor_and_keeps_serving(
     assert len(generate(loaded, sae, PROMPT, SPECS["add"], settings).steered) == 2
 
 
-def test_overflowing_steering_is_refused_with_a_message(loaded, sae, monkeypatch):
+def test_overflowing_steering_is_refused_with_a_message(loaded, sae):
+    """Logits that overflow: the engine notes them without a per-step sync, never hands NaN to the
+    sampler, refuses the run, and leaves no hook; the next run is fine."""
+    from sae_lib.engine import NonFiniteLogits
+
+    engine = engine_for(loaded)
+    tokens = loaded.to_tokens(PROMPT, prepend_bos=False).expand(2, -1)
+    with pytest.raises(NonFiniteLogits, match="too strong"):
+        engine.sample(tokens, 4, temperature=0.05, freq_penalty=2.0, seed=0, hook_name=HOOK,
+                      steer=lambda act: act * float("inf"))
+    assert _hooks_on(engine.hf) == 0
+    assert len(generate(loaded, sae, PROMPT, SPECS["add"], GenerationSettings(max_new_tokens=4, n_samples=2)).steered) == 2
+
+
+def test_overflowing_steering_through_generate_gives_the_visitor_a_message(loaded, sae, monkeypatch):
     """A push so strong the logits overflow: a clear GenerationError, no hook left, the next run fine.
 
     The visitor's bound on max activation (10,000) keeps a real push finite on this model, so the bound
