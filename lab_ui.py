@@ -55,13 +55,20 @@ _log_to_stderr()
 
 # Every ASCII punctuation character: CommonMark lets each be escaped with a backslash, and each can
 # start Markdown ("[", "!", "*", "`", "#", "<", "|") or Streamlit's extensions (":red[...]", "$x$").
-# Escaping ":", "/" and "." too breaks bare-URL autolinks ("https://...", "www.x.y").
 _MARKDOWN_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
+
+
+# Streamlit's renderer turns bare URLs and e-mail addresses into links even when their punctuation is
+# escaped (checked in a real browser, tests/e2e). An invisible zero-width space inside the trigger
+# ("/​/", "www​.", "@​") keeps them plain text and shows the same characters.
+_AUTOLINK_TRIGGERS = re.compile(r"(/)(?=/)|(?i:(www))(?=\.)|(@)")
+ZERO_WIDTH_SPACE = "\u200b"
 
 
 def as_text(value: object) -> str:
     """``value`` as Markdown that shows exactly its characters: no link, image, HTML, formatting."""
-    return _MARKDOWN_PUNCTUATION.sub(r"\\\1", str(value))
+    text = _AUTOLINK_TRIGGERS.sub(lambda m: m.group(0) + ZERO_WIDTH_SPACE, str(value))
+    return _MARKDOWN_PUNCTUATION.sub(r"\\\1", text)
 
 
 def show_error(message: object, where=st) -> None:
