@@ -99,6 +99,8 @@ def workspace_or_stop() -> Workspace:
         st.stop()
     if ws.fallback_reason:
         st.warning(as_text(redact_paths(ws.fallback_reason)))
+    if ws.engine_notice:
+        st.info(as_text(redact_paths(ws.engine_notice)))
     return ws
 
 
@@ -114,6 +116,8 @@ def loaded_facts(ws: Workspace) -> dict[str, object]:
 def sidebar(ws: Workspace) -> None:
     """What is loaded, in the sidebar of every page."""
     info = loaded_facts(ws)
+    if ws.index is None and current_index(ws) is not None:
+        info["index"] = "built in the app"
     with st.sidebar:
         st.markdown("### Loaded")
         st.markdown(
@@ -121,10 +125,13 @@ def sidebar(ws: Workspace) -> None:
                 [
                     f"**Model** {as_text(info['model'])}",
                     f"**SAE** {as_text(info['sae'])}",
-                    f"**Hook** `{info['hook']}`",
+                    f"**Hook** `{info['hook']}`"
+                    + (f" → writes `{info['hook_out']}`" if info["hook_out"] != info["hook"] else ""),
+                    f"**Architecture** {info['architecture']}",
                     f"**d_in** {info['d_in']:,} · **d_sae** {info['d_sae']:,}",
                     f"**Device** {info['device']} · **dtype** {info['dtype']}",
                     f"**Latent index** {as_text(info['index'])}",
+                    f"**Generation** {info['engine']}",
                 ]
             )
         )
@@ -242,7 +249,257 @@ def toy_sweep(cfg: ToyConfig) -> ToyResult:
 
 def toy_sae(cfg: ToyConfig, sae_cfg: ToySAEConfig) -> ToySAEResult:
     """A tiny SAE trained on the hidden activations of the sweep for ``cfg``; cached by both configs."""
+    return train_toy_sae(toy_sweep(cfg), sae_cfg)
+
+
+# --- Latent descriptions (labels, explanations) and the demo's topic guide -----------------------
+# Self-contained block, like the Theory one above: loaded once per process, shared, never mutated.
+from sae_lib.descriptions import Descriptions  # noqa: E402
+
+
+def _ws_key(ws: Workspace) -> tuple[str, str, str]:
+    """What identifies a workspace's index for the caches below (the workspace itself is not hashed)."""
+    return (ws.sae_source, str(ws.sae_dir), ws.index.meta.build_id if ws.index is not None else "")
+
+
+def get_descriptions(ws: Workspace) -> tuple[Descriptions | None, str | None]:
+    """Every latent's label plus the explanations shipped next to the index, and why none loaded."""
+    return _descriptions(ws, _ws_key(ws))
+
+
+@st.cache_resource(show_spinner="Labelling the latents (once per process)...")
+def _descriptions(_ws: Workspace, key: tuple[str, str, str]) -> tuple[Descriptions | None, str | None]:
+    from sae_lib.constants import EXPLANATIONS_FILENAME
+    from sae_lib.explain.store import load_explanations
+
+    if _ws.index is None:
+        return None, None
+    problem, table = None, None
+    if _ws.sae_dir is not None:
+        try:
+            table = load_explanations(_ws.sae_dir / EXPLANATIONS_FILENAME, _ws.index.meta.build_id)
+        except LatentLabError as err:
+            problem = str(err)
+    return Descriptions(_ws.index, table), problem
+
+
+def get_topic_guide(ws: Workspace):
+    """The demo's topic guide (list of ``TopicLatent``), or None when the loaded pair is not the demo."""
+    return _topic_guide(ws, _ws_key(ws))
+
+
+@st.cache_resource(show_spinner="Finding each planted topic's latent (once per process)...")
+def _topic_guide(_ws: Workspace, key: tuple[str, str, str]):
+    from sae_lib.demo.guide import demo_guide
+
+    return demo_guide(_ws)
+
+
+def show_description(ws: Workspace, descriptions: Descriptions, latent: int) -> None:
+    """Under a latent's title: its explanation (with scores) or label, as plain text, and 'explain now'."""
+    written = st.session_state.get("lb_explained", {}).get((id(ws), latent))
+    d = descriptions.describe(latent) if written is None else written
+    if not d.text:
+        st.caption("Dead latent: nothing to describe.")
+        return
+    kind = f"Explanation by {d.explainer}" if d.source == "explanation" else "Statistical label (no LM)"
+    st.text(f"{kind}: {d.text}")  # st.text: never Markdown or HTML, whatever the explainer wrote
+    if d.scores:
+        s = d.scores
+        st.caption(
+            f"Detection {s.get('detection', float('nan')):.2f} (shuffled explanation: {s.get('detection_shuffled', float('nan')):.2f}) · "
+            f"fuzzing {s.get('fuzzing', float('nan')):.2f} (shuffled: {s.get('fuzzing_shuffled', float('nan')):.2f}). "
+            "Balanced accuracy; 0.5 is chance, and the shuffled-explanation baseline is what a score is read against."
+        )
+    if d.source == "explanation":
+        return
+    from sae_lib.demo.guide import is_demo
+
+    if is_demo(ws):
+        st.caption("The demo's tiny LM cannot write explanations (it only continues stories), so the label stands in.")
+        return
+    if st.button("Explain this latent now", key=f"lb_explain_{latent}",
+                 help="The loaded model reads the latent's contexts and writes one line; queued like a generation."):
+        status = st.empty()
+        try:
+            d = explain_now(ws, descriptions, latent, on_wait=lambda n: status.info(f"Waiting for the model: {n} run(s) ahead."))
+            st.session_state.setdefault("lb_explained", {})[(id(ws), latent)] = d
+            st.rerun()
+        except LatentLabError as err:
+            st.error(str(err))
+        finally:
+            status.empty()
+
+
+def explain_now(ws: Workspace, descriptions: Descriptions, latent: int, on_wait=None):
+    """Explain and score one latent with the loaded model (waiting in the model's queue)."""
+    import random
+
+    from sae_lib.descriptions import Description
+    from sae_lib.explain.explainer import explain_and_score, model_acts_fn
+    from sae_lib.explain.generator import LoadedModelGenerator
+    from sae_lib.model_queue import queue_for
+
+    with queue_for(ws.model).slot(on_wait):  # wait our turn visibly; the generator re-enters per batch
+        pass
+    alive = [i for i, lab in enumerate(descriptions.labels) if lab and i != latent]
+    other = random.Random(latent).choice(alive) if alive else None
+    row = explain_and_score(
+        LoadedModelGenerator(ws.model, name=ws.model_source), descriptions.index, [latent],
+        acts_fn=model_acts_fn(ws.model, ws.sae),
+        fallback_shuffled=lambda _: descriptions.describe(other).text if other is not None else "",
+    )[0]  # fmt: skip
+    if not row.explanation:
+        raise LatentLabError("The model gave no usable explanation for this latent; the statistical label stays.")
+    scores = {k: getattr(row, k) for k in ("detection", "fuzzing", "detection_shuffled", "fuzzing_shuffled")}
+    return Description(row.explanation, "explanation", row.explainer, scores)
+
+
+def show_neighbours(ws: Workspace, descriptions: Descriptions, latent: int) -> None:
+    """The 10 closest decoder directions and the 10 latents firing with it most, each a link."""
+    import pandas as pd
+
+    from sae_lib.neighbours import cofiring_neighbours, decoder_neighbours
+
+    def table(nb, score_name: str, key: str) -> None:
+        frame = pd.DataFrame({
+            "latent": [f"/latent_browser?latent={i}" for i in nb.latents],
+            score_name: nb.scores,
+            "explanation or label": descriptions.texts(nb.latents),
+        })  # fmt: skip
+        st.dataframe(frame, hide_index=True, key=key, column_config={
+            "latent": st.column_config.LinkColumn("latent", display_text=r"latent=(\d+)"),
+            score_name: st.column_config.NumberColumn(format="%.3f"),
+        })  # fmt: skip
+
+    st.subheader("Neighbours")
+    left, right = st.columns(2)
+    with left:
+        st.caption("Closest decoder directions (cosine of W_dec rows)")
+        table(decoder_neighbours(ws.sae, latent), "cosine", "lb_nb_decoder")
+    with right:
+        st.caption("Fires with it most (Jaccard of the tokens they fire on, counted in the index pass)")
+        if descriptions.index.counts is None:
+            st.caption("This index predates co-firing counts: rebuild it with scripts/build_latent_index.py.")
+        else:
+            table(cofiring_neighbours(descriptions.index.counts, latent), "jaccard", "lb_nb_cofire")
+
+
     toy = toy_sweep(cfg)
     return _train_once(
         ("sae", cfg, sae_cfg), "Training the tiny SAE", lambda progress: train_toy_sae(toy, sae_cfg, progress=progress)
     )
+
+
+# --- Latent browser: building a latent index in the app ------------------------------------------
+# Self-contained like the Theory glue above. Builds are shared by every visitor of this process
+# (sae_lib.index_builds.BUILDS: one per SAE); this section only draws them.
+from sae_lib import index_builds as ib  # noqa: E402
+from sae_lib.errors import InputError  # noqa: E402
+from sae_lib.model_queue import queue_for  # noqa: E402
+
+TOKEN_CHOICES = (10_000, 30_000, 100_000, 300_000, 1_000_000, 3_000_000, 10_000_000, 30_000_000)
+"""What the token slider offers (a log scale): up to 30M, 27 minutes at the H100 rate."""
+
+
+def current_index(ws: Workspace):
+    """The index to browse: the one loaded with the SAE, else one built in this process for it."""
+    if ws.index is not None:
+        return ws.index
+    build = ib.BUILDS.get(ws.sae)
+    return build.index if build is not None else None
+
+
+_RATES: dict[str, float] = {}
+"""Measured index-pass tokens/s per SAE weight hash (process-wide, like the model)."""
+
+
+def measured_tokens_per_s(ws: Workspace) -> float | None:
+    """Tokens/s of the index pass here, measured once per SAE (a few rows); None while the model is busy
+    (measuring would wait for a generation or build to finish) or if the measurement failed."""
+    key = ib.sae_key(ws.sae)
+    if key not in _RATES and queue_for(ws.model).ahead_of_new_arrival() == 0:
+        try:
+            with st.spinner("Measuring the index pass on this machine (a few rows)..."):
+                _RATES[key] = ib.measure_tokens_per_s(ws.model, ws.sae, ib.default_settings(ws.model))
+        except Exception:  # a failed measurement only costs the local estimate
+            return None
+    return _RATES.get(key)
+
+
+def _status_line(s: ib.BuildStatus) -> str:
+    left = "" if s.seconds_left is None else f", about {ib._duration(s.seconds_left)} left"
+    rate = f", {s.tokens_per_s:,.0f} tokens/s" if s.tokens_per_s else ""
+    return f"{s.tokens_done:,} of {s.tokens_total:,} tokens{rate}{left}"
+
+
+@st.fragment(run_every=1.0)
+def _build_progress(ws: Workspace) -> None:
+    build = ib.BUILDS.get(ws.sae)
+    if build is None:
+        return
+    s = build.status()
+    if s.active:
+        label = "Reading the corpus..." if s.state == "reading" else (
+            "Writing the index..." if s.state == "writing" else f"Indexing {as_text(s.message)}: {_status_line(s)}"
+        )
+        st.progress(min(s.fraction, 1.0), text=label)
+        st.button("Cancel the build", key="ib_cancel", on_click=build.cancel,
+                  help="Stops after the current batch; nothing is written.")
+    else:
+        st.rerun()  # the whole page: it now has an index, or shows why not
+
+
+def index_build_panel(ws: Workspace) -> None:
+    """Offer to build an index for the loaded SAE, or show the build that is running (anyone's)."""
+    build = ib.BUILDS.get(ws.sae)
+    status = build.status() if build is not None else None
+    st.subheader("Build a latent index")
+    if status is not None and status.active:
+        st.info("An index is being built for this SAE (started by a visitor); you can browse as soon as it is done.")
+        _build_progress(ws)
+        return
+    if status is not None and status.state in ("cancelled", "failed"):
+        (st.info if status.state == "cancelled" else st.error)(as_text(status.message))
+    settings = ib.default_settings(ws.model)
+    st.caption(
+        f"One pass over a corpus through the model (up to `{ws.hook_name}`) and the SAE's encoder, "
+        f"in rows of {settings.context_size} tokens. The result is kept on this server's disk (under the "
+        "Hugging Face cache) for this SAE's weights, so it survives a restart, and every visitor can use it."
+    )
+    kind = st.radio("Corpus", ["Demo corpus", "Hub dataset", "Upload a file"], key="ib_kind", horizontal=True)
+    source = None
+    problem = None
+    if kind == "Hub dataset":
+        c1, c2, c3 = st.columns([3, 1, 1])
+        name = c1.text_input("Dataset name", key="ib_dataset", placeholder="HuggingFaceFW/fineweb", max_chars=200)
+        split = c2.text_input("Split", "train", key="ib_split", max_chars=50)
+        column = c3.text_input("Text column (empty: detect)", "", key="ib_column", max_chars=100)
+        source = ib.CorpusSource("hub", name=name.strip(), split=split.strip() or "train", text_column=column.strip())
+        if not name.strip():
+            problem = "Type a dataset name."
+    elif kind == "Upload a file":
+        file = st.file_uploader("Text, jsonl or parquet", type=["txt", "jsonl", "parquet"], key="ib_file")
+        if file is None:
+            problem = "Choose a file."
+        else:
+            source = ib.CorpusSource("upload", name=file.name, data=file.getvalue())
+    else:
+        source = ib.CorpusSource("demo")
+    choices = [n for n in TOKEN_CHOICES if n >= settings.context_size]
+    default = 100_000 if settings.context_size <= 128 else 10_000_000
+    n_tokens = st.select_slider("Tokens to index", choices, value=default if default in choices else choices[0],
+                                key="ib_tokens", format_func=lambda n: f"{n:,}")
+    st.caption(ib.estimate_text(int(n_tokens), measured_tokens_per_s(ws)))
+    if st.button("Build the index", key="ib_start", type="primary", disabled=problem is not None,
+                 help=problem):
+        try:
+            if source.kind == "upload":  # checked now, so a bad file is refused before a job starts
+                ib.upload_texts(source.name, source.data, source.text_column)
+            _, started = ib.BUILDS.start(ws.model, ws.sae, source, int(n_tokens), settings)
+        except InputError as err:
+            show_error(err)
+            return
+        if not started:
+            st.info("A build for this SAE was already running: showing it.")
+        _build_progress(ws)

@@ -31,3 +31,41 @@ if ws.index is None:
         f"No latent index ships with this SAE ({as_text(info['index'])}). The Latent browser still offers "
         "'What fires here'; build an index with `python scripts/build_latent_index.py`."
     )
+
+# --- the guided demo: one latent per planted topic ------------------------------------------------
+from lab_ui import get_descriptions, get_topic_guide  # noqa: E402
+
+guide = get_topic_guide(ws)
+if guide:
+    import pandas as pd
+
+    from sae_lib.latent_index import steering_query
+
+    descriptions, _ = get_descriptions(ws)
+    st.subheader("Guided tour: ten planted topics")
+    st.markdown(
+        "The demo's stories each stay on one of ten planted topics. For each topic, this is the latent most "
+        "selective for it (mean activation on that topic's stories minus its mean on any other topic), picked "
+        "among the five most selective for the one whose direction promotes the topic's words. Its label is "
+        "statistical: the tokens it fires on far above their base rate, and what it promotes. The demo's tiny "
+        "LM cannot write explanations (it only tells stories), so the labels stand in for them."
+    )
+    rows = []
+    for g in guide:
+        q = steering_query(ws.index, g.latent)
+        rows.append({
+            "topic": g.topic,
+            "latent": g.latent,
+            "label": descriptions.describe(g.latent).text if descriptions else "",
+            "selectivity": g.selectivity,
+            "browse": f"/latent_browser?latent={g.latent}",
+            "steer": f"/steering?latent={q['latent']}&max_act={q['max_act']}",
+        })  # fmt: skip
+    st.dataframe(
+        pd.DataFrame(rows), hide_index=True, key="home_guide",
+        column_config={
+            "browse": st.column_config.LinkColumn("browse", display_text="open in the browser"),
+            "steer": st.column_config.LinkColumn("steer", display_text="steer with it"),
+            "selectivity": st.column_config.NumberColumn(format="%.3f"),
+        },
+    )  # fmt: skip

@@ -11,9 +11,10 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from lab_ui import as_text, seed_input, show_error, sidebar, workspace_or_stop
+from lab_ui import as_text, current_index, get_descriptions, index_build_panel, seed_input, show_description, show_error, show_neighbours, sidebar, workspace_or_stop
+from sae_lib.descriptions import Descriptions
 from sae_lib import latent_index as li
-from sae_lib import probe
+from sae_lib import probe, registry, sae_hooks
 from sae_lib.render import context_html
 from sae_lib.errors import LatentLabError
 from sae_lib.limits import LIMITS
@@ -21,13 +22,16 @@ from sae_lib.redact import redact_paths
 
 ws = workspace_or_stop()
 sidebar(ws)
-index = ws.index
+index = current_index(ws)
+# Labels and explanations of the loaded index (cached); an index built in the app gets labels now.
+descriptions, explanations_problem = get_descriptions(ws) if index is ws.index else (Descriptions(index) if index is not None else None, None)
 d_sae = int(ws.sae.cfg.d_sae)
 STEERING_PAGE = "app_pages/steering.py"
 OVERVIEW, LATENT, FIRES, SAMPLE = "Overview", "One latent", "What fires here", "Random sample"
 VIEWS = [OVERVIEW, LATENT, FIRES, SAMPLE] if index is not None else [FIRES]
 
 st.title("Latent browser")
+st.caption(sae_hooks.role_caption(ws.sae))
 
 
 def open_latent(latent: int) -> None:
@@ -65,10 +69,9 @@ def show_contexts(views: list[li.ContextView], scale: float) -> None:
 if index is None:
     st.warning(
         f"No latent index for this SAE ({as_text(redact_paths(ws.index_problem or 'none found'))}). "
-        "Build one next to the SAE with "
-        "`python scripts/build_latent_index.py` (the embedded demo) or "
-        "`python scripts/build_latent_index.py --model <model> --sae <sae> --dataset <hub dataset>`; "
-        "then restart the app. Until then, only 'What fires here' is available."
+        "Build one below, or offline with "
+        "`python scripts/build_latent_index.py --model <model> --sae <sae> --dataset <hub dataset>` "
+        "(next to the SAE; then restart the app). Until then, only 'What fires here' is available."
     )
 url_latent = st.query_params.get("latent")
 if url_latent is not None and url_latent != st.session_state.get("lb_url_latent"):
@@ -106,8 +109,19 @@ if view == OVERVIEW:
     low = float(np.floor(log_d.min())) if len(log_d) else -6.0
     band = f1.slider("log10 density range", low, 0.0, (low, 0.0), step=0.1, key="lb_band")
     hide_dead = f2.checkbox("Hide dead", value=True, key="lb_hide_dead")
-    query = f3.text_input("Search a token (top contexts or logit lens)", key="lb_query", max_chars=LIMITS.max_text_chars)
-    table = li.latent_table(index, log10_density_range=band, hide_dead=hide_dead, query=query)
+    query = f3.text_input("Search a token (lift tokens, top contexts or logit lens)", key="lb_query", max_chars=LIMITS.max_text_chars)
+    text_query = st.text_input("Search explanations and labels (plain text, not a pattern)", key="lb_text_query", max_chars=LIMITS.max_text_chars)
+    table = li.latent_table(index, log10_density_range=band, hide_dead=hide_dead)
+    try:  # both searches are literal and bounded (sae_lib.descriptions)
+        if query.strip():
+            table = table[table["latent"].isin(descriptions.search_token(query))]
+        if text_query.strip():
+            table = table[table["latent"].isin(descriptions.search_text(text_query))]
+    except LatentLabError as err:
+        st.error(str(err))
+    table.insert(1, "explanation or label", descriptions.texts(table["latent"]))
+    if explanations_problem:
+        st.warning(f"The explanations next to this index were not loaded: {explanations_problem}")
     st.caption(f"{len(table):,} latents match. Click a row, then open it.")
     event = st.dataframe(
         table, hide_index=True, on_select="rerun", selection_mode="single-row", key="lb_table", height=420,
@@ -124,6 +138,7 @@ elif view == LATENT:
     latent = int(st.number_input("Latent", 0, d_sae - 1, step=1, key="lb_latent"))
     st.query_params["latent"] = str(latent)
     st.session_state["lb_url_latent"] = str(latent)
+    show_description(ws, descriptions, latent)
     max_act = float(index.max_act[latent])
     c1, c2, c3, c4 = st.columns(4)
     c1.metric("Density", f"{float(index.density[latent]):.4%}")
@@ -134,6 +149,9 @@ elif view == LATENT:
         st.info(f"Latent {latent} never fired on the {index.meta.n_tokens:,} indexed tokens: it is dead.")
     else:
         st.plotly_chart(histogram_figure(latent, li.histogram_title(index, latent)), key="lb_latent_hist")
+    neuronpedia = registry.neuronpedia_url(ws.sae, latent)
+    if neuronpedia:
+        st.link_button(f"Latent {latent} on Neuronpedia", neuronpedia)
     if st.button(
         f"Steer with latent {latent} (max activation {max_act:.3g})",
         key="lb_to_steering",
@@ -155,6 +173,7 @@ elif view == LATENT:
         if index.logit_top_ids.shape[1]:
             st.dataframe(li.logit_lens_table(index, latent), hide_index=True, key="lb_logit_lens")
         st.caption(f"Computed as {index.meta.logit_lens}.")
+    show_neighbours(ws, descriptions, latent)
 
 # --- what fires here (live model + SAE) --------------------------------------------------------
 elif view == FIRES:
@@ -210,3 +229,8 @@ elif view == SAMPLE:
     st.plotly_chart(fig, key="lb_sample_grid")
     st.selectbox("Open one", picked, key="lb_sample_pick")
     st.button("Open", key="lb_sample_open", on_click=open_picked, args=("lb_sample_pick",))
+
+# --- no index yet: build one here (shared by every visitor, kept on disk for this SAE) -----------------
+if index is None:
+    with st.expander("Build a latent index here", expanded=True):
+        index_build_panel(ws)

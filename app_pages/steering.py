@@ -5,8 +5,8 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from lab_ui import as_text, seed_input, show_error, sidebar, workspace_or_stop
-from sae_lib import render, steering
+from lab_ui import as_text, current_index, seed_input, show_error, sidebar, workspace_or_stop
+from sae_lib import render, sae_hooks, steering
 from sae_lib.dose_response import dose_response
 from sae_lib.errors import LatentLabError
 from sae_lib.limits import LIMITS, check_prompt
@@ -19,7 +19,7 @@ M = float(LIMITS.max_multiplier)
 
 st.title("Steering playground")
 st.markdown(
-    f"Add a latent's decoder direction into `{ws.hook_name}` while the model writes, and compare with "
+    f"Add a latent's decoder direction into `{sae_hooks.output_hook(ws.sae)}` while the model writes, and compare with "
     "what it writes unsteered. Normal and steered sample *i* share one random stream, so every "
     "difference comes from the steering. Multipliers are in units of the latent's max activation."
 )
@@ -27,11 +27,17 @@ st.markdown(
 # --- what to steer --------------------------------------------------------------------------------
 url_latent = st.query_params.get("latent")
 url_max_act = st.query_params.get("max_act")
+from sae_lib.demo.guide import DEMO_PROMPT, is_demo  # noqa: E402
+
 problem: str | None = None
+# On the demo a story opening (its tiny LM only tells stories); the write-up's prompt is one click away.
+if "steer_prompt" not in st.session_state:
+    st.session_state["steer_prompt"] = DEMO_PROMPT if is_demo(ws) else steering.WRITEUP_PROMPT
 prompt = st.text_area(
-    f"Prompt (up to {LIMITS.max_prompt_chars:,} characters)", value=steering.WRITEUP_PROMPT,
-    max_chars=LIMITS.max_text_chars, key="steer_prompt",
+    f"Prompt (up to {LIMITS.max_prompt_chars:,} characters)", max_chars=LIMITS.max_text_chars, key="steer_prompt",
 )  # fmt: skip
+st.button("Use the write-up's prompt", key="steer_writeup_prompt",
+          on_click=lambda: st.session_state.update(steer_prompt=steering.WRITEUP_PROMPT))
 try:
     check_prompt(prompt)
 except LatentLabError as err:
@@ -64,7 +70,7 @@ for latent in latents:
             + steering.METHOD_HELP["clamp activation"],
         )  # fmt: skip
         default, note = steering.default_max_act(
-            ws.index, latent, url_max_act if url_latent and str(latent) == url_latent.strip() else None
+            current_index(ws), latent, url_max_act if url_latent and str(latent) == url_latent.strip() else None
         )
         if note:
             c_max.caption(as_text(note))

@@ -1,4 +1,4 @@
-"""Benchmark of the latent index pass on the embedded demo; prints JSON.
+"""Benchmark of the latent index pass (the embedded demo, or Qwen3-8B's shape on a GPU); prints JSON.
 
 (a) ``pass_vs_bare``: the index pass's tokens/s divided by a bare model-to-hook + SAE-encode forward's
     tokens/s on the same tokens and batches (goal: >= 1/1.3, i.e. the statistics cost at most 30% on top);
@@ -22,13 +22,18 @@ import torch
 from sae_lib import latent_index as li
 from sae_lib.packing import pack_texts
 from sae_lib.probe import encode_tokens
+from sae_lib.random_models import QWEN3_8B, calibrated_sae, flagship_layer, random_model
+from sae_lib.timing import sync
 
 
-def best_of(repeats: int, fn) -> float:
+def best_of(repeats: int, fn, device: str = "cpu") -> float:
+    """Best wall-clock seconds of ``repeats`` calls, CUDA synchronized around each."""
     times = []
     for _ in range(repeats):
+        sync(device)
         t0 = time.perf_counter()
         fn()
+        sync(device)
         times.append(time.perf_counter() - t0)
     return min(times)
 
@@ -58,33 +63,51 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3, help="runs per timing, the best is kept (default: 3)")
     parser.add_argument("--batch-size", type=int, default=32, help="sequences per forward (default: 32)")
     parser.add_argument("--context", type=int, default=128, help="tokens per row (default: 128)")
+    parser.add_argument("--preset", choices=["demo", "qwen3-8b"], default="demo",
+                        help="demo: the embedded model + SAE on its held-out stories (CPU); qwen3-8b: random "
+                             "bfloat16 weights of Qwen3-8B's shape on the GPU, a calibrated 65,536-latent SAE on "
+                             "block 28, random tokens (default: demo)")
+    parser.add_argument("--n-seq", type=int, default=256, help="qwen3-8b: rows of random tokens (default: 256)")
     args = parser.parse_args(argv)
 
-    from sae_lib.demo.build import ensure_demo, load_corpus_split
-    from sae_lib.workspace import load_workspace
+    if args.preset == "qwen3-8b":
+        if not torch.cuda.is_available():
+            raise SystemExit("The qwen3-8b preset needs a CUDA GPU (about 40 GB).")
+        device = "cuda"
+        model = random_model(QWEN3_8B, torch.bfloat16, device)
+        calib = torch.randint(0, QWEN3_8B["vocab_size"], (32, 128), generator=torch.Generator().manual_seed(1))
+        sae = calibrated_sae(model, f"blocks.{flagship_layer(QWEN3_8B)}.hook_mlp_out", 65536, calib)
+        tokens = torch.randint(0, QWEN3_8B["vocab_size"], (args.n_seq, args.context),
+                               generator=torch.Generator().manual_seed(2))
+    else:
+        from sae_lib.demo.build import ensure_demo, load_corpus_split
+        from sae_lib.workspace import load_workspace
 
-    paths = ensure_demo()
-    ws = load_workspace(str(paths.model), str(paths.sae), device="cpu", dtype="float32", fallback=False)
-    texts = [s["text"] for s in load_corpus_split(paths.root, "heldout")]
-    tokens = pack_texts(texts, ws.model.tokenizer, args.context, n_seq=10**6).tokens
+        device = "cpu"
+        paths = ensure_demo()
+        ws = load_workspace(str(paths.model), str(paths.sae), device=device, dtype="float32", fallback=False)
+        model, sae = ws.model, ws.sae
+        texts = [s["text"] for s in load_corpus_split(paths.root, "heldout")]
+        tokens = pack_texts(texts, model.tokenizer, args.context, n_seq=10**6).tokens
     cfg = li.IndexConfig(batch_size=args.batch_size)
     n_tok = tokens.numel()
 
-    bare_pass(ws.model, ws.sae, tokens[: args.batch_size], args.batch_size)  # warm-up
-    t_bare = best_of(args.repeats, lambda: bare_pass(ws.model, ws.sae, tokens, args.batch_size))
-    t_index = best_of(args.repeats, lambda: li.build_index(ws.model, ws.sae, tokens, cfg))
-    d_sae = int(ws.sae.cfg.d_sae)
+    bare_pass(model, sae, tokens[: args.batch_size], args.batch_size)  # warm-up
+    t_bare = best_of(args.repeats, lambda: bare_pass(model, sae, tokens, args.batch_size), device)
+    t_index = best_of(args.repeats, lambda: li.build_index(model, sae, tokens, cfg), device)
+    d_sae = int(sae.cfg.d_sae)
     sample = random.Random(0).sample(range(d_sae), args.n_latents_sample)
 
     def naive_sample() -> None:
         for i in sample:
-            naive_latent(ws.model, ws.sae, tokens, args.batch_size, i, cfg.top_k, cfg.n_bins)
+            naive_latent(model, sae, tokens, args.batch_size, i, cfg.top_k, cfg.n_bins)
 
-    t_naive_all = best_of(1, naive_sample) / len(sample) * d_sae
+    t_naive_all = best_of(1, naive_sample, device) / len(sample) * d_sae
     print(
         json.dumps(
             {
-                "device": str(ws.sae.device),
+                "preset": args.preset,
+                "device": str(sae.device),
                 "torch_threads": torch.get_num_threads(),
                 "tokens": n_tok,
                 "d_sae": d_sae,

@@ -27,6 +27,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from sae_lib.random_models import write_random_qwen3
+
 
 @dataclass
 class Measurement:
@@ -40,30 +42,6 @@ class Measurement:
     """peak_rss_delta_bytes / weight_bytes."""
     load_s: float
     """Wall-clock seconds of the load."""
-
-
-def _write_random_qwen3(folder: Path, dtype: str, **sizes) -> Path:
-    """A random-weight ``Qwen3ForCausalLM`` + a small BPE tokenizer saved as a Hugging Face folder."""
-    import torch
-    from transformers import Qwen3Config, Qwen3ForCausalLM
-
-    from sae_lib.demo.tokenizer import train_tokenizer
-
-    texts = [f"Story {i}: the ship sailed, the rocket flew, the band played and the soup boiled." for i in range(50)]
-    tokenizer = train_tokenizer(texts, vocab_size=300)
-    tokenizer.save_pretrained(folder)
-    cfg = Qwen3Config(tie_word_embeddings=False, max_position_embeddings=2048, **sizes)
-    torch.manual_seed(0)
-    with torch.device("meta"):
-        model = Qwen3ForCausalLM(cfg)
-    model = model.to_empty(device="cpu").to(getattr(torch, dtype))
-    with torch.no_grad():
-        for p in model.parameters():  # cheap random values; the bench measures memory, not quality
-            p.uniform_(-0.05, 0.05) if p.ndim > 1 else p.fill_(1.0)
-    model.save_pretrained(folder)
-    del model
-    gc.collect()
-    return folder
 
 
 SMALL_DEMO_LIKE = dict(
@@ -181,15 +159,15 @@ def main(argv: list[str] | None = None) -> None:
     results = []
     with tempfile.TemporaryDirectory(prefix="bench_load_") as tmp:
         tmp_path = Path(tmp)
-        warmup = _write_random_qwen3(tmp_path / "warmup", args.file_dtype, **WARMUP)
+        warmup = write_random_qwen3(tmp_path / "warmup", args.file_dtype, **WARMUP)
         demo = args.demo_model or constants.demo_dir() / constants.DEMO_MODEL_SUBDIR
         if (demo / "config.json").is_file():
             results.append(compare("demo", demo, warmup, args.dtype))
         else:
-            stand_in = _write_random_qwen3(tmp_path / "demo_like", args.file_dtype, **SMALL_DEMO_LIKE)
+            stand_in = write_random_qwen3(tmp_path / "demo_like", args.file_dtype, **SMALL_DEMO_LIKE)
             results.append(compare("demo-shaped random Qwen3 (no demo built)", stand_in, warmup, args.dtype))
         if not args.skip_large:
-            large = _write_random_qwen3(tmp_path / "large", args.file_dtype, **LARGE)
+            large = write_random_qwen3(tmp_path / "large", args.file_dtype, **LARGE)
             results.append(compare("random Qwen3 ~166M params", large, warmup, args.dtype))
     print(json.dumps({"goal": "ours.ratio <= 1.5", "results": results}, indent=2))
 

@@ -19,7 +19,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 ENV_MODEL = "LATENT_LAB_MODEL"
 """Model to load: a TransformerLens name (``Qwen/Qwen3-8B``) or a local Hugging Face folder."""
 ENV_SAE = "LATENT_LAB_SAE"
-"""SAE to load: a local SAELens folder or ``user/repo:sae_id[@revision]`` on the Hub."""
+"""SAE to load: a local SAELens folder, ``user/repo:sae_id[@revision]`` on the Hub, or a SAELens registry
+release ``sae-lens:RELEASE/SAE_ID``."""
 ENV_DEMO_DIR = "LATENT_LAB_DEMO_DIR"
 """Where the embedded default (demo model, SAE, index) is built and found."""
 ENV_DEVICE = "LATENT_LAB_DEVICE"
@@ -31,12 +32,18 @@ DEMO_MODEL_SUBDIR = "model"
 DEMO_SAE_SUBDIR = "sae"
 DEMO_CORPUS_SUBDIR = "corpus"
 DEMO_BUILD_MANIFEST = "build.json"
+DEMO_GUIDE_FILENAME = "topic_guide.json"
+"""The demo's planted topics and the latent that stands for each (:mod:`sae_lib.demo.guide`), in the SAE folder."""
 """Written last by the demo build: its presence (with a matching config hash) means 'complete'."""
 
 # --- latent index (lives inside the SAE folder, next to SAELens's files) -----------------------
 INDEX_STATS_FILENAME = "latent_index.safetensors"
 INDEX_CONTEXTS_FILENAME = "latent_contexts.parquet"
 INDEX_META_FILENAME = "latent_index.json"
+INDEX_COUNTS_FILENAME = "latent_counts.safetensors"
+"""Tokens each latent fires on and latents firing with it (bounded tables, :mod:`sae_lib.cooccurrence`)."""
+EXPLANATIONS_FILENAME = "latent_explanations.parquet"
+"""LM-written explanations and their scores (``scripts/explain_latents.py``), next to the index."""
 
 DENSE_THRESHOLD = 0.1
 """A latent firing on more than this fraction of tokens counts as dense (evals and the latent index)."""

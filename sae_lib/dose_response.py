@@ -11,16 +11,20 @@ from sae_lens import SAE
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
-from sae_lib.errors import InputError
+from sae_lib import sae_hooks
+from sae_lib.errors import GenerationError, InputError
 from sae_lib.limits import LIMITS, check_range, oom_guard
 from sae_lib.model_queue import queue_for
 from sae_lib.probe import model_device, prompt_tokens
 from sae_lib.steering import (
     GenerationSettings,
+    NON_FINITE_MESSAGE,
     FiniteGuard,
+    SteeringHook,
     SteeringSpec,
     check_specs,
     decode_new,
+    engine_serving,
     final_hook_name,
     generation_errors,
     sample_tokens,
@@ -88,20 +92,32 @@ def dose_response(
     batch = tokens.expand(k, -1).to(device)  # (k, pos)
     row_scales = torch.tensor(list(scales), dtype=torch.float32, device=device)  # (k,)
     n = tokens.shape[1]
-    hook_name = sae.cfg.metadata.hook_name
+    # What the encoder reads: the SAE's input hook (a transcoder's differs from where steering writes).
+    in_site = sae_hooks.resolve(model, sae_hooks.input_hook(sae))
+    hook_name = in_site.model_hook
     latents = torch.tensor([s.latent for s in specs], dtype=torch.long)
+    engine = engine_serving(model, sae)
     with queue_for(model).slot(on_wait):
         out = sample_tokens(model, sae, batch, specs, settings, row_scales=row_scales)  # (k, n + new)
         guard = [(final_hook_name(model), FiniteGuard("measuring the sweep"))]
         with generation_errors("measuring the sweep"), oom_guard("measuring the sweep"), torch.inference_mode():
             inputs = out[:, :-1]  # (k, L - 1): every position that predicted a generated token
-            with steering_hooks(model, sae, specs, settings.positions, n, row_scales), model.hooks(fwd_hooks=guard):
-                # The cache hook is added after the steering hook, so it records the steered activation.
-                logits_steered, cache_steered = model.run_with_cache(
-                    inputs, return_type="logits", names_filter=[hook_name]
-                )  # (k, L - 1, vocab)
-            with model.hooks(fwd_hooks=guard):
-                logits_clean, cache = model.run_with_cache(out, return_type="logits", names_filter=[hook_name])
+            if engine is not None:  # the same forwards on the generation engine's kernels
+                steer = SteeringHook(sae, specs, settings.positions, n, row_scales)
+                # The steered activation is what the hook hands on (steering applied).
+                logits_steered, acts_steered = engine.logits(inputs, hook_name, steer, capture=True)  # (k, L - 1, vocab)
+                logits_clean, acts_clean = engine.logits(out, hook_name, capture=True)
+                if not (bool(torch.isfinite(logits_steered).all()) and bool(torch.isfinite(logits_clean).all())):
+                    raise GenerationError(NON_FINITE_MESSAGE.format(what="measuring the sweep"))
+            else:
+                with steering_hooks(model, sae, specs, settings.positions, n, row_scales), model.hooks(fwd_hooks=guard):
+                    # The cache hook is added after the steering hook, so it records the steered activation.
+                    logits_steered, cache_steered = model.run_with_cache(
+                        inputs, return_type="logits", names_filter=[hook_name]
+                    )  # (k, L - 1, vocab)
+                with model.hooks(fwd_hooks=guard):
+                    logits_clean, cache = model.run_with_cache(out, return_type="logits", names_filter=[hook_name])
+                acts_steered, acts_clean = cache_steered[hook_name], cache[hook_name]
     logits_clean = logits_clean[:, :-1]
     logp_s = logits_steered[:, n - 1 :].float().log_softmax(-1)  # (k, new, vocab)
     logp_c = logits_clean[:, n - 1 :].float().log_softmax(-1)
@@ -110,9 +126,9 @@ def dose_response(
     weights = valid.float()  # (k, new)
     kl_generated = (kl * weights).sum(1) / weights.sum(1).clamp(min=1)
     with torch.inference_mode():
-        acts = cache[hook_name][:, n:].to(sae.W_dec.dtype)  # (k, new, d_in): the generated tokens
+        acts = sae_hooks.to_sae_space(in_site, acts_clean[:, n:]).to(sae.W_dec.dtype)  # (k, new, d_in): the generated tokens
         z = sae.encode(acts)[..., latents.to(acts.device)].float()  # (k, new, n_specs)
-        acts_s = cache_steered[hook_name][:, n - 1 :].to(sae.W_dec.dtype)  # (k, new, d_in): the writing positions
+        acts_s = sae_hooks.to_sae_space(in_site, acts_steered[:, n - 1 :]).to(sae.W_dec.dtype)  # (k, new, d_in): the writing positions
         z_s = sae.encode(acts_s)[..., latents.to(acts_s.device)].float()  # (k, new, n_specs)
     per_row = weights.sum(1).clamp(min=1)[:, None]  # (k, 1)
     latent_acts = (z * weights[..., None]).sum(1) / per_row

@@ -16,9 +16,10 @@ activations the app sees are the ones the SAE was trained on.
 Memory: TransformerLens's own path keeps the Hugging Face model and a converted copy alive together
 (about two copies of the weights). Here the converted state dict is mostly *views* of the Hugging Face
 tensors; the ``HookedTransformer`` is built with its parameters on the meta device and takes those
-tensors over with ``load_state_dict(assign=True)``, so about one copy exists at any time
-(``bench/load.py`` measures it). On CPU many parameters therefore stay non-contiguous views (use
-``.reshape``/``.contiguous()``, not ``.view``, on them); on a GPU they are made contiguous one at a time.
+tensors over with ``load_state_dict(assign=True)``, so one copy of the weights exists (``bench/load.py``
+measures it). The Hugging Face module is kept: it is the generation engine (:mod:`sae_lib.engine`,
+found with ``engine_for(model)``), and the ``HookedTransformer`` reads the same storage. Many of its
+parameters are therefore non-contiguous views (use ``.reshape``/``.contiguous()``, not ``.view``).
 
 Safety: weights are read from safetensors only (a folder holding only pickle checkpoints is refused,
 never unpickled) and ``trust_remote_code`` is never enabled (TransformerLens's Qwen3 entry asks for it;
@@ -31,10 +32,11 @@ import json
 from pathlib import Path
 
 import torch
-from transformer_lens import HookedTransformer
+from transformer_lens import HookedTransformer, HookedTransformerConfig
 from transformer_lens import loading_from_pretrained as tl_loading
 
 from sae_lib import constants
+from sae_lib.engine import attach_engine
 from sae_lib.errors import InputError, ModelLoadError
 from sae_lib.folders import check_folder, check_safetensors_headers, pickle_refusal, read_json
 from sae_lib.hub import DEFAULT_HINT, download_snapshot
@@ -86,6 +88,29 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
     if key not in DTYPE_NAMES:
         raise InputError(f"Unknown dtype {dtype!r}: use float32, bfloat16 or float16 (or leave it unset).")
     return DTYPE_NAMES[key]
+
+
+BASE_MODEL_NAMES = (
+    "Qwen/Qwen3-0.6B-Base",
+    "Qwen/Qwen3-1.7B-Base",
+    "Qwen/Qwen3-4B-Base",
+    "Qwen/Qwen3-8B-Base",
+    "Qwen/Qwen3-14B-Base",
+)
+"""Pretrained (base) checkpoints of Qwen3 models TransformerLens lists only in their post-trained form.
+Same architecture and config format, so they load exactly like ``Qwen/Qwen3-8B`` (Qwen-Scope's SAEs
+were trained on ``Qwen/Qwen3-8B-Base``)."""
+
+
+def official_model_name(source: str) -> str:
+    """TransformerLens's official name for a model name or alias, also for :data:`BASE_MODEL_NAMES`.
+
+    Raises ``ValueError`` for a name neither knows.
+    """
+    for name in BASE_MODEL_NAMES:
+        if source.lower() == name.lower():
+            return name
+    return tl_loading.get_official_model_name(source)
 
 
 def _looks_like_path(source: str) -> bool:
@@ -148,13 +173,13 @@ def load_model_from_folder(
     dtype: str | torch.dtype | None = None,
     config_name: str | None = None,
 ) -> HookedTransformer:
-    """Load a local Hugging Face folder as a ``HookedTransformer`` (no weight processing).
+    """Load a local Hugging Face folder as a ``HookedTransformer`` (no weight processing), with the
+    Hugging Face module sharing its weights registered as its generation engine.
 
     ``config_name``: the TransformerLens name to build the config from, when the folder is the
     snapshot of a named model (TransformerLens special-cases some families by name); None reads the
     folder's ``config.json``. Peak memory is about one copy of the weights (see the module docstring).
     """
-    from accelerate import init_empty_weights
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder = Path(folder).expanduser().resolve()  # absolute: TransformerLens matches names by prefix
@@ -194,47 +219,44 @@ def load_model_from_folder(
     hf_model.eval()
     hf_model.requires_grad_(False)
 
+    return hooked_transformer_over(hf_model, cfg, tokenizer, str(folder))
+
+
+def hooked_transformer_over(
+    hf_model: torch.nn.Module, cfg: HookedTransformerConfig, tokenizer: object | None, source: str
+) -> HookedTransformer:
+    """A ``HookedTransformer`` whose parameters are views of ``hf_model``'s tensors (no weight
+    processing), with ``hf_model`` registered as its generation engine (:func:`sae_lib.engine.engine_for`).
+
+    ``cfg`` is TransformerLens's config for the model (``get_pretrained_model_config``); ``source`` names
+    the model in error messages and lets TransformerLens pick its weight converter.
+    """
+    from accelerate import init_empty_weights
+
+    dt = next(hf_model.parameters()).dtype
     with torch.no_grad():
         try:
             # Mostly views of hf_model's tensors (rearranges and transposes), plus small zero biases.
-            state_dict = tl_loading.get_pretrained_state_dict(str(folder), cfg, hf_model=hf_model, dtype=dt)
+            state_dict = tl_loading.get_pretrained_state_dict(source, cfg, hf_model=hf_model, dtype=dt)
         except (NotImplementedError, ValueError) as err:
-            raise ModelLoadError(f"TransformerLens cannot convert the weights in {folder}: {err}") from None
+            raise ModelLoadError(f"TransformerLens cannot convert the weights in {source}: {err}") from None
         with init_empty_weights(include_buffers=False):  # parameters on meta, buffers (rotary) real
             model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=False)
         result = model.load_state_dict(state_dict, strict=False, assign=True)
-    del state_dict, hf_model  # the model now owns the only references to the weights
+    del state_dict  # the HookedTransformer's parameters are now views of hf_model's tensors
 
     left_on_meta = [name for name, p in model.named_parameters() if p.device.type == "meta"]
     if left_on_meta or result.unexpected_keys:
         raise ModelLoadError(
-            f"The weights in {folder} do not fill this TransformerLens model: missing "
+            f"The weights in {source} do not fill this TransformerLens model: missing "
             f"{left_on_meta[:5]}, unexpected {list(result.unexpected_keys)[:5]}."
         )
-    if dev.type != "cpu":
-        # On a GPU the copies come from freed blocks of the caching allocator (peak: + one tensor). On
-        # CPU the converted tensors share pages mapped from the safetensors file, which stay resident
-        # until the last view dies, so copying would hold ~2 copies: there the views are kept.
-        _make_parameters_contiguous(model)
+    # The parameters stay views of the Hugging Face tensors, on every device: the Hugging Face module is
+    # the one that generates (sae_lib.engine) and both must read one copy of the weights, not two.
     model.move_model_modules_to_device()  # the zero biases and buffers; the weights are already there
     model.eval()
+    attach_engine(model, hf_model, getattr(tokenizer, "eos_token_id", None))
     return model
-
-
-def _make_parameters_contiguous(model: torch.nn.Module) -> None:
-    """Give every parameter the contiguous layout TransformerLens's own loader would.
-
-    The converted tensors are transposed/rearranged views of Hugging Face's; left as views, some ops
-    (``einsum`` paths, ``.view``) copy or fail on every call. One parameter at a time, so the old
-    storage is freed before the next copy: the peak grows by one tensor, not by a model.
-    """
-    with torch.no_grad():
-        for module in model.modules():
-            for name in [n for n, _ in module.named_parameters(recurse=False)]:
-                param = getattr(module, name)
-                if not param.is_contiguous():
-                    setattr(module, name, torch.nn.Parameter(param.contiguous(), requires_grad=param.requires_grad))
-                del param  # drop the last reference to the old storage before the next copy
 
 
 def snapshot_for_name(official_name: str) -> Path:
@@ -263,13 +285,13 @@ def load_model(
     if path.exists():
         return load_model_from_folder(path, device=device, dtype=dtype)
     try:
-        official = tl_loading.get_official_model_name(source)
+        official = official_model_name(source)
     except ValueError:
         if _looks_like_path(source):
             return load_model_from_folder(path, device=device, dtype=dtype)  # raises "does not exist"
         raise ModelLoadError(
             f"{source!r} is neither an existing local folder nor a model name TransformerLens supports "
-            "(e.g. Qwen/Qwen3-8B, Qwen/Qwen3-0.6B). Check the spelling, or give a local Hugging Face folder."
+            "(e.g. Qwen/Qwen3-8B, Qwen/Qwen3-8B-Base, Qwen/Qwen3-0.6B). Check the spelling, or give a local Hugging Face folder."
         ) from None
     if official in tl_loading.NON_HF_HOSTED_MODEL_NAMES:
         raise ModelLoadError(f"{official} is not hosted on the Hugging Face Hub; give a local folder instead.")

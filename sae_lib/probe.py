@@ -11,9 +11,10 @@ from typing import NamedTuple
 import pandas as pd
 import torch
 from sae_lens import SAE
-from sae_lens.util import extract_stop_at_layer_from_tlens_hook_name
 from transformer_lens import HookedTransformer
 
+from sae_lib import sae_hooks
+from sae_lib.engine import engine_for, hook_site
 from sae_lib.errors import InputError
 from sae_lib.limits import LIMITS, Limits, check_prompt
 from sae_lib.model_queue import queue_for
@@ -43,18 +44,21 @@ def prompt_tokens(
 
 
 def hook_activations(model: HookedTransformer, tokens: torch.Tensor, hook_name: str) -> torch.Tensor:
-    """Activations at ``hook_name`` for ``tokens`` (B, ctx), running the model only up to that hook's layer."""
-    stop = extract_stop_at_layer_from_tlens_hook_name(hook_name)
-    _, cache = model.run_with_cache(
-        tokens, stop_at_layer=stop, names_filter=[hook_name], return_cache_object=False
-    )
-    return cache[hook_name]
+    """Activations at ``hook_name`` for ``tokens`` (B, ctx), running the model only up to that hook's layer
+    (on the generation engine's Hugging Face kernels when the model has one and a module for the hook:
+    ``sae_lib.engine``; otherwise TransformerLens, where names that are not plain hook points,
+    ``blocks.L.mlp.hook_in``, are mapped by :mod:`sae_lib.sae_hooks`)."""
+    engine = engine_for(model)
+    if engine is not None and hook_site(engine.hf, hook_name) is not None:
+        return engine.activations(tokens, hook_name)
+    return sae_hooks.read_activations(model, hook_name, tokens)
 
 
 @torch.no_grad()
 def encode_tokens(model: HookedTransformer, sae: SAE, tokens: torch.Tensor) -> torch.Tensor:
-    """SAE activations (B, ctx, d_sae) for tokens (B, ctx): model to the hook, then ``sae.encode``."""
-    acts = hook_activations(model, tokens.to(model_device(model)), sae.cfg.metadata.hook_name)
+    """SAE activations (B, ctx, d_sae) for tokens (B, ctx): model to the SAE's input hook (for a transcoder
+    the hook it reads, not the one it writes), then ``sae.encode``."""
+    acts = hook_activations(model, tokens.to(model_device(model)), sae_hooks.input_hook(sae))
     return sae.encode(acts.to(sae.device))
 
 

@@ -36,6 +36,8 @@ UPLOAD_FILENAMES: tuple[str, ...] = (
     constants.INDEX_STATS_FILENAME,
     constants.INDEX_CONTEXTS_FILENAME,
     constants.INDEX_META_FILENAME,
+    constants.INDEX_COUNTS_FILENAME,
+    constants.EXPLANATIONS_FILENAME,
 )
 """What goes up from an SAE folder, when present: SAELens's files, our evals and latent index.
 Checkpoints and the train job files stay local."""

@@ -1,5 +1,5 @@
-"""Load an SAE (a local SAELens folder or ``user/repo:sae_id[@revision]`` on the Hub) and check it
-against the model it is meant for.
+"""Load an SAE (a local SAELens folder, ``user/repo:sae_id[@revision]`` on the Hub, or a release of
+SAELens's registry, ``sae-lens:RELEASE/SAE_ID``) and check it against the model it is meant for.
 
 Both sources end in a local folder in SAELens's layout (``cfg.json``, ``sae_weights.safetensors``,
 optional ``sparsity.safetensors``) that SAELens's own ``SAE.load_from_disk`` reads. A Hub SAE is one
@@ -8,7 +8,8 @@ after a restart, served under ``HF_HUB_OFFLINE=1`` once cached); other files in 
 the latent index, come along and sit next to the SAE's files in ``LoadedSAE.local_dir``.
 
 Weights are read from safetensors only: a folder holding only pickle checkpoints is refused, never
-unpickled.
+unpickled. The one exception is a registry release whose converter reads ``.pt`` files (Qwen-Scope):
+those are read only with torch's restricted ``weights_only=True`` unpickler (:mod:`sae_lib.registry`).
 """
 
 from __future__ import annotations
@@ -21,10 +22,9 @@ from typing import Literal, NamedTuple
 
 import torch
 from sae_lens import SAE
-from sae_lens.util import extract_stop_at_layer_from_tlens_hook_name
 from transformer_lens import HookedTransformer
 
-from sae_lib import constants
+from sae_lib import constants, registry, sae_hooks
 from sae_lib.errors import CompatibilityError, SAELoadError
 from sae_lib.hub import DEFAULT_HINT, download_snapshot, hub_is_offline
 from sae_lib.folders import check_folder, check_safetensors_headers, pickle_refusal, read_json
@@ -37,8 +37,9 @@ _HUB_SPEC = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+):(?P<sae_id>[^@]*)
 class SAESpec:
     """Where an SAE comes from, parsed from the string a user gives (``LATENT_LAB_SAE``, ``--sae``)."""
 
-    kind: Literal["local", "hub"]
-    """``local``: a folder on this machine; ``hub``: a folder inside a Hugging Face Hub repo."""
+    kind: Literal["local", "hub", "registry"]
+    """``local``: a folder on this machine; ``hub``: a folder inside a Hugging Face Hub repo;
+    ``registry``: a release of SAELens's registry (``sae-lens:RELEASE/SAE_ID``, see :mod:`sae_lib.registry`)."""
     path: Path | None = None
     """The local folder (``kind == "local"``)."""
     repo_id: str | None = None
@@ -47,15 +48,20 @@ class SAESpec:
     """The folder inside the repo that holds the SAE's files (``kind == "hub"``)."""
     revision: str | None = None
     """Branch, tag or commit of the repo; None means ``main`` (``kind == "hub"``)."""
+    release: str | None = None
+    """The SAELens registry release (``kind == "registry"``; its SAE id is ``sae_id``)."""
 
     def __str__(self) -> str:
         if self.kind == "local":
             return str(self.path)
+        if self.kind == "registry":
+            return f"{registry.PREFIX}{self.release}/{self.sae_id}"
         return f"{self.repo_id}:{self.sae_id}" + (f"@{self.revision}" if self.revision else "")
 
 
 def parse_sae_spec(spec: str) -> SAESpec:
-    """Parse ``user/repo:sae_id[@revision]`` into a Hub spec; anything else is a local folder.
+    """Parse ``sae-lens:RELEASE/SAE_ID`` into a registry spec, ``user/repo:sae_id[@revision]`` into a Hub
+    spec; anything else is a local folder.
 
     Pure: it does not look at the disk or the network. Raises :class:`SAELoadError` for a Hub spec
     with an empty or escaping SAE id.
@@ -63,6 +69,9 @@ def parse_sae_spec(spec: str) -> SAESpec:
     spec = str(spec).strip()
     if not spec:
         raise SAELoadError(f"No SAE given: set {constants.ENV_SAE} to a folder or user/repo:sae_id, or unset it.")
+    if registry.is_registry_spec(spec):
+        release, sae_id = registry.parse(spec)
+        return SAESpec(kind="registry", release=release, sae_id=sae_id)
     match = _HUB_SPEC.match(spec)
     if match is None:
         return SAESpec(kind="local", path=Path(spec).expanduser())
@@ -78,9 +87,9 @@ def parse_sae_spec(spec: str) -> SAESpec:
 class LoadedSAE(NamedTuple):
     sae: SAE
     """The SAE, as SAELens's own loader built it (its class follows ``cfg.json``'s architecture)."""
-    local_dir: Path
+    local_dir: Path | None
     """The folder its files were read from (inside the HF cache for a Hub SAE): extra artifacts such as
-    the latent index are looked up here."""
+    the latent index are looked up here. None for a registry SAE (its files are in the converter's layout)."""
     spec: SAESpec
     """Where it came from."""
 
@@ -145,7 +154,7 @@ def _hub_folder(spec: SAESpec) -> Path:
 
 
 def load_sae(spec: str, device: str | torch.device | None = None, dtype: str | torch.dtype | None = None) -> LoadedSAE:
-    """Load an SAE from a local SAELens folder or ``user/repo:sae_id[@revision]``.
+    """Load an SAE from a local SAELens folder, ``user/repo:sae_id[@revision]`` or ``sae-lens:RELEASE/SAE_ID``.
 
     ``device``: None picks CUDA when available, else CPU. ``dtype``: None keeps the dtype in the SAE's
     ``cfg.json``. Every failure a user can fix is an :class:`SAELoadError` saying what to do.
@@ -154,6 +163,11 @@ def load_sae(spec: str, device: str | torch.device | None = None, dtype: str | t
     local = Path(given).expanduser()
     # An existing folder wins over the Hub reading of the same string.
     parsed = SAESpec(kind="local", path=local) if given and local.exists() else parse_sae_spec(given)
+    if parsed.kind == "registry":
+        dev = resolve_device(device)
+        dtype_name = None if dtype is None else str(resolve_dtype(dtype, dev)).removeprefix("torch.")
+        sae, _ = registry.load(parsed.release, parsed.sae_id, device=str(dev), dtype=dtype_name)
+        return LoadedSAE(sae=sae, local_dir=None, spec=parsed)
     folder = _hub_folder(parsed) if parsed.kind == "hub" else parsed.path.resolve()
     check_sae_folder(folder)
     dev = resolve_device(device)
@@ -175,17 +189,12 @@ def hook_width(model: HookedTransformer, hook_name: str, head_index: int | None 
     """Width of the activations at ``hook_name`` as an SAE reads them, from a 1-token forward pass.
 
     Per-head hooks (``hook_z``/``hook_q``/...: (batch, pos, head, d_head)) count all heads flattened,
-    as SAELens's hook_z reshaping does, or one head's ``d_head`` when ``head_index`` is set.
+    as SAELens's hook_z reshaping does, or one head's ``d_head`` when ``head_index`` is set. Names
+    that are not plain hook points (``blocks.L.mlp.hook_in``) are mapped by :mod:`sae_lib.sae_hooks`.
     """
     tokens = torch.zeros((1, 1), dtype=torch.long)  # (batch, pos): any token id works for a shape
     with torch.no_grad():
-        _, cache = model.run_with_cache(
-            tokens,
-            names_filter=[hook_name],
-            # blocks.N.* needs blocks 0..N only: SAELens returns N + 1 (None for hooks outside the blocks)
-            stop_at_layer=extract_stop_at_layer_from_tlens_hook_name(hook_name),
-        )
-    acts = cache[hook_name]
+        acts = sae_hooks.read_activations(model, hook_name, tokens)
     if head_index is not None:
         return int(acts.shape[-1])
     if acts.ndim == 4 and hook_name.rsplit(".", 1)[-1] in ("hook_z", "hook_q", "hook_k", "hook_v", "hook_result"):
@@ -193,24 +202,50 @@ def hook_width(model: HookedTransformer, hook_name: str, head_index: int | None 
     return int(acts.shape[-1])
 
 
-def check_sae_matches_model(sae: SAE, model: HookedTransformer) -> None:
-    """Raise :class:`CompatibilityError` unless ``sae`` reads a hook of ``model`` of width ``d_in``."""
-    hook_name = sae.cfg.metadata.hook_name
+def _check_hook(model: HookedTransformer, hook_name: str, role: str) -> None:
+    if hook_name in model.hook_dict:
+        return
+    try:
+        sae_hooks.resolve(model, hook_name)
+        return
+    except CompatibilityError:
+        pass
     model_name = getattr(model.cfg, "model_name", "the model")
-    if hook_name not in model.hook_dict:
-        names = list(model.hook_dict)
-        close = difflib.get_close_matches(str(hook_name), names, n=5, cutoff=0.6)
-        suffix = str(hook_name).rsplit(".", 1)[-1]
-        same_kind = [n for n in names if n.endswith("." + suffix)]
-        suggestions = close or same_kind[:3] + same_kind[-2:] or names[:5]
-        raise CompatibilityError(
-            f"The SAE reads hook {hook_name!r}, which {model_name} ({model.cfg.n_layers} layers) does not have. "
-            f"Valid hooks include: {', '.join(dict.fromkeys(suggestions))}. Load the model this SAE was trained on, "
-            "or an SAE for this model."
-        )
+    names = list(model.hook_dict)
+    close = difflib.get_close_matches(str(hook_name), names, n=5, cutoff=0.6)
+    suffix = str(hook_name).rsplit(".", 1)[-1]
+    same_kind = [n for n in names if n.endswith("." + suffix)]
+    suggestions = close or same_kind[:3] + same_kind[-2:] or names[:5]
+    raise CompatibilityError(
+        f"The SAE {role} hook {hook_name!r}, which {model_name} ({model.cfg.n_layers} layers) does not have. "
+        f"Valid hooks include: {', '.join(dict.fromkeys(suggestions))}. Load the model this SAE was trained on, "
+        "or an SAE for this model."
+    )
+
+
+def check_sae_matches_model(sae: SAE, model: HookedTransformer) -> None:
+    """Raise :class:`CompatibilityError` unless ``sae`` reads a hook of ``model`` of width ``d_in`` (and,
+    for a transcoder, writes a hook of width ``d_out``).
+
+    Also switches on the optional hook points the SAE uses (``hook_mlp_in``, ...: see
+    :func:`sae_lib.sae_hooks.prepare_model`), so call it while loading, before the model is shared.
+    """
+    hook_name = sae_hooks.input_hook(sae)
+    model_name = getattr(model.cfg, "model_name", "the model")
+    _check_hook(model, hook_name, "reads")
+    sae_hooks.prepare_model(model, sae)
     width = hook_width(model, hook_name, getattr(sae.cfg.metadata, "hook_head_index", None))
     if width != sae.cfg.d_in:
         raise CompatibilityError(
             f"The SAE's d_in is {sae.cfg.d_in} but hook {hook_name!r} of {model_name} has width {width}. "
             "The SAE was trained on another model: load the model it was trained on, or an SAE for this model."
         )
+    if sae_hooks.is_transcoder(sae):
+        out = sae_hooks.output_hook(sae)
+        _check_hook(model, out, "writes")
+        out_width = hook_width(model, out)
+        if out_width != sae_hooks.d_out(sae):
+            raise CompatibilityError(
+                f"The transcoder writes width {sae_hooks.d_out(sae)} (d_out) but its output hook {out!r} of "
+                f"{model_name} has width {out_width}: load the model it was trained on."
+            )

@@ -1,6 +1,7 @@
 """Steering a model with SAE latents: specs, scoped hooks, seeded batched generation.
 
-Three ways to push a latent (``SteeringSpec.method``), all applied at the SAE's hook point:
+Three ways to push a latent (``SteeringSpec.method``), all applied at the hook the SAE writes (its
+``hook_name``, or a transcoder's output hook ``hook_name_out``: see :mod:`sae_lib.sae_hooks`):
 
 ``write-up clamp``
     Exactly the write-up's hook: ``act + clamp(W_dec[i] * max_act * hi, min=W_dec[i] * max_act * lo)``.
@@ -13,9 +14,11 @@ Three ways to push a latent (``SteeringSpec.method``), all applied at the SAE's 
     Encode ``act`` with the SAE, set latent ``i`` to ``coeff * max_act``, and add the change of the
     reconstruction, ``decode(z') - decode(z)``: the SAE's error term is kept ("Golden Gate" style).
 
-Hooks only live inside ``model.hooks(...)`` for one generation, and every generation runs in the
-model's queue slot (:mod:`sae_lib.model_queue`), so visitors sharing the model never see each
-other's steering.
+Generation runs on the model's engine (:mod:`sae_lib.engine`: the Hugging Face module, steered at
+the module whose output is the SAE's hook) when it has one, else on TransformerLens; both sample
+alike, so a seed gives the same text. Hooks only live for one generation (a context manager that
+removes them in ``finally``), and every generation runs in the model's queue slot
+(:mod:`sae_lib.model_queue`), so visitors sharing the model never see each other's steering.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ from sae_lens import SAE
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
+from sae_lib import sae_hooks
+from sae_lib.engine import Engine, NonFiniteLogits, engine_for, hook_site
 from sae_lib.errors import CompatibilityError, GenerationError, InputError
 from sae_lib.limits import LIMITS, Limits, check_range, oom_guard
 from sae_lib.model_queue import queue_for
@@ -199,6 +204,16 @@ class SteeringHook:
         self._row_scales = row_scales  # (batch,) or None
         self._seen = 0
         self._cast: dict[tuple[torch.dtype, torch.device], Tensor | None] = {}
+        # Where the decoder writes and the encoder reads (the same hook except for transcoders); set
+        # by ``steering_hooks``. A transcoder's "clamp activation" encodes what ``capture_input`` saw.
+        self.out_site: sae_hooks.HookSite | None = None
+        self.in_site: sae_hooks.HookSite | None = None
+        self._input: Tensor | None = None
+
+    def capture_input(self, act: Tensor, hook: object = None) -> Tensor:
+        """Read-only hook at a transcoder's input hook: keep the activation the encoder reads."""
+        self._input = act if self.in_site is None else sae_hooks.to_sae_space(self.in_site, act)
+        return act
 
     def _additive_as(self, act: Tensor) -> Tensor | None:
         # Cast once per dtype/device, not once per token.
@@ -208,7 +223,8 @@ class SteeringHook:
         return self._cast[key]
 
     def _clamp_delta(self, act: Tensor) -> Tensor:
-        """Change of the SAE reconstruction when the clamped latents are set. ``act``: (batch, pos, d_in)."""
+        """Change of the SAE reconstruction when the clamped latents are set. ``act``: (batch, pos, d_in),
+        what the encoder reads at these positions."""
         sae = self.sae
         x = act.to(sae.W_dec.dtype)
         z = sae.encode(x)  # (batch, pos, d_sae)
@@ -220,28 +236,48 @@ class SteeringHook:
         z_new[..., idx] = target
         return (sae.decode(z_new) - sae.decode(z)).to(act.dtype)  # (batch, pos, d_in)
 
+    def decode_add(self, batch: int) -> Tensor | None | bool:
+        """What this hook adds at every position once decoding has started (each one is steered then):
+        (batch, d_in), None when nothing, False when it depends on the activation (``clamp activation``).
+        The engine's compiled decode step applies it from a fixed buffer."""
+        if len(self._clamp_idx):
+            return False
+        if self._additive is None:
+            return None
+        add = self._additive.expand(batch, -1)  # (batch, d_in)
+        if self._row_scales is not None:
+            add = self._row_scales.to(add)[:, None] * add
+        return add
+
     def __call__(self, act: Tensor, hook: object = None) -> Tensor:
         # act: (batch, pos, d_in)
         start = self._seen
         self._seen += act.shape[1]
         if self.on_step is not None:
             self.on_step()
-        if act.shape[-1] != self.sae.cfg.d_in:
+        width = sae_hooks.d_out(self.sae)
+        if act.shape[-1] != width:
             raise CompatibilityError(
-                f"The SAE expects width {self.sae.cfg.d_in} at its hook but the model gives {act.shape[-1]}: "
+                f"The SAE writes width {width} at its output hook but the model gives {act.shape[-1]}: "
                 "load an SAE trained on this model."
             )
         local_first = max(self.first_pos - start, 0)
         if local_first >= act.shape[1] or (self._additive is None and len(self._clamp_idx) == 0):
             return act
-        part = act[:, local_first:]  # (batch, steered_pos, d_in)
+        part = act[:, local_first:]  # (batch, steered_pos, d_out)
         delta = None
         add = self._additive_as(act)
         if add is not None:
             delta = add if self._row_scales is None else self._row_scales.to(act)[:, None, None] * add
         if len(self._clamp_idx):
-            clamp = self._clamp_delta(part)
+            if self._input is not None:  # a transcoder: encode what its input hook saw at these positions
+                enc_in = self._input[:, local_first:]
+            else:
+                enc_in = part if self.out_site is None else sae_hooks.to_sae_space(self.out_site, part)
+            clamp = self._clamp_delta(enc_in)
             delta = clamp if delta is None else delta + clamp
+        if self.out_site is not None:
+            delta = sae_hooks.to_model_space(self.out_site, delta)
         if local_first == 0:
             return act + delta
         out = act.clone()
@@ -264,14 +300,15 @@ def steering_hooks(
     ``row_scales`` (batch,) multiplies every spec's multipliers per batch row (the dose-response sweep
     runs all its values as one batch). Callers sharing a model hold its queue slot around this.
     """
-    hook_name = sae.cfg.metadata.hook_name
-    if hook_name not in model.hook_dict:
-        raise CompatibilityError(
-            f"The SAE reads hook {hook_name!r}, which this model does not have: load an SAE trained on this model."
-        )
+    # Decoder directions go where the SAE writes: its output hook (a transcoder's differs from its input).
+    out_site = sae_hooks.resolve(model, sae_hooks.output_hook(sae))
     hook = SteeringHook(sae, specs, positions, prompt_len, row_scales, on_step)
+    hook.out_site = None if out_site.gain is None else out_site
     # Nothing to steer or count: add no hook at all, so an unsteered run is plain TransformerLens.
-    hooks = [(hook_name, hook)] if specs or on_step is not None else []
+    hooks = [(out_site.model_hook, hook)] if specs or on_step is not None else []
+    if hooks and sae_hooks.is_transcoder(sae) and any(s.method == "clamp activation" for s in specs):
+        hook.in_site = sae_hooks.resolve(model, sae_hooks.input_hook(sae))
+        hooks.insert(0, (hook.in_site.model_hook, hook.capture_input))
     with model.hooks(fwd_hooks=hooks):
         yield hook
 
@@ -397,27 +434,59 @@ def sample_tokens(
     row_scales: Tensor | None = None,
     on_step: Callable[[], None] | None = None,
 ) -> Tensor:
-    """One seeded, batched, KV-cached TransformerLens generation; ``tokens`` (batch, pos) -> (batch, pos + new).
+    """One seeded, batched, KV-cached generation; ``tokens`` (batch, pos) -> (batch, pos + new).
 
-    The caller holds the model's queue slot (``generate`` and ``dose_response`` do); ``settings.n_samples``
-    is ignored, the batch is ``tokens``'s.
+    On the model's generation engine (:mod:`sae_lib.engine`: the Hugging Face module, steered at the
+    module whose output is the SAE's hook) when it has one, else TransformerLens's ``generate``; both
+    sample the same way, so a seed gives the same text. The caller holds the model's queue slot
+    (``generate`` and ``dose_response`` do); ``settings.n_samples`` is ignored, the batch is ``tokens``'s.
     """
+    engine = engine_serving(model, sae)
     # oom_guard frees the failed run's memory and empties the CUDA cache before telling the visitor
-    # to ask for less, so the app keeps serving; the hooks are gone by then (scoped context). The
-    # FiniteGuard stops a run whose logits would be NaN before the sampler sees them.
-    with generation_errors("generating"), oom_guard("generating"), _seeded(settings.seed, model_device(model)):
-        with steering_hooks(model, sae, specs, settings.positions, tokens.shape[1], row_scales, on_step):
-            with model.hooks(fwd_hooks=[(final_hook_name(model), FiniteGuard("generating"))]):
-                return model.generate(
+    # to ask for less, so the app keeps serving; the hooks are gone by then (scoped context). Non-finite
+    # logits stop the run before the sampler sees them: the engine checks them itself, and on the
+    # TransformerLens path the FiniteGuard does.
+    with generation_errors("generating"), oom_guard("generating"):
+        try:
+            if engine is not None:
+                steer = SteeringHook(sae, specs, settings.positions, tokens.shape[1], row_scales) if specs else None
+                return engine.sample(
                     tokens,
                     max_new_tokens=settings.max_new_tokens,
                     temperature=settings.temperature,
                     freq_penalty=settings.freq_penalty,
+                    seed=settings.seed,
                     stop_at_eos=settings.stop_at_eos,
-                    use_past_kv_cache=True,
-                    return_type="tokens",
-                    verbose=False,
+                    hook_name=sae.cfg.metadata.hook_name,
+                    steer=steer,
+                    on_step=on_step,
                 )
+        except NonFiniteLogits as err:
+            raise GenerationError(NON_FINITE_MESSAGE.format(what="generating")) from err
+        with _seeded(settings.seed, model_device(model)):
+            with steering_hooks(model, sae, specs, settings.positions, tokens.shape[1], row_scales, on_step):
+                with model.hooks(fwd_hooks=[(final_hook_name(model), FiniteGuard("generating"))]):
+                    return model.generate(
+                        tokens,
+                        max_new_tokens=settings.max_new_tokens,
+                        temperature=settings.temperature,
+                        freq_penalty=settings.freq_penalty,
+                        stop_at_eos=settings.stop_at_eos,
+                        use_past_kv_cache=True,
+                        return_type="tokens",
+                        verbose=False,
+                    )
+
+
+def engine_serving(model: HookedTransformer, sae: SAE) -> Engine | None:
+    """The model's generation engine when it has one with a module for the SAE's hook, else None
+    (then TransformerLens serves)."""
+    engine = engine_for(model)
+    # A transcoder reads one hook and writes another, and a bridge name (``blocks.L.mlp.hook_in``) needs
+    # sae_hooks's mapping: both stay on the TransformerLens path, which handles them.
+    if engine is None or sae_hooks.is_transcoder(sae) or hook_site(engine.hf, sae_hooks.input_hook(sae)) is None:
+        return None
+    return engine
 
 
 def decode_new(model: HookedTransformer, tokens: Tensor, prompt_len: int) -> list[str]:

@@ -16,7 +16,7 @@ import torch
 from sae_lens import SAE
 from transformer_lens import HookedTransformer
 
-from sae_lib import constants
+from sae_lib import constants, sae_hooks
 from sae_lib.errors import LatentLabError
 
 
@@ -29,9 +29,9 @@ class Workspace:
     model_source: str
     """Where the model came from: a TransformerLens name or a local folder."""
     sae_source: str
-    """Where the SAE came from: a local folder or ``user/repo:sae_id[@revision]``."""
+    """Where the SAE came from: a local folder, ``user/repo:sae_id[@revision]`` or ``sae-lens:RELEASE/SAE_ID``."""
     sae_dir: Path | None
-    """Local folder holding the SAE's files (the Hub cache folder for a Hub SAE)."""
+    """Local folder holding the SAE's files (the Hub cache folder for a Hub SAE; None for a registry SAE)."""
     index: object | None = None
     """The latent index (``sae_lib.latent_index.LatentIndex``) when one ships with the SAE."""
     index_problem: str | None = None
@@ -40,21 +40,43 @@ class Workspace:
     """Set when the configured model/SAE failed and the embedded default was loaded instead."""
 
     @property
+    def engine_notice(self) -> str | None:
+        """Why generation runs on TransformerLens instead of the fast engine (an unsupported architecture,
+        or an SAE hook the engine has no module for); None when the engine serves."""
+        from sae_lib.engine import engine_for, engine_notice, hook_site
+
+        engine = engine_for(self.model)
+        if engine is None:
+            return engine_notice(self.model)
+        if hook_site(engine.hf, self.hook_name) is None:
+            return (
+                f"The fast generation engine has no module for hook {self.hook_name!r}: generation and the "
+                "SAE's forwards use TransformerLens (slower, same results)."
+            )
+        return None
+
+    @property
     def hook_name(self) -> str:
         return self.sae.cfg.metadata.hook_name
 
     def describe(self) -> dict[str, object]:
         """The facts the sidebar shows."""
+        from sae_lib.engine import engine_for
+
         param = next(self.model.parameters())
+        engine = engine_for(self.model)
         return {
             "model": self.model_source,
             "sae": self.sae_source,
             "hook": self.hook_name,
+            "hook_out": sae_hooks.output_hook(self.sae),
+            "architecture": str(self.sae.cfg.architecture()),
             "d_in": int(self.sae.cfg.d_in),
             "d_sae": int(self.sae.cfg.d_sae),
             "device": str(param.device),
             "dtype": str(param.dtype).removeprefix("torch."),
             "index": "loaded" if self.index is not None else (self.index_problem or "none"),
+            "engine": engine.mode if engine is not None and self.engine_notice is None else "TransformerLens",
         }
 
 
@@ -65,6 +87,10 @@ def _load_pair(model_source: str, sae_source: str, device: str | None, dtype: st
 
     model = load_model(model_source, device=device, dtype=dtype)
     loaded = load_sae(sae_source, device=str(next(model.parameters()).device))
+    if loaded.spec.kind == "registry":  # the registry names the model it was trained on: check that first
+        from sae_lib import registry
+
+        registry.check_model(registry.lookup(loaded.spec.release, loaded.spec.sae_id), model_source)
     check_sae_matches_model(loaded.sae, model)
     ws = Workspace(
         model=model,
@@ -83,15 +109,18 @@ def _attach_index(ws: Workspace) -> None:
     except ImportError:  # the latent index module is optional for the app frame
         ws.index_problem = "not available"
         return
-    if ws.sae_dir is None:
-        ws.index_problem = "none shipped with this SAE"
-        return
     try:
-        ws.index = load_index(ws.sae_dir, ws.sae)
+        ws.index = None if ws.sae_dir is None else load_index(ws.sae_dir, ws.sae)
         if ws.index is None:
             ws.index_problem = "none shipped with this SAE"
     except LatentLabError as err:
         ws.index_problem = str(err)
+    if ws.index is None:  # one built in the app earlier (persistent cache keyed by the weights' hash)
+        from sae_lib.index_builds import load_cached
+
+        cached = load_cached(ws.sae)
+        if cached is not None:
+            ws.index, ws.index_problem = cached, None
 
 
 def demo_sources(build: bool = True) -> tuple[str, str]:

@@ -3,9 +3,12 @@
 Examples:
     python scripts/build_latent_index.py                                  # the embedded demo
     python scripts/build_latent_index.py --preset qwen3-8b --sae user/repo:sae_id --out my_sae/
+    python scripts/build_latent_index.py --preset qwen3-8b --model Qwen/Qwen3-8B-Base \
+        --sae sae-lens:qwen-scope-3-8b-base-w64k-l50/layer20     # into the app's index cache (no --out)
     python scripts/build_latent_index.py --help                           # every knob and its default
 
-The app finds the index when it sits in the SAE's folder; push that folder (push_to_hub.py) to share it.
+The app finds the index when it sits in the SAE's folder (push that folder with push_to_hub.py to share
+it), or, for a registry SAE, in its index cache under HF_HUB_CACHE, where the Latent browser's own builds go.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,9 +25,10 @@ import torch
 from sae_lens import SAE
 from transformer_lens import HookedTransformer
 
+from sae_lib import index_builds
 from sae_lib.errors import InputError, LatentLabError
-from sae_lib.latent_index import IndexConfig, LatentIndex, build_index, save_index
-from sae_lib.packing import pack_texts
+from sae_lib.index_builds import CorpusSource
+from sae_lib.latent_index import IndexConfig, LatentIndex, save_index
 
 DEMO = "demo"
 
@@ -36,13 +40,13 @@ class BuildIndexConfig:
     model: str = ""
     """TransformerLens model name (Qwen/Qwen3-8B) or local Hugging Face folder; empty: the embedded demo model."""
     sae: str = ""
-    """Local SAELens folder or Hub spec user/repo:sae_id[@revision]; empty: the embedded demo SAE."""
+    """Local SAELens folder, Hub spec user/repo:sae_id[@revision], or SAELens registry sae-lens:RELEASE/SAE_ID; empty: the embedded demo SAE."""
     dataset: str = DEMO
     """'demo' (the demo corpus's held-out stories) or a Hugging Face dataset name, streamed."""
     dataset_split: str = "train"
     """Split of a Hub dataset."""
-    text_column: str = "text"
-    """Column of a Hub dataset holding the text."""
+    text_column: str = ""
+    """Column of a Hub dataset holding the text; empty: detected ('text', 'content', ..., else the first string column)."""
     corpus_seed: int = 0
     """Seed of the demo corpus (the demo build's seed, so the held-out stories are the model's)."""
     n_tokens: int = 100_000
@@ -99,31 +103,16 @@ def parse_args(argv: list[str] | None = None) -> BuildIndexConfig:
     return parser.parse_args(argv).config
 
 
-def demo_texts(seed: int) -> Iterator[str]:
-    """The demo corpus's held-out stories (not seen in the demo model's or SAE's training)."""
-    from sae_lib.demo.corpus import generate_corpus
-
-    return (story.text for story in generate_corpus(seed=seed).heldout)
-
-
-def hub_texts(name: str, split: str, column: str) -> Iterator[str]:
-    """Texts of a Hub dataset, streamed: only what the index needs is downloaded."""
-    from datasets import load_dataset
-
-    try:
-        stream = load_dataset(name, split=split, streaming=True)
-    except Exception as err:  # datasets raises many types (network, missing dataset, bad split)
-        raise LatentLabError(f"Could not open the dataset {name!r} (split {split!r}): {err}. Check the name and your network.") from None
-    for row in stream:
-        if column not in row:
-            raise InputError(f"The dataset {name!r} has no column {column!r}; its columns are {sorted(row)}. Pass --text_column.")
-        yield row[column]
+def corpus_source(cfg: BuildIndexConfig) -> CorpusSource:
+    """The configured corpus, as the app names one (the app and this script read corpora the same way)."""
+    if cfg.dataset == DEMO:
+        return CorpusSource("demo", seed=cfg.corpus_seed)
+    return CorpusSource("hub", name=cfg.dataset, split=cfg.dataset_split, text_column=cfg.text_column)
 
 
 def corpus_tokens(cfg: BuildIndexConfig, tokenizer) -> torch.Tensor:
     """(n_seq, context_size) tokens of the configured corpus."""
-    texts = demo_texts(cfg.corpus_seed) if cfg.dataset == DEMO else hub_texts(cfg.dataset, cfg.dataset_split, cfg.text_column)
-    return pack_texts(texts, tokenizer, cfg.context_size, cfg.n_tokens // cfg.context_size).tokens
+    return index_builds.corpus_tokens(corpus_source(cfg), tokenizer, cfg.n_tokens, cfg.context_size)
 
 
 def progress_printer(log: Callable[[str], None] = print, every_s: float = 2.0):
@@ -149,7 +138,7 @@ def build_and_save(
 ) -> LatentIndex:
     """Build the index over ``tokens`` and write it into ``out``; logs a summary."""
     t0 = time.perf_counter()
-    index = build_index(model, sae, tokens, cfg, progress=progress_printer(log), description=description)
+    index = index_builds.run_build(model, sae, tokens, cfg, description, progress=progress_printer(log))
     save_index(index, out)
     log(
         f"Indexed {index.meta.n_tokens:,} tokens in {time.perf_counter() - t0:.1f}s: "
@@ -173,10 +162,21 @@ def run(cfg: BuildIndexConfig, log: Callable[[str], None] = print) -> Path:
     device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = load_model(model_src, device=device, dtype=cfg.dtype or None)
     loaded = load_sae(sae_src, device=device)
+    if loaded.spec.kind == "registry":
+        from sae_lib import registry
+
+        registry.check_model(registry.lookup(loaded.spec.release, loaded.spec.sae_id), model_src)
     check_sae_matches_model(loaded.sae, model)
-    out = Path(cfg.out) if cfg.out else Path(loaded.local_dir)
     tokens = corpus_tokens(cfg, model.tokenizer)
     log(f"{model_src} + {sae_src}: indexing {tokens.numel():,} tokens of {cfg.dataset} on {device}.")
+    if not cfg.out and loaded.local_dir is None:
+        # A registry SAE has no folder of its own: write where the app looks for indexes it built itself.
+        out = index_builds.cache_dir(loaded.sae)
+        index = index_builds.run_build(model, loaded.sae, tokens, cfg.index, cfg.dataset, progress=progress_printer(log))
+        index_builds.write_atomic_folder(index, out)
+        log(f"Written to the app's index cache: {out}.")
+        return out
+    out = Path(cfg.out) if cfg.out else Path(loaded.local_dir)
     build_and_save(model, loaded.sae, tokens, out, cfg.index, description=cfg.dataset, log=log)
     return out
 

@@ -137,3 +137,14 @@ def tiny_hf_qwen3_dir(tmp_path_factory):
                 param.normal_(0.0, 0.1)
     model.save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def device() -> str:
+    """Where tests that load models put them: ``LATENT_LAB_TEST_DEVICE``, else CUDA when present, else CPU.
+
+    Tests compare tensors on this one device, so the suite passes on a GPU machine and on CPU CI.
+    """
+    import os
+
+    return os.environ.get("LATENT_LAB_TEST_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")

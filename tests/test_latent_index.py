@@ -14,7 +14,7 @@ from sae_lib.latent_index.build import _Accumulator
 from sae_lib.latent_index.query import _peak_tokens
 from sae_lib.latent_index.store import _STAT_FIELDS
 from sae_lib.packing import pack_texts
-from sae_lib.constants import INDEX_CONTEXTS_FILENAME, INDEX_META_FILENAME, INDEX_STATS_FILENAME
+from sae_lib.constants import INDEX_CONTEXTS_FILENAME, INDEX_COUNTS_FILENAME, INDEX_META_FILENAME, INDEX_STATS_FILENAME
 from sae_lib.errors import CompatibilityError, InputError
 from tests.conftest import TINY_HOOK
 
@@ -160,7 +160,7 @@ def test_logit_lens_goes_through_final_norm_weight(tiny_model, tiny_sae):
 def test_save_load_round_trip(tmp_path, index, tiny_sae):
     li.save_index(index, tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        [INDEX_STATS_FILENAME, INDEX_CONTEXTS_FILENAME, INDEX_META_FILENAME]
+        [INDEX_STATS_FILENAME, INDEX_CONTEXTS_FILENAME, INDEX_META_FILENAME, INDEX_COUNTS_FILENAME]
     )  # no temporary files left behind
     loaded = li.load_index(tmp_path, tiny_sae)
     assert loaded.meta == index.meta
@@ -169,6 +169,9 @@ def test_save_load_round_trip(tmp_path, index, tiny_sae):
     for kind in ("top", "samples"):
         for a, b in zip(getattr(loaded, kind), getattr(index, kind)):
             assert torch.equal(a, b), kind
+    assert loaded.counts is not None
+    for name, t in index.counts.tensors().items():
+        assert torch.equal(getattr(loaded.counts, name), t), name
 
 
 def test_load_refuses_index_of_another_sae(tmp_path, index, tiny_sae):

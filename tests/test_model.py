@@ -17,13 +17,14 @@ TEXT = "The ship sailed across the ocean while the rocket flew past the moon."
 
 
 @pytest.fixture(scope="module")
-def loaded(tiny_hf_qwen3_dir):
-    return load_model(str(tiny_hf_qwen3_dir))
+def loaded(tiny_hf_qwen3_dir, device):
+    # float32 on the test device: the comparisons below are at 1e-4 (CUDA would default to bfloat16).
+    return load_model(str(tiny_hf_qwen3_dir), device=device, dtype="float32")
 
 
 @pytest.fixture(scope="module")
-def hf_reference(tiny_hf_qwen3_dir):
-    return AutoModelForCausalLM.from_pretrained(tiny_hf_qwen3_dir, dtype=torch.float32).eval()
+def hf_reference(tiny_hf_qwen3_dir, device):
+    return AutoModelForCausalLM.from_pretrained(tiny_hf_qwen3_dir, dtype=torch.float32).to(device).eval()
 
 
 def _plain_transformerlens(folder) -> HookedTransformer:
@@ -43,8 +44,8 @@ def _plain_transformerlens(folder) -> HookedTransformer:
     return model
 
 
-def test_local_folder_logits_equal_hugging_face(loaded, hf_reference):
-    tokens = loaded.to_tokens(TEXT, prepend_bos=False)  # (1, pos)
+def test_local_folder_logits_equal_hugging_face(loaded, hf_reference, device):
+    tokens = loaded.to_tokens(TEXT, prepend_bos=False).to(device)  # (1, pos)
     assert tokens.shape[1] > 5
     with torch.no_grad():
         ours = loaded(tokens)  # (1, pos, d_vocab)
@@ -53,11 +54,11 @@ def test_local_folder_logits_equal_hugging_face(loaded, hf_reference):
     torch.testing.assert_close(ours, ref, atol=1e-4, rtol=0)
 
 
-def test_other_prompt_lengths_match_hugging_face(loaded, hf_reference):
+def test_other_prompt_lengths_match_hugging_face(loaded, hf_reference, device):
     # Other lengths exercise the rotary cache and the causal mask at other sizes.
     texts = ["The band played a loud song.", "She stirred the soup and baked fresh bread in the warm kitchen."]
     for text in texts:
-        tokens = loaded.to_tokens(text, prepend_bos=False)
+        tokens = loaded.to_tokens(text, prepend_bos=False).to(device)
         with torch.no_grad():
             torch.testing.assert_close(loaded(tokens)[0, -1], hf_reference(tokens).logits[0, -1], atol=1e-4, rtol=0)
 
@@ -67,14 +68,14 @@ def test_weights_equal_transformerlens_no_processing(loaded, tiny_hf_qwen3_dir):
     ours, ref = loaded.state_dict(), plain.state_dict()
     assert ours.keys() == ref.keys()
     for key in ref:
-        torch.testing.assert_close(ours[key], ref[key], atol=0, rtol=0, msg=key)
+        torch.testing.assert_close(ours[key].cpu(), ref[key], atol=0, rtol=0, msg=key)
     # No folding happened: the RMSNorm gains are still the fixture's (not 1) and still applied.
     assert not torch.allclose(loaded.blocks[0].ln1.w, torch.ones_like(loaded.blocks[0].ln1.w))
 
 
-def test_loaded_model_is_usable_and_safe(loaded, tiny_hf_qwen3_dir):
+def test_loaded_model_is_usable_and_safe(loaded, tiny_hf_qwen3_dir, device):
     assert isinstance(loaded, HookedTransformer)
-    assert all(p.device.type == "cpu" and p.dtype == torch.float32 for p in loaded.parameters())
+    assert all(p.device.type == torch.device(device).type and p.dtype == torch.float32 for p in loaded.parameters())
     assert loaded.cfg.trust_remote_code is False
     assert loaded.cfg.n_layers == 2 and loaded.cfg.d_model == 64
     assert "blocks.1.hook_mlp_out" in loaded.hook_dict
@@ -87,7 +88,7 @@ def test_dtype_override_and_defaults(tiny_hf_qwen3_dir, loaded):
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
     tokens = loaded.to_tokens(TEXT, prepend_bos=False)
     with torch.no_grad():
-        low, full = model(tokens).float(), loaded(tokens)
+        low, full = model(tokens).float(), loaded(tokens).cpu()
     # bfloat16 keeps ~3 significant digits: same predictions, logits within a few percent.
     assert (low.argmax(-1) == full.argmax(-1)).float().mean() > 0.9
     assert (low - full).abs().max() < 0.1 * full.abs().max()
@@ -104,7 +105,11 @@ def test_dtype_override_and_defaults(tiny_hf_qwen3_dir, loaded):
 def test_cuda_defaults_to_bfloat16(tiny_hf_qwen3_dir):
     model = load_model(str(tiny_hf_qwen3_dir))
     assert {(p.device.type, p.dtype) for p in model.parameters()} == {("cuda", torch.bfloat16)}
-    assert all(p.is_contiguous() for p in model.parameters())
+    # One copy on the GPU: the HookedTransformer's weights are views of the engine's (Hugging Face) tensors.
+    from sae_lib.engine import engine_for
+
+    hf = {p.untyped_storage().data_ptr() for p in engine_for(model).hf.parameters()}
+    assert model.W_U.untyped_storage().data_ptr() in hf and model.blocks[0].attn.W_Q.untyped_storage().data_ptr() in hf
 
 
 def test_named_model_loads_from_cache_offline(tmp_path, monkeypatch, tiny_hf_qwen3_dir, loaded):
@@ -112,7 +117,7 @@ def test_named_model_loads_from_cache_offline(tmp_path, monkeypatch, tiny_hf_qwe
     # the path a restarted Space takes. The tiny weights stand in for Qwen3-0.6B's.
     populate_hf_cache(tmp_path / "hub", "Qwen/Qwen3-0.6B", tiny_hf_qwen3_dir)
     use_hf_cache(monkeypatch, tmp_path / "hub", offline=True)
-    model = load_model("Qwen/Qwen3-0.6B")
+    model = load_model("Qwen/Qwen3-0.6B", device=next(loaded.parameters()).device, dtype="float32")
     assert model.cfg.trust_remote_code is False
     tokens = loaded.to_tokens(TEXT, prepend_bos=False)
     with torch.no_grad():

@@ -89,6 +89,14 @@ def test_push_uploads_the_staged_folder(sae_dir, tmp_path, monkeypatch, readme_e
     assert "layer1/sae_weights.safetensors" in calls["files"] and not any("checkpoints" in f for f in calls["files"])
 
 
+def test_labels_counts_and_explanations_go_up_with_the_index(sae_dir, tmp_path):
+    for name in (constants.INDEX_COUNTS_FILENAME, constants.EXPLANATIONS_FILENAME):
+        (sae_dir / name).write_bytes(b"x")
+    target = hub.stage_upload(sae_dir, "me/saes", None, tmp_path / "stage")
+    names = {p.name for p in target.iterdir()}
+    assert {constants.INDEX_COUNTS_FILENAME, constants.EXPLANATIONS_FILENAME} <= names
+
+
 def test_published_files_and_card_name_no_local_path_and_only_measured_figures(tmp_path, tiny_sae):
     # What SAELens wrote for the demo build before it went through sae_lib.published: the build's
     # temporary folder as model_name/output_path, and the last training window's L0 and dead count.

@@ -34,9 +34,11 @@ def _assert_same_sae(loaded, reference):
     assert type(loaded) is JumpReLUSAE
     assert loaded.cfg.metadata.hook_name == reference.cfg.metadata.hook_name
     for key, value in reference.state_dict().items():
-        torch.testing.assert_close(loaded.state_dict()[key], value, atol=0, rtol=0, msg=key)
+        torch.testing.assert_close(loaded.state_dict()[key].cpu(), value.cpu(), atol=0, rtol=0, msg=key)
+    # Compared on one device (the loader puts the SAE on CUDA when there is one).
     x = torch.randn(5, reference.cfg.d_in)  # (batch, d_in)
-    torch.testing.assert_close(loaded.encode(x), reference.encode(x), atol=0, rtol=0)
+    got = loaded.encode(x.to(next(loaded.parameters()).device)).cpu()
+    torch.testing.assert_close(got, reference.encode(x), atol=0, rtol=0)
 
 
 # --- spec parsing ----------------------------------------------------------------------------

@@ -14,6 +14,16 @@ def test_demo_workspace_describes_itself(demo_workspace, demo_paths):
     assert info["d_sae"] == demo_paths.manifest["config"]["d_sae"]
     assert (info["device"], info["dtype"]) == ("cpu", "float32")
     assert info["index"] == "loaded" and demo_workspace.fallback_reason is None
+    assert info["engine"] == "Hugging Face (sdpa, eager)" and demo_workspace.engine_notice is None
+
+
+def test_unsupported_architecture_is_served_by_transformerlens_with_a_notice(demo_paths, monkeypatch):
+    from sae_lib import engine
+
+    monkeypatch.setattr(engine, "SUPPORTED_ARCHITECTURES", ("OtherForCausalLM",))
+    ws = load_workspace(str(demo_paths.model), str(demo_paths.sae), device="cpu", dtype="float32", fallback=False)
+    assert ws.describe()["engine"] == "TransformerLens"
+    assert "Qwen3ForCausalLM" in ws.engine_notice and "TransformerLens" in ws.engine_notice
 
 
 def test_missing_configured_model_falls_back_to_demo_with_reason(demo_paths, monkeypatch, tmp_path):

@@ -187,6 +187,10 @@ def _build_index(model, sae_dir: Path, rows: torch.Tensor, cfg: DemoConfig, log,
     index = build_index(model, sae, rows, IndexConfig(top_k=cfg.index_top_k))
     save_index(index, sae_dir)
     log(f"{stamp()} latent index: {rows.numel():,} held-out tokens")
+    from sae_lib.demo.guide import write_demo_guide  # the Home page's topic guide, tied to this index
+
+    guide = write_demo_guide(model, sae, sae_dir, sae_dir.parent, index.meta.build_id)
+    log(f"{stamp()} topic guide: " + ", ".join(f"{g.topic} -> {g.latent}" for g in guide))
 
 
 def ensure_demo(out: Path | None = None, cfg: DemoConfig = DemoConfig(), log: Callable[[str], None] = print) -> DemoPaths:

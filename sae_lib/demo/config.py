@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from sae_lib.demo.lm import LMConfig
 
-BUILD_VERSION = 3
+BUILD_VERSION = 4
 """Bump when the build's code changes what it produces, so cached builds are redone.
 3: the SAE trains through the ``demo`` training preset, ships ``evals.json``, records no local paths."""
 

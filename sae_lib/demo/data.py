@@ -21,12 +21,16 @@ class DemoRows(NamedTuple):
 def demo_corpus_rows(tokenizer: Any, context: int, seed: int = 0, n_train: int = 6000, n_heldout: int = 600) -> DemoRows:
     """The demo's generated stories tokenized with ``tokenizer`` and packed into ``context`` rows.
 
-    Each story is followed by the end-of-text token (the demo tokenizer's BOS = EOS = pad), as the
-    demo LM was trained; rows are cut from that stream, so a row may start mid-story.
+    Each story is followed by one end-of-text token (the demo tokenizer's BOS = EOS = pad), exactly as
+    the demo LM was trained; rows are cut from that stream, so a row may start mid-story. The
+    tokenizer's own special tokens are not added: TransformerLens sets ``add_bos_token`` on a model's
+    tokenizer, which would put a second ``<|endoftext|>`` before every story (a token pattern the LM
+    never saw, and extra hard-to-predict positions in every loss computed on these rows).
     """
     corpus = generate_corpus(seed, n_train, n_heldout)
     sep = tokenizer.eos_token_id
-    rows = [pack(tokenizer([s.text for s in split])["input_ids"], sep, context) for split in (corpus.train, corpus.heldout)]
+    rows = [pack(tokenizer([s.text for s in split], add_special_tokens=False)["input_ids"], sep, context)
+            for split in (corpus.train, corpus.heldout)]
     for name, r in zip(("training", "held-out"), rows):
         if r.shape[0] == 0:
             raise InputError(f"The demo corpus's {name} stories make no full row of {context} tokens; "

@@ -17,10 +17,12 @@ import torch
 from sae_lens import SAE
 from transformer_lens import HookedTransformer
 
+from sae_lib.cooccurrence import CountsAccumulator
 from sae_lib.errors import InputError
 from sae_lib.latent_index.identity import sae_fingerprint, sae_hash
 from sae_lib.latent_index.logit_lens import logit_lens, vocab_strings
 from sae_lib.latent_index.model import Contexts, IndexConfig, IndexMeta, LatentIndex
+from sae_lib.model_queue import queue_for
 from sae_lib.probe import encode_tokens
 
 
@@ -179,10 +181,19 @@ def build_index(
         raise InputError(f"skip_positions ({cfg.skip_positions}) leaves nothing of a {ctx}-token context.")
     device = sae.device
     acc = _Accumulator(int(sae.cfg.d_sae), cfg, device)
+    counts = CountsAccumulator(
+        int(sae.cfg.d_sae), int(model.cfg.d_vocab), cfg.k_tokens, cfg.k_cofire, cfg.cofire_pairs_per_batch,
+        cfg.seed, device,
+    )  # fmt: skip
     total, t0 = n_seq * ctx, time.perf_counter()
     for row0 in range(0, n_seq, cfg.batch_size):
         batch = tokens[row0 : row0 + cfg.batch_size]
-        acc.update(encode_tokens(model, sae, batch), row0)
+        # One batch at a time in the model's queue: an index built in the app shares the model with
+        # steering, whose hooks must never be on it during this forward pass.
+        with queue_for(model).slot():
+            feats = encode_tokens(model, sae, batch)
+        acc.update(feats, row0)
+        counts.update(batch[:, cfg.skip_positions :], feats[:, cfg.skip_positions :].float())
         if progress is not None:
             progress(min(row0 + cfg.batch_size, n_seq) * ctx, total, time.perf_counter() - t0)
     lens = logit_lens(model, sae, cfg.n_logit_tokens)
@@ -216,4 +227,5 @@ def build_index(
         logit_bottom_ids=lens.bottom_ids,
         logit_bottom_vals=lens.bottom_vals,
         fingerprint=sae_fingerprint(sae),
+        counts=counts.finish(),
     )

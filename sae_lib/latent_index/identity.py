@@ -25,7 +25,9 @@ def sae_fingerprint(sae: SAE) -> torch.Tensor:
     """(d_sae, 3) float32: W_dec row norms, W_enc column norms, b_enc. Close for the same SAE in any dtype."""
     W_dec = sae.W_dec.detach().float().cpu()
     W_enc = sae.W_enc.detach().float().cpu()
-    b_enc = sae.b_enc.detach().float().cpu()
+    # Gated SAEs have no b_enc (SAELens sets it to None); their gate bias plays its part.
+    b = sae.b_enc if getattr(sae, "b_enc", None) is not None else sae.b_gate
+    b_enc = b.detach().float().cpu()
     return torch.stack([W_dec.norm(dim=1), W_enc.norm(dim=0), b_enc], dim=1)
 
 

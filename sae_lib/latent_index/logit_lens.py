@@ -9,6 +9,8 @@ from sae_lens import SAE
 from sae_lens.util import extract_layer_from_tlens_hook_name
 from transformer_lens import HookedTransformer
 
+from sae_lib import sae_hooks
+
 
 class LogitLens(NamedTuple):
     top_ids: torch.Tensor
@@ -25,8 +27,8 @@ class LogitLens(NamedTuple):
 
 def decoder_in_residual(model: HookedTransformer, sae: SAE) -> tuple[torch.Tensor, str] | None:
     """W_dec mapped into the residual stream (d_sae, d_model), or None when the hook has no such map."""
-    W_dec = sae.W_dec.detach().float()  # (d_sae, d_in)
-    hook = sae.cfg.metadata.hook_name
+    W_dec = sae.W_dec.detach().float()  # (d_sae, d_out): a transcoder's decoder writes its output hook
+    hook = sae_hooks.output_hook(sae)
     layer = extract_layer_from_tlens_hook_name(hook)
     if hook.endswith("hook_z") and layer is not None:
         W_O = model.blocks[layer].attn.W_O.detach().float().to(W_dec.device)  # (n_heads, d_head, d_model)
@@ -47,7 +49,7 @@ def logit_lens(model: HookedTransformer, sae: SAE, n: int, chunk: int = 2048) ->
     if mapped is None:
         empty_i = torch.zeros(d_sae, 0, dtype=torch.long)
         empty_f = torch.zeros(d_sae, 0)
-        why = f"unavailable: no map from {sae.cfg.metadata.hook_name} (d_in {sae.cfg.d_in}) to the residual stream"
+        why = f"unavailable: no map from {sae_hooks.output_hook(sae)} (width {sae_hooks.d_out(sae)}) to the residual stream"
         return LogitLens(empty_i, empty_f, empty_i, empty_f, why)
     dirs, how = mapped  # (d_sae, d_model)
     W_U = model.W_U.detach().float().to(dirs.device)  # (d_model, d_vocab)

@@ -8,6 +8,7 @@ from typing import Any, NamedTuple
 import torch
 
 from sae_lib.constants import DENSE_THRESHOLD
+from sae_lib.cooccurrence import LatentCounts
 from sae_lib.errors import InputError
 
 FORMAT_VERSION = 1
@@ -40,6 +41,12 @@ class IndexConfig:
     as in Qwen models whose first position dominates every max); they still show inside windows."""
     seed: int = 0
     """Seed of the random keys that pick the lower-range examples."""
+    k_tokens: int = 32
+    """Tokens counted per latent (heavy-hitter slots) for its statistical label's lift tokens."""
+    k_cofire: int = 32
+    """Co-firing latents counted per latent (heavy-hitter slots), for its neighbours."""
+    cofire_pairs_per_batch: int = 1 << 22
+    """At most this many (latent, latent) pairs counted per batch: positions are subsampled past it."""
 
     def __post_init__(self) -> None:
         if self.n_bins < 2 or self.n_bins & (self.n_bins - 1):
@@ -55,6 +62,8 @@ class IndexConfig:
             )
         if not (0.0 < self.dense_threshold <= 1.0):
             raise InputError(f"dense_threshold must be in (0, 1], got {self.dense_threshold}.")
+        if min(self.k_tokens, self.k_cofire, self.cofire_pairs_per_batch) < 1:
+            raise InputError("k_tokens, k_cofire and cofire_pairs_per_batch must be at least 1.")
         if self.batch_size < 1 or self.n_logit_tokens < 1 or self.skip_positions < 0:
             raise InputError("batch_size and n_logit_tokens must be at least 1 and skip_positions at least 0.")
 
@@ -132,6 +141,8 @@ class LatentIndex:
     logit_bottom_vals: torch.Tensor
     """(d_sae, n_logit) float32."""
     fingerprint: torch.Tensor = field(repr=False)
+    counts: LatentCounts | None = field(default=None, repr=False)
+    """Tokens each latent fires on and latents firing with it; None for an index built before they existed."""
     """(d_sae, 3) float32: W_dec row norms, W_enc column norms, b_enc; checks lower-precision loads."""
 
     @property

@@ -22,7 +22,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from sae_lens import SAE
 
-from sae_lib.constants import INDEX_CONTEXTS_FILENAME, INDEX_META_FILENAME, INDEX_STATS_FILENAME
+from sae_lib.constants import INDEX_CONTEXTS_FILENAME, INDEX_COUNTS_FILENAME, INDEX_META_FILENAME, INDEX_STATS_FILENAME
+from sae_lib.cooccurrence import COUNT_FIELDS, LatentCounts
 from sae_lib.errors import CompatibilityError
 from sae_lib.latent_index.identity import check_index_matches_sae
 from sae_lib.latent_index.model import FORMAT_VERSION, KIND_SAMPLE, KIND_TOP, Contexts, IndexMeta, LatentIndex
@@ -77,6 +78,9 @@ def save_index(index: LatentIndex, sae_dir: Path) -> None:
     table = pa.concat_tables([_contexts_table(index.top, KIND_TOP), _contexts_table(index.samples, KIND_SAMPLE)])
     table = table.replace_schema_metadata(build)
     _atomic_write(sae_dir / INDEX_CONTEXTS_FILENAME, lambda p: pq.write_table(table, p))
+    if index.counts is not None:
+        counts = index.counts.tensors()
+        _atomic_write(sae_dir / INDEX_COUNTS_FILENAME, lambda p: save_file(counts, str(p), metadata=build))
     meta_text = json.dumps(dataclasses.asdict(index.meta), ensure_ascii=False)
     _atomic_write(sae_dir / INDEX_META_FILENAME, lambda p: p.write_text(meta_text, encoding="utf-8"))
 
@@ -135,9 +139,16 @@ def load_index(sae_dir: Path, sae: SAE) -> LatentIndex | None:
         raise CompatibilityError(broken.format(sae_dir, "its files come from different builds"))
     check_index_matches_sae(meta, stats["fingerprint"], sae)
     cfg = meta.config
+    counts = None
+    if (sae_dir / INDEX_COUNTS_FILENAME).exists():  # indexes built before the counts existed lack it
+        with safe_open(str(sae_dir / INDEX_COUNTS_FILENAME), framework="pt") as f:
+            if (f.metadata() or {}).get("build_id") != meta.build_id:
+                raise CompatibilityError(broken.format(sae_dir, "its files come from different builds"))
+            counts = LatentCounts(**{name: f.get_tensor(name) for name in COUNT_FIELDS})
     return LatentIndex(
         meta=meta,
         top=_contexts_from_table(table, KIND_TOP, meta.d_sae, cfg["top_k"], cfg["window"]),
         samples=_contexts_from_table(table, KIND_SAMPLE, meta.d_sae, cfg["n_lower_examples"], cfg["window"]),
+        counts=counts,
         **stats,
     )

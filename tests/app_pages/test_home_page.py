@@ -13,3 +13,5 @@ def test_home_page_shows_what_is_loaded(demo_paths, monkeypatch):
     sidebar = " ".join(m.value for m in at.sidebar.markdown)
     assert demo_paths.manifest["hook_name"] in sidebar and "1,024" in sidebar
     assert "loaded" in sidebar  # the latent index ships with the demo
+    assert "**Generation** Hugging Face" in sidebar and "eager" in sidebar  # the engine generates, not TransformerLens
+    assert not at.info  # no fallback notice: the demo's architecture is the engine's

@@ -34,6 +34,14 @@ def test_small_build_end_to_end(small_demo):
     assert sae.cfg.metadata.hook_name == SMALL_DEMO.hook_name
     assert (sae.cfg.d_in, sae.cfg.d_sae) == (SMALL_DEMO.lm.hidden_size, SMALL_DEMO.d_sae)
     assert (paths.sae / constants.INDEX_META_FILENAME).exists()
+    # the index ships the labels' counts and the Home page's topic guide, tied to the index build
+    from sae_lib.demo.guide import load_guide
+    from sae_lib.latent_index import load_index
+
+    index = load_index(paths.sae, sae)
+    assert index.counts is not None
+    guide = load_guide(paths.sae / constants.DEMO_GUIDE_FILENAME, index.meta.build_id)
+    assert guide and {g.topic for g in guide} <= set(TOPICS) and all(0 <= g.latent < sae.cfg.d_sae for g in guide)
     # it ships its evals on the held-out stories, and its SAELens files name no local path
     evals = json.loads((paths.sae / constants.EVALS_FILENAME).read_text())["summary"]
     assert evals["n_tokens"] > 0 and "ce_loss_score_meaningful" in evals and "ce_loss_with_ablation" in evals
@@ -48,7 +56,7 @@ def test_small_build_end_to_end(small_demo):
     assert len(heldout) == SMALL_DEMO.n_heldout and {s["topic"] for s in heldout} <= set(TOPICS)
     # progress was reported, stage by stage
     text = "\n".join(logs)
-    for stage in ("corpus", "tokenizer", "LM step", "held-out loss", "SAE", "latent index"):
+    for stage in ("corpus", "tokenizer", "LM step", "held-out loss", "SAE", "latent index", "topic guide"):
         assert stage in text
 
 

@@ -1,0 +1,592 @@
+"""The generation engine: the Hugging Face module that generates, steered at the SAE's hook.
+
+Why this exists: TransformerLens's ``generate`` runs its own einsum attention and a Python-heavy
+KV cache, about a third of the speed of Hugging Face's kernels on the same weights (see the README's
+hardware section). The model that *generates* is therefore the Hugging Face module itself (SDPA
+attention, its ``DynamicCache``; on CUDA a ``StaticCache`` with a ``torch.compile``d decode step
+where that is available, falling back to eager with a log notice). The ``HookedTransformer`` that
+:func:`sae_lib.model.load_model` returns is built from *views* of this module's tensors, so one copy
+of the weights serves both.
+
+SAEs keep their TransformerLens hook names (``blocks.28.hook_mlp_out``): :func:`hook_site` maps such
+a name to the Hugging Face module whose output (or input) *is* that activation, and steering is a
+plain torch forward hook there, added inside :meth:`Engine.hooked` and removed in ``finally``. Plain
+module hooks rather than TransformerLens's ``TransformerBridge`` because the bridge re-routes every
+module call through its own wrappers (the overhead this engine removes) and is marked beta in the
+TransformerLens / SAELens releases pinned here; a module hook costs one Python call per layer call.
+
+The engine reproduces TransformerLens's sampling exactly (temperature, then the OpenAI-style
+frequency penalty ``logits/T - penalty * count``, then a categorical draw in float32; end-of-text
+padding), so on float32 weights a seed gives TransformerLens's token streams.
+
+A model whose architecture the mapping is not verified for gets no engine: :func:`engine_for`
+returns None, :func:`engine_notice` says why, and callers use the TransformerLens path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Literal, NamedTuple
+import weakref
+
+import torch
+from torch import Tensor
+
+log = logging.getLogger(__name__)
+
+SUPPORTED_ARCHITECTURES = ("Qwen3ForCausalLM", "Qwen2ForCausalLM", "LlamaForCausalLM")
+"""Hugging Face classes whose decoder layers have the layout :func:`hook_site` maps (input_layernorm,
+self_attn, post_attention_layernorm, mlp with down_proj), verified against TransformerLens in
+tests/test_engine.py."""
+
+ENV_COMPILE = "LATENT_LAB_COMPILE"
+"""``0`` turns the CUDA static-cache + ``torch.compile`` decode step off (eager HF kernels only)."""
+
+Steer = Callable[[Tensor], Tensor]
+"""A function of the activation at the hook, (batch, pos, d) -> same shape."""
+
+
+class HookSite(NamedTuple):
+    """Where a TransformerLens hook's activation lives in the Hugging Face module."""
+
+    module: torch.nn.Module
+    """The module whose output (``kind="output"``/``"output0"``) or first input (``"input"``) it is."""
+    kind: Literal["output", "output0", "input"]
+    """``output``: the module's return value; ``output0``: element 0 of a returned tuple (attention);
+    ``input``: the first positional argument (a forward pre-hook)."""
+    layer: int
+    """The decoder layer it belongs to: a forward that only needs it can stop after this layer."""
+
+
+_HOOK_RE = re.compile(r"^blocks\.(\d+)\.(.+)$")
+
+
+def hook_site(hf_model: torch.nn.Module, hook_name: str) -> HookSite | None:
+    """The module (and side) whose activation equals TransformerLens's ``hook_name``, or None.
+
+    TransformerLens's block: ``resid_pre -> ln1 -> attn -> attn_out; resid_mid = resid_pre + attn_out;
+    mlp_in = resid_mid -> ln2 -> mlp -> mlp_out; resid_post = resid_mid + mlp_out``.
+    """
+    match = _HOOK_RE.match(hook_name)
+    if match is None:
+        return None
+    layer, rest = int(match[1]), match[2]
+    layers = hf_model.model.layers
+    if not 0 <= layer < len(layers):
+        return None
+    block = layers[layer]
+    sites = {
+        "hook_resid_pre": (block, "input"),
+        "hook_resid_post": (block, "output"),
+        "hook_attn_out": (block.self_attn, "output0"),
+        "hook_mlp_out": (block.mlp, "output"),
+        "hook_resid_mid": (block.post_attention_layernorm, "input"),
+        "hook_mlp_in": (block.post_attention_layernorm, "input"),
+        "mlp.hook_post": (block.mlp.down_proj, "input"),
+    }
+    if rest not in sites:
+        return None
+    module, kind = sites[rest]
+    return HookSite(module, kind, layer)
+
+
+@contextmanager
+def hooked(site: HookSite, fn: Callable[[Tensor], Tensor | None]) -> Iterator[None]:
+    """Run ``fn`` on the activation at ``site`` for the body of the ``with``; removed in ``finally``.
+
+    ``fn`` returns the replacement activation, or None to leave it as it is (capture only).
+    """
+
+    if site.kind == "input":
+
+        def pre_hook(module, args, kwargs):
+            act = args[0] if args else kwargs["hidden_states"]
+            new = fn(act)
+            if new is None:
+                return None
+            if args:
+                return (new, *args[1:]), kwargs
+            return args, {**kwargs, "hidden_states": new}
+
+        handle = site.module.register_forward_pre_hook(pre_hook, with_kwargs=True)
+    else:
+
+        def post_hook(module, args, output):
+            act = output[0] if site.kind == "output0" else output
+            new = fn(act)
+            if new is None:
+                return None
+            return (new, *output[1:]) if site.kind == "output0" else new
+
+        handle = site.module.register_forward_hook(post_hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+class _StopForward(Exception):
+    """Raised by a capture hook once the wanted activation is in hand: the layers above never run."""
+
+
+@dataclass
+class Engine:
+    """The Hugging Face causal LM that generates and runs forwards for every page and script."""
+
+    hf: torch.nn.Module
+    """The ``*ForCausalLM`` module (eval mode, no grad); shares its weights with the HookedTransformer."""
+    eos_token_id: int | None = None
+    """End-of-text token: a sample stops there and the rest of its row is this token (TransformerLens's padding)."""
+    compile_decode: bool = False
+    """Use a static cache and a ``torch.compile``d decode step (CUDA only; see :meth:`sample`)."""
+    compile_failed: str | None = None
+    """Why the compiled decode step was given up (then every run is eager), for the log and the benches."""
+    _compiled: dict = field(default_factory=dict, repr=False)
+    _slots: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.hf.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.hf.parameters()).dtype
+
+    @property
+    def mode(self) -> str:
+        """What generates, in words (the sidebar and the benches show it)."""
+        attn = getattr(self.hf.config, "_attn_implementation", "sdpa")
+        if self.compile_decode and self.compile_failed is None:
+            return f"Hugging Face ({attn}, static cache + torch.compile)"
+        return f"Hugging Face ({attn}, eager)"
+
+    def site(self, hook_name: str) -> HookSite:
+        site = hook_site(self.hf, hook_name)
+        if site is None:
+            from sae_lib.errors import CompatibilityError
+
+            raise CompatibilityError(f"The generation engine has no module for hook {hook_name!r}.")
+        return site
+
+    # --- forwards -----------------------------------------------------------------------------
+
+    @torch.no_grad()  # not inference_mode: SAE training keeps these activations in its buffer
+    def activations(self, tokens: Tensor, hook_name: str) -> Tensor:
+        """Activations at ``hook_name`` for ``tokens`` (batch, pos) -> (batch, pos, d); the layers above
+        the hook never run (nor the unembedding)."""
+        site = self.site(hook_name)
+        got: list[Tensor] = []
+
+        def capture(act: Tensor) -> None:
+            got.append(act)
+            raise _StopForward
+
+        with hooked(site, capture):
+            try:
+                self.hf.model(input_ids=tokens.to(self.device), use_cache=False)
+            except _StopForward:
+                pass
+        return got[0]
+
+    @torch.inference_mode()
+    def logits(
+        self, tokens: Tensor, hook_name: str | None = None, steer: Steer | None = None, capture: bool = False
+    ) -> tuple[Tensor, Tensor | None]:
+        """Logits (batch, pos, vocab) of ``tokens`` (batch, pos), with ``steer`` applied at ``hook_name``
+        when given, and the (steered) activation there when ``capture``."""
+        got: list[Tensor] = []
+
+        def at_hook(act: Tensor) -> Tensor | None:
+            out = steer(act) if steer is not None else None
+            if capture:
+                got.append(act if out is None else out)
+            return out
+
+        if hook_name is None or (steer is None and not capture):
+            return self.hf(input_ids=tokens.to(self.device), use_cache=False).logits, None
+        with hooked(self.site(hook_name), at_hook):
+            logits = self.hf(input_ids=tokens.to(self.device), use_cache=False).logits
+        return logits, (got[0] if capture else None)
+
+    # --- sampling -----------------------------------------------------------------------------
+
+    def sample(
+        self,
+        tokens: Tensor,
+        max_new_tokens: int,
+        temperature: float,
+        freq_penalty: float,
+        seed: int,
+        stop_at_eos: bool = True,
+        hook_name: str | None = None,
+        steer: Steer | None = None,
+        on_step: Callable[[], None] | None = None,
+    ) -> Tensor:
+        """``tokens`` (batch, pos) -> (batch, pos + new): TransformerLens's ``generate`` on HF kernels.
+
+        ``steer`` runs at ``hook_name`` on every forward (the prompt once, then one position per new
+        token, as with TransformerLens's KV cache). ``on_step()`` is called before each forward and may
+        raise to stop the run: the hook is removed, and no cache outlives the call (a static cache is
+        reset before every use, so a half-filled one is never read).
+
+        With ``compile_decode`` the decode steps run through a compiled graph over a static cache when
+        the steering is additive (``steer.decode_add``, see :class:`DecodeSlot`); anything that fails
+        there (compilation, graph capture, memory) switches the engine to eager for good, with a log
+        notice, and the run is redone eagerly from the same seed.
+        """
+        steps_reported = 0
+
+        def step_once() -> None:
+            # A run redone eagerly after a compile failure reports only the steps not yet reported, so a
+            # caller's progress never counts past its total.
+            nonlocal steps_reported, replayed
+            replayed += 1
+            if replayed > steps_reported:
+                steps_reported = replayed
+                if on_step is not None:
+                    on_step()
+
+        replayed = 0
+        args = (tokens, max_new_tokens, temperature, freq_penalty, seed, stop_at_eos, hook_name, steer, step_once)
+        if self.compile_decode and self.compile_failed is None and self._decode_add(steer, tokens.shape[0]) is not False:
+            try:
+                return self._sample(*args, static=True)
+            except torch.OutOfMemoryError as err:
+                self._give_up_compile(f"out of memory ({str(err)[:200]})")
+            except _CompileProblem as err:
+                self._give_up_compile(str(err))
+            replayed = 0
+        return self._sample(*args, static=False)
+
+    def _decode_add(self, steer: Steer | None, batch: int) -> Tensor | None | bool:
+        """What the compiled decode step adds at the hook per row: None (nothing), a (batch, d) tensor,
+        or False when the steering is not purely additive (it then runs eagerly)."""
+        if steer is None:
+            return None
+        decode_add = getattr(steer, "decode_add", None)
+        if decode_add is None:
+            return False
+        return decode_add(batch)
+
+    def _give_up_compile(self, why: str) -> None:
+        self.compile_failed = why
+        for slot in self._slots.values():
+            slot.handle.remove()
+        self._slots.clear()
+        self._compiled.clear()
+        log.warning("Compiled decoding disabled, generating eagerly from now on: %s", why)
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    @torch.inference_mode()
+    def _sample(self, tokens, max_new_tokens, temperature, freq_penalty, seed, stop_at_eos,
+                hook_name, steer, on_step, static: bool) -> Tensor:
+        device = self.device
+        tokens = tokens.to(device)
+        batch, n = tokens.shape
+        vocab = int(self.hf.config.vocab_size)
+        # TransformerLens samples from torch's global generator after ``manual_seed(seed)``; a private
+        # generator seeded the same way yields the same stream without touching global state.
+        gen = torch.Generator(device=device)
+        gen.manual_seed(seed)
+        counts = torch.zeros(batch, vocab, dtype=torch.float32, device=device)  # uses of each token so far
+        counts.scatter_add_(1, tokens, torch.ones_like(tokens, dtype=torch.float32))
+        finished = torch.zeros(batch, dtype=torch.bool, device=device)
+        non_finite = torch.zeros(batch, dtype=torch.bool, device=device)
+        rows = torch.arange(batch, device=device)
+        eos = self.eos_token_id if stop_at_eos else None
+        out = [tokens]
+        site = self.site(hook_name) if steer is not None and hook_name else None
+        with contextlib.ExitStack() as stack:
+            if static:
+                # Steered or not, the same graph: its slot adds zeros when nothing steers (exact, and one
+                # compilation per batch size instead of two).
+                slot_site = hook_site(self.hf, hook_name) if hook_name else None
+                step = stack.enter_context(self._static_stepper(batch, n + max_new_tokens, slot_site, steer))
+            else:
+                if site is not None:
+                    stack.enter_context(hooked(site, steer))
+                step = self._dynamic_stepper()
+            ids = tokens
+            for _ in range(max_new_tokens):
+                if on_step is not None:
+                    on_step()
+                last = step(ids)  # (batch, vocab) logits at the last position
+                # Non-finite logits (steering far too strong) would make the sampler fail unreadably, or
+                # hit a device-side assert on CUDA: note them and sample from finite stand-ins instead,
+                # without a per-step device sync; the run is refused below.
+                non_finite |= ~torch.isfinite(last).all(-1)
+                last = torch.nan_to_num(last, nan=0.0, posinf=1e4, neginf=-1e4)
+                if temperature == 0.0:
+                    nxt = last.argmax(-1)
+                else:
+                    scaled = last.float() / temperature
+                    if freq_penalty > 0:
+                        scaled = scaled - freq_penalty * counts
+                    # Categorical(logits=scaled).sample(), as TransformerLens draws it.
+                    probs = torch.softmax(scaled - scaled.logsumexp(-1, keepdim=True), dim=-1)
+                    nxt = torch.multinomial(probs, 1, True, generator=gen)[:, 0]
+                if eos is not None:
+                    nxt = torch.where(finished, torch.full_like(nxt, eos), nxt)
+                    finished |= nxt == eos
+                counts[rows, nxt] += 1
+                ids = nxt[:, None]
+                out.append(ids)
+                if eos is not None and bool(finished.all()):
+                    break
+        if bool(non_finite.any()):
+            raise NonFiniteLogits(
+                "the model's logits overflowed (NaN or infinity): the steering is too strong for this model"
+            )
+        return torch.cat(out, dim=1)
+
+    def _dynamic_stepper(self) -> Callable[[Tensor], Tensor]:
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self.hf.config)
+
+        def step(ids: Tensor) -> Tensor:
+            return self.hf(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+
+        return step
+
+    @contextmanager
+    def _static_stepper(self, batch: int, length: int, site: HookSite | None, steer: Steer | None) -> Iterator[Callable[[Tensor], Tensor]]:
+        """Prefill eagerly into a static cache (with ``steer`` as a plain hook), then decode one token per
+        call through a compiled step that steers through a persistent :class:`DecodeSlot`.
+
+        Dynamo does not guard on module hooks, so a hook added after compiling would be silently ignored
+        by the graph: the decode step's steering therefore lives in a slot registered *before* compiling,
+        driven by a buffer that is zero unless a run is steering, and zeroed again in ``finally``. A static
+        cache per (batch, cache length), the last few kept; it is reset before every run, so a run
+        cancelled midway leaves nothing the next one reads.
+        """
+        from transformers import StaticCache
+
+        length = 1 << max(length - 1, 1).bit_length()  # a power of two: few distinct caches
+        slot = self._slot(site) if site is not None else None
+        if "decode" not in self._compiled:
+            try:
+                # One compiled function for every batch size and cache length: the first new shape
+                # recompiles with dynamic sizes (torch's automatic dynamic shapes), later ones reuse it;
+                # CUDA graphs are recorded per shape, which is cheap.
+                self._compiled["decode"] = torch.compile(self._decode, mode="reduce-overhead", fullgraph=False)
+            except Exception as err:  # torch.compile unavailable (no triton, old GPU, ...)
+                raise _CompileProblem(f"torch.compile failed: {type(err).__name__}: {err}") from err
+        compiled = self._compiled["decode"]
+        caches = self._compiled.setdefault("caches", {})
+        cache = caches.pop((batch, length), None)
+        if cache is None:
+            while len(caches) >= 4:  # the least recently used goes: KV caches are large on an 8B model
+                caches.pop(next(iter(caches)))
+            cache = StaticCache(config=self.hf.config, max_cache_len=length)
+        caches[(batch, length)] = cache  # most recently used last
+        cache.reset()
+        add = self._decode_add(steer, batch)
+        first = [True]
+
+        def step(ids: Tensor) -> Tensor:
+            if first[0]:
+                first[0] = False
+                if site is not None and steer is not None:
+                    with hooked(site, steer):
+                        logits = self.hf(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+                else:
+                    logits = self.hf(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+                if slot is not None:
+                    slot.set(batch, add)
+                return logits
+            try:
+                # CUDA graphs reuse their output buffer: copy before the next replay overwrites it.
+                return compiled(ids, cache).clone()
+            except torch.OutOfMemoryError:
+                raise
+            except Exception as err:  # a graph break dynamo cannot handle, a capture error, ...
+                raise _CompileProblem(f"compiled decode step failed: {type(err).__name__}: {str(err)[:300]}") from err
+
+        try:
+            yield step
+        finally:
+            if slot is not None:
+                slot.clear()
+
+    def _decode(self, ids: Tensor, cache) -> Tensor:
+        """One decode step: ``ids`` (batch, 1) -> last-position logits (batch, vocab); compiled on CUDA."""
+        return self.hf(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+
+    def _slot(self, site: HookSite) -> "DecodeSlot":
+        key = id(site.module)
+        if key not in self._slots:
+            if "decode" in self._compiled:
+                # Graphs traced before this slot existed would silently skip it (dynamo does not guard on
+                # module hooks): drop them so the next call traces with every slot in place.
+                torch._dynamo.reset()
+                del self._compiled["decode"]
+            d = int(self.hf.config.hidden_size)
+            self._slots[key] = DecodeSlot(site, d, self.device, self.dtype)
+        return self._slots[key]
+
+
+class DecodeSlot:
+    """A forward hook that stays on one hook site while compiled decoding is on: it adds ``add[:batch]``
+    (zeros unless a steered run is decoding). Compiled graphs see one fixed hook reading one fixed buffer.
+    """
+
+    MAX_BATCH = 64
+
+    def __init__(self, site: HookSite, d: int, device: torch.device, dtype: torch.dtype) -> None:
+        self.add = torch.zeros(self.MAX_BATCH, d, device=device, dtype=dtype)
+        self.handle = site.module.register_forward_hook(self._hook) if site.kind != "input" else (
+            site.module.register_forward_pre_hook(self._pre_hook)
+        )
+        self.kind = site.kind
+
+    def set(self, batch: int, add: Tensor | None) -> None:
+        self.add.zero_()
+        if add is not None:
+            self.add[:batch] = add.to(self.add)
+
+    def clear(self) -> None:
+        self.add.zero_()
+
+    def _hook(self, module, args, output):
+        act = output[0] if self.kind == "output0" else output
+        new = act + self.add[: act.shape[0], None, :]
+        return (new, *output[1:]) if self.kind == "output0" else new
+
+    def _pre_hook(self, module, args):
+        return (args[0] + self.add[: args[0].shape[0], None, :], *args[1:])
+
+
+class NonFiniteLogits(RuntimeError):
+    """The logits held NaN or infinity during a generation (steering far too strong)."""
+
+
+class _CompileProblem(Exception):
+    """The compiled path failed; the engine falls back to eager for good."""
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
+
+
+# --- which model has which engine -------------------------------------------------------------------
+
+_ENGINES: "weakref.WeakKeyDictionary[torch.nn.Module, Engine]" = weakref.WeakKeyDictionary()
+_NOTICES: "weakref.WeakKeyDictionary[torch.nn.Module, str]" = weakref.WeakKeyDictionary()
+
+
+def supports(hf_model: torch.nn.Module) -> str | None:
+    """None when the engine can drive ``hf_model``, else why not (for the visible notice)."""
+    name = type(hf_model).__name__
+    if name not in SUPPORTED_ARCHITECTURES:
+        return (
+            f"{name} is not one of the architectures the fast generation engine is verified for "
+            f"({', '.join(SUPPORTED_ARCHITECTURES)}): generation uses TransformerLens (slower, same results)."
+        )
+    return None
+
+
+def _compile_wanted(device: torch.device) -> bool:
+    return device.type == "cuda" and os.environ.get(ENV_COMPILE, "1").strip() not in ("0", "false", "no")
+
+
+def attach_engine(model: torch.nn.Module, hf_model: torch.nn.Module, eos_token_id: int | None) -> Engine | None:
+    """Register ``hf_model`` as the engine of ``model`` (the HookedTransformer sharing its weights).
+
+    Returns the engine, or None with a notice recorded (:func:`engine_notice`) when the architecture is
+    not supported.
+    """
+    reason = supports(hf_model)
+    if reason is not None:
+        _NOTICES[model] = reason
+        log.warning(reason)
+        return None
+    engine = Engine(hf=hf_model, eos_token_id=eos_token_id)
+    engine.compile_decode = _compile_wanted(engine.device)
+    _ENGINES[model] = engine
+    return engine
+
+
+def engine_for(model: torch.nn.Module) -> Engine | None:
+    """The engine of a model loaded by :func:`sae_lib.model.load_model`, or None (TransformerLens path)."""
+    return _ENGINES.get(model)
+
+
+@contextmanager
+def transformerlens_only(model: torch.nn.Module) -> Iterator[None]:
+    """Inside the ``with``, ``model`` has no engine: everything runs on TransformerLens (the benches'
+    and tests' reference for "today's path"). Hold the model's queue slot around it in the app."""
+    engine = _ENGINES.pop(model, None)
+    try:
+        yield
+    finally:
+        if engine is not None:
+            _ENGINES[model] = engine
+
+
+def engine_notice(model: torch.nn.Module) -> str | None:
+    """Why ``model`` has no engine, when its loader tried to give it one."""
+    return _NOTICES.get(model)
+
+
+def hook_activations(model: torch.nn.Module, tokens: Tensor, hook_name: str) -> Tensor:
+    """Activations at ``hook_name`` for ``tokens`` (batch, pos), running the model only up to that hook:
+    through the engine when ``model`` has one, else TransformerLens's ``run_with_cache``.
+
+    The one forward every reader of SAE activations should call (the latent index pass, "what fires
+    here", the SAE checks), so they all run on the same kernels.
+    """
+    engine = engine_for(model)
+    if engine is not None and hook_site(engine.hf, hook_name) is not None:
+        return engine.activations(tokens, hook_name)
+    layer = _HOOK_RE.match(hook_name)
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        _, cache = model.run_with_cache(
+            tokens.to(device), names_filter=[hook_name], stop_at_layer=int(layer[1]) + 1 if layer else None
+        )
+    return cache[hook_name]
+
+
+class EngineActivations:
+    """The HookedTransformer as SAELens's ``ActivationsStore`` sees it, with activations from the engine.
+
+    SAELens reads activations with ``model.run_with_cache(tokens, names_filter=[hook], stop_at_layer=...,
+    prepend_bos=False)``; here that call runs the Hugging Face module up to the hook (the same forward
+    as the latent index pass). Every other attribute and call (``to_tokens``, ``cfg``, the hooks SAELens's
+    evals add with ``run_with_hooks``) is the HookedTransformer's own. Pass it where SAELens takes a
+    model (``override_model=EngineActivations(model)``); without an engine it changes nothing.
+    """
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model
+
+    def __getattr__(self, name: str):
+        return getattr(self.model, name)
+
+    def __call__(self, *args, **kwargs):
+        return self.model(*args, **kwargs)
+
+    def run_with_cache(self, tokens, *args, names_filter=None, stop_at_layer=None, prepend_bos=None, **kwargs):
+        engine = engine_for(self.model)
+        names = [names_filter] if isinstance(names_filter, str) else names_filter
+        if (
+            engine is not None
+            and not args
+            and not kwargs
+            and isinstance(names, (list, tuple))
+            and len(names) == 1
+            and hook_site(engine.hf, names[0]) is not None
+        ):
+            return None, {names[0]: engine.activations(tokens, names[0])}
+        return self.model.run_with_cache(
+            tokens, *args, names_filter=names_filter, stop_at_layer=stop_at_layer, prepend_bos=prepend_bos, **kwargs
+        )

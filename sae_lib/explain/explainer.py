@@ -1,0 +1,246 @@
+"""Explaining latents: excerpts from the index -> an explainer LM's one-line explanation -> its scores.
+
+For each latent the index holds top contexts (ranked) and randomly sampled firing contexts. The
+explainer sees every other top context plus a couple of sampled ones (the extremes and typical
+firing, as delphi samples top and quantile examples); the rest are held out for scoring. Excerpts
+where the latent is *not* active are other latents' stored contexts, checked with the model and SAE
+(the latent must stay at 0 on every token) when an activation function is given.
+
+Everything is batched over a chunk of latents: one generator call writes all explanations, one
+answers all scoring questions.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+
+from sae_lib.explain import prompts as P
+from sae_lib.explain.generator import TextGenerator
+from sae_lib.explain.scoring import balanced_accuracy
+
+METHOD = "explainer-v1"
+"""Recorded with every explanation: which prompts and example split produced it."""
+
+ActsFn = Callable[[torch.Tensor, int], torch.Tensor]
+"""``(windows (n, window) token ids, latent) -> (n, window)`` activations of that latent, read afresh."""
+
+
+@dataclass(frozen=True)
+class ExplainConfig:
+    """How many excerpts the explainer sees and is scored on, and how they are marked."""
+
+    n_explain_top: int = 10
+    """Top contexts shown to the explainer (ranks 0, 2, 4, ...: the odd ranks are held out)."""
+    n_explain_samples: int = 2
+    """Randomly sampled (typical) firing contexts shown to the explainer; the rest are held out."""
+    n_score: int = 5
+    """Held-out activating excerpts per score (detection and fuzzing each)."""
+    n_non_activating: int = 5
+    """Non-activating excerpts in detection."""
+    mark_fraction: float = 0.3
+    """A token is marked when its activation is at least this share of the excerpt's max."""
+    max_new_tokens: int = 40
+    """Tokens the explainer may write for an explanation (a Yes/No answer gets 4)."""
+    seed: int = 0
+    """Seeds which excerpts are picked and which tokens fuzzing marks wrongly."""
+
+
+class Excerpt(NamedTuple):
+    ids: list[int]
+    """Token ids of the window."""
+    tokens: list[str]
+    acts: list[float]
+    """The latent's activation on each token, as the index recorded it (0 for non-activating excerpts)."""
+
+
+class LatentExamples(NamedTuple):
+    latent: int
+    explain: list[Excerpt]
+    """Shown to the explainer."""
+    held_out: list[Excerpt]
+    """Activating excerpts for scoring."""
+    non_activating: list[Excerpt]
+    """Excerpts where the latent stays at 0."""
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """One row of ``latent_explanations.parquet``."""
+
+    latent: int
+    explanation: str
+    """One line; "" when the explainer gave no usable answer (the statistical label stays)."""
+    method: str
+    explainer: str
+    """Which model wrote and judged it."""
+    detection: float
+    fuzzing: float
+    detection_shuffled: float
+    """The same detection questions with another latent's explanation: the baseline."""
+    fuzzing_shuffled: float
+    created: str
+
+
+def _excerpts(index, latent: int, kind: str) -> list[Excerpt]:
+    ctx = index.top if kind == "top" else index.samples
+    out = []
+    for s in range(ctx.value.shape[1]):
+        if int(ctx.row[latent, s]) < 0:
+            continue
+        ids = [int(t) for t in ctx.tokens[latent, s] if t >= 0]
+        out.append(Excerpt(ids, [index.token_str(t) for t in ids], ctx.acts[latent, s, : len(ids)].tolist()))
+    return out
+
+
+def _non_activating(index, latent: int, n: int, rng: random.Random, acts_fn: ActsFn | None) -> list[Excerpt]:
+    """Other latents' top contexts on which ``latent`` stays at 0 (checked by ``acts_fn`` when given)."""
+    alive = (~index.dead).nonzero().squeeze(1).tolist()
+    others = [i for i in alive if i != latent]
+    rng.shuffle(others)
+    rows = set(index.top.row[latent].tolist()) | set(index.samples.row[latent].tolist())
+    picked: list[torch.Tensor] = []
+    for other in others[: 4 * n + 8]:
+        slot = rng.randrange(int((index.top.row[other] >= 0).sum()) or 1)
+        if int(index.top.row[other, slot]) < 0 or int(index.top.row[other, slot]) in rows:
+            continue  # a passage where this latent has its own contexts is not a negative
+        picked.append(index.top.tokens[other, slot])
+    if not picked:
+        return []
+    windows = torch.stack(picked)  # (m, window), -1 padded
+    if acts_fn is not None:
+        acts = acts_fn(windows.clamp(min=0), latent)  # (m, window)
+        quiet = (acts.masked_fill(windows < 0, 0) <= 0).all(dim=1)
+        windows = windows[quiet]
+    out = []
+    for w in windows[:n]:
+        ids = [int(t) for t in w if t >= 0]
+        out.append(Excerpt(ids, [index.token_str(t) for t in ids], [0.0] * len(ids)))
+    return out
+
+
+def latent_examples(index, latent: int, cfg: ExplainConfig, acts_fn: ActsFn | None = None) -> LatentExamples:
+    """The excerpts for explaining and scoring ``latent``, deterministic from ``cfg.seed`` and the latent."""
+    rng = random.Random(f"{cfg.seed}-{latent}")
+    top, samples = _excerpts(index, latent, "top"), _excerpts(index, latent, "sample")
+    explain = top[0::2][: cfg.n_explain_top] + samples[: cfg.n_explain_samples]
+    shown = {tuple(e.ids) for e in explain}
+    # A sampled context can be one of the top ones: what the explainer saw is never held out.
+    held = [e for e in top[1::2] + samples[cfg.n_explain_samples :] if tuple(e.ids) not in shown]
+    rng.shuffle(held)
+    return LatentExamples(latent, explain, held[: cfg.n_score], _non_activating(index, latent, cfg.n_non_activating, rng, acts_fn))
+
+
+def _marked(ex: Excerpt, frac: float) -> str:
+    peak = max(ex.acts) if ex.acts else 0.0
+    return P.mark(ex.tokens, ex.acts, threshold=frac * peak - 1e-12 if peak > 0 else math.inf)
+
+
+def _fuzzed(ex: Excerpt, frac: float, rng: random.Random) -> str | None:
+    """The excerpt with as many marks as it has active tokens, on tokens that are not active; None if impossible."""
+    peak = max(ex.acts) if ex.acts else 0.0
+    active = [a >= frac * peak and a > 0 for a in ex.acts]
+    quiet = [i for i, on in enumerate(active) if not on]
+    n = sum(active)
+    if n == 0 or len(quiet) < n:
+        return None
+    chosen = set(rng.sample(quiet, n))
+    return P.mark(ex.tokens, [1.0 if i in chosen else 0.0 for i in range(len(ex.tokens))])
+
+
+class _Questions(NamedTuple):
+    messages: list[list[P.Message]]
+    truth: list[bool]
+    key: list[tuple[int, str]]
+    """(latent position in the chunk, score name) per question."""
+
+
+def _questions(examples: Sequence[LatentExamples], texts: Sequence[str], shuffled: Sequence[str], cfg: ExplainConfig) -> _Questions:
+    q = _Questions([], [], [])
+    for j, (ex, text, other) in enumerate(zip(examples, texts, shuffled)):
+        rng = random.Random(f"{cfg.seed}-fuzz-{ex.latent}")
+        fuzz = [(_marked(e, cfg.mark_fraction), True) for e in ex.held_out]
+        fuzz += [(f, False) for f in (_fuzzed(e, cfg.mark_fraction, rng) for e in ex.held_out) if f is not None]
+        detect = [("".join(e.tokens).replace("\n", " "), True) for e in ex.held_out]
+        detect += [("".join(e.tokens).replace("\n", " "), False) for e in ex.non_activating]
+        for name, explanation in (("", text), ("_shuffled", other)):
+            if not explanation:
+                continue
+            for excerpt, truth in detect:
+                q.messages.append(P.detection_messages(explanation, excerpt))
+                q.truth.append(truth)
+                q.key.append((j, "detection" + name))
+            for excerpt, truth in fuzz:
+                q.messages.append(P.fuzz_messages(explanation, excerpt))
+                q.truth.append(truth)
+                q.key.append((j, "fuzzing" + name))
+    return q
+
+
+def score_explanations(
+    gen: TextGenerator,
+    examples: Sequence[LatentExamples],
+    texts: Sequence[str],
+    shuffled: Sequence[str],
+    cfg: ExplainConfig = ExplainConfig(),
+) -> list[dict[str, float]]:
+    """Per latent: detection, fuzzing and their shuffled baselines (NaN where nothing could be asked)."""
+    q = _questions(examples, texts, shuffled, cfg)
+    answers = [P.parse_yes_no(a) for a in gen(q.messages, 4)] if q.messages else []
+    names = ("detection", "fuzzing", "detection_shuffled", "fuzzing_shuffled")
+    scores = []
+    for j in range(len(examples)):
+        row = {}
+        for name in names:
+            picked = [(t, a) for (jj, n), t, a in zip(q.key, q.truth, answers) if jj == j and n == name]
+            row[name] = balanced_accuracy([t for t, _ in picked], [a for _, a in picked])
+        scores.append(row)
+    return scores
+
+
+def explain_and_score(
+    gen: TextGenerator,
+    index,
+    latents: Sequence[int],
+    cfg: ExplainConfig = ExplainConfig(),
+    acts_fn: ActsFn | None = None,
+    fallback_shuffled: Callable[[int], str] | None = None,
+) -> list[Explanation]:
+    """Explain ``latents`` (one batch of prompts) and score each against another latent's explanation.
+
+    The shuffled explanation of latent ``j`` in the chunk is latent ``j + 1``'s (cyclically); a chunk of
+    one latent takes ``fallback_shuffled(latent)`` (e.g. a random other latent's label) instead.
+    """
+    examples = [latent_examples(index, lat, cfg, acts_fn) for lat in latents]
+    answers = gen([P.explain_messages([_marked(e, cfg.mark_fraction) for e in ex.explain]) for ex in examples], cfg.max_new_tokens)
+    texts = [P.parse_explanation(a) for a in answers]
+    if len(latents) > 1:
+        shuffled = [texts[(j + 1) % len(texts)] for j in range(len(texts))]
+    else:
+        shuffled = [fallback_shuffled(latents[0]) if fallback_shuffled else "" for _ in latents]
+    scores = score_explanations(gen, examples, texts, shuffled, cfg)
+    created = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    return [
+        Explanation(int(lat), text, METHOD, gen.name, s["detection"], s["fuzzing"], s["detection_shuffled"],
+                    s["fuzzing_shuffled"], created)
+        for lat, text, s in zip(latents, texts, scores)
+    ]  # fmt: skip
+
+
+def model_acts_fn(model, sae) -> ActsFn:
+    """An :data:`ActsFn` reading activations with ``model`` + ``sae`` (holding the model's queue slot)."""
+    from sae_lib.probe import encode_tokens
+    from sae_lib.model_queue import queue_for
+
+    def acts(windows: torch.Tensor, latent: int) -> torch.Tensor:
+        with queue_for(model).slot():
+            feats = encode_tokens(model, sae, windows)  # (n, window, d_sae)
+        return feats[..., latent].float().cpu()
+
+    return acts

@@ -1,0 +1,29 @@
+"""Scores of an explanation, delphi style, each a balanced accuracy ((true-positive rate + true-negative rate) / 2).
+
+* **detection**: the explainer LM sees the explanation and one excerpt at a time, held-out
+  activating excerpts and non-activating ones mixed, and says whether the latent is active in it.
+* **fuzzing**: it sees held-out activating excerpts with tokens marked, either on the tokens where
+  the latent is active or on as many other tokens of the same excerpt, and says whether the marks
+  are right.
+
+The same questions asked with another latent's explanation (the *shuffled* baseline) say what a
+score is worth: 0.5 is chance, and an explanation is informative as far as it beats its baseline.
+A question the LM does not answer with Yes or No counts as answered wrongly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+def balanced_accuracy(truth: Sequence[bool], answers: Sequence[bool | None]) -> float:
+    """(TPR + TNR) / 2; an unanswered question (None) is wrong; a class with no examples is left out.
+
+    NaN when there are no questions at all.
+    """
+    rates = []
+    for cls in (True, False):
+        asked = [a for t, a in zip(truth, answers) if t is cls]
+        if asked:
+            rates.append(sum(a is cls for a in asked) / len(asked))
+    return sum(rates) / len(rates) if rates else float("nan")

@@ -1,0 +1,121 @@
+"""Per-row heavy hitters over a stream: a fixed-size Misra-Gries table for every row at once.
+
+The latent index needs, for every latent, *which tokens* it fires on and *which latents* fire with
+it. Exact counts would be a ``d_sae x vocab`` (65,536 x 151,936: 10^10 cells) and a ``d_sae x d_sae``
+(4.3 x 10^9 cells) table, neither of which fits. A Misra-Gries summary keeps ``k`` counters per row
+and guarantees, for a row that has seen ``n`` items, that every stored count is at most ``n / (k + 1)``
+below the true count (never above it), and that every item occurring more than ``n / (k + 1)`` times
+is stored. Memory is ``n_rows x k`` whatever the stream's length or the number of distinct items.
+
+Batches are merged as mergeable summaries (Agarwal et al., 2012): add the batch's exact counts to
+the table, then in each row subtract the ``(k + 1)``-th largest count from all and keep the ``k`` that
+stay positive. Everything is vectorised over rows (one ``torch.unique`` and two sorts per batch), so
+it runs on the device the SAE activations are on.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+
+class TopItems(NamedTuple):
+    """A row's stored items, largest count first; ``ids == -1`` marks an empty slot."""
+
+    ids: torch.Tensor
+    """(n_rows, k) int64: item ids, -1 where empty."""
+    counts: torch.Tensor
+    """(n_rows, k) int64: lower bounds of their counts (exact when nothing was ever evicted)."""
+
+
+class HeavyHitters:
+    """``k`` Misra-Gries counters for each of ``n_rows`` rows, items in ``[0, n_items)``."""
+
+    def __init__(self, n_rows: int, n_items: int, k: int, device: torch.device | str = "cpu"):
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
+        self.n_rows, self.n_items, self.k = n_rows, n_items, k
+        self.ids = torch.full((n_rows, k), -1, dtype=torch.long, device=device)
+        self.counts = torch.zeros(n_rows, k, dtype=torch.long, device=device)
+        self.seen = torch.zeros(n_rows, dtype=torch.long, device=device)
+        """(n_rows,) items seen per row (the ``n`` of the error bound)."""
+
+    def update(self, rows: torch.Tensor, items: torch.Tensor) -> None:
+        """Count one occurrence of ``items[j]`` in row ``rows[j]`` (both (n,) int64, same device)."""
+        if rows.numel() == 0:
+            return
+        dev = self.ids.device
+        rows, items = rows.to(dev).long(), items.to(dev).long()
+        self.seen += torch.bincount(rows, minlength=self.n_rows)
+        held = self.ids >= 0
+        held_rows = held.nonzero()[:, 0]
+        keys = torch.cat([held_rows * self.n_items + self.ids[held], rows * self.n_items + items])
+        weights = torch.cat([self.counts[held], torch.ones_like(rows)])
+        uniq, inverse = torch.unique(keys, return_inverse=True)
+        summed = torch.zeros(len(uniq), dtype=torch.long, device=dev).scatter_add_(0, inverse, weights)
+        row, item = uniq // self.n_items, uniq % self.n_items
+        # Sort by row, then by count descending: keys are unique, so two stable sorts give a total order.
+        order = summed.argsort(descending=True, stable=True)
+        order = order[row[order].argsort(stable=True)]
+        row, item, summed = row[order], item[order], summed[order]
+        first = torch.searchsorted(row, row)  # index of each row's first entry
+        rank = torch.arange(len(row), device=dev) - first
+        kth = torch.zeros(self.n_rows, dtype=torch.long, device=dev)
+        over = rank == self.k
+        kth[row[over]] = summed[over]  # the (k + 1)-th largest count; 0 when the row has <= k items
+        reduced = summed - kth[row]
+        keep = (rank < self.k) & (reduced > 0)
+        self.ids.fill_(-1)
+        self.counts.zero_()
+        self.ids[row[keep], rank[keep]] = item[keep]
+        self.counts[row[keep], rank[keep]] = reduced[keep]
+
+    def top(self) -> TopItems:
+        """The table on CPU, each row's items by descending count (as stored)."""
+        return TopItems(self.ids.cpu(), self.counts.cpu())
+
+    def error_bound(self) -> torch.Tensor:
+        """(n_rows,) float64: the most any stored count can be below the true count, ``(n - stored) / (k + 1)``."""
+        return (self.seen - self.counts.sum(1)).double().cpu() / (self.k + 1)
+
+
+DENSE_MAX_CELLS = 1 << 23
+"""Largest ``n_rows x n_items`` table counted exactly (64 MB of int64): small SAEs get exact counts, cheaply."""
+
+
+class ExactCounts:
+    """The same interface as :class:`HeavyHitters`, counting every (row, item) exactly in a dense table.
+
+    Used when the table is small (``n_rows * n_items <= DENSE_MAX_CELLS``): one ``bincount`` per batch
+    instead of a sort, and no approximation. ``top()`` keeps the ``k`` largest per row.
+    """
+
+    def __init__(self, n_rows: int, n_items: int, k: int, device: torch.device | str = "cpu"):
+        self.n_rows, self.n_items, self.k = n_rows, n_items, min(k, n_items)
+        self.table = torch.zeros(n_rows * n_items, dtype=torch.long, device=device)
+        self.seen = torch.zeros(n_rows, dtype=torch.long, device=device)
+
+    def update(self, rows: torch.Tensor, items: torch.Tensor) -> None:
+        if rows.numel() == 0:
+            return
+        dev = self.table.device
+        rows, items = rows.to(dev).long(), items.to(dev).long()
+        self.seen += torch.bincount(rows, minlength=self.n_rows)
+        self.table += torch.bincount(rows * self.n_items + items, minlength=self.table.numel())
+
+    def top(self) -> TopItems:
+        counts, ids = self.table.view(self.n_rows, self.n_items).topk(self.k, dim=1)
+        ids = ids.masked_fill(counts == 0, -1)
+        return TopItems(ids.cpu(), counts.cpu())
+
+    def error_bound(self) -> torch.Tensor:
+        """(n_rows,) float64: the most a reported count is below the truth (0: counts are exact)."""
+        return torch.zeros(self.n_rows, dtype=torch.float64)
+
+
+def counter(n_rows: int, n_items: int, k: int, device: torch.device | str = "cpu") -> HeavyHitters | ExactCounts:
+    """Exact counts when the full table is small, else a ``k``-slot Misra-Gries table per row."""
+    if n_rows * n_items <= DENSE_MAX_CELLS:
+        return ExactCounts(n_rows, n_items, k, device)
+    return HeavyHitters(n_rows, n_items, k, device)

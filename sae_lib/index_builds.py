@@ -1,0 +1,492 @@
+"""Building a latent index for the loaded SAE: corpora, the shared build path, and the app's build jobs.
+
+``scripts/build_latent_index.py`` and the Latent browser build an index the same way: texts from a
+corpus (:func:`source_texts`), packed into rows (``latent_index.pack_texts``), one pass
+(:func:`run_build`, i.e. ``latent_index.build_index`` with a cancel check), then
+``latent_index.save_index``. The script writes next to the SAE; the app writes into a persistent cache
+keyed by the SAE's weight hash (:func:`cache_dir`, under huggingface_hub's ``HF_HUB_CACHE``, which the
+start script puts on ``/data`` on a Space with storage), so a restart finds it again and it works for
+SAEs whose own folder is read-only (the Hub cache) or absent (registry SAEs).
+
+The app's builds are shared by every visitor of the process: :data:`BUILDS` runs at most one build
+per SAE, in a background thread; anyone can watch its progress or cancel it. A build writes into a
+``.partial-*`` folder and renames it into place only when complete, so a cancelled, failed or
+disk-full build leaves nothing a reader could mistake for an index, and a rerun starts clean.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import json
+import os
+import shutil
+import threading
+import time
+import uuid
+import weakref
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, NamedTuple
+
+import huggingface_hub.constants
+import torch
+from sae_lens import SAE
+from transformer_lens import HookedTransformer
+
+from sae_lib import latent_index as li
+from sae_lib.errors import InputError, LatentLabError
+from sae_lib.latent_index.build import _Accumulator  # the pass's own statistics, for a faithful measurement
+from sae_lib.model_queue import queue_for
+from sae_lib.packing import pack_texts
+from sae_lib.probe import encode_tokens
+
+CACHE_SUBDIR = "latent-lab-indexes"
+"""Folder of app-built indexes inside ``HF_HUB_CACHE``; one subfolder per SAE weight hash."""
+
+H100_TOKENS_PER_S = 19_000
+"""Measured index-pass throughput on one H100 at Qwen3-8B's shape (d_model 4096, 65,536 latents,
+context 1024): what the UI quotes next to its own measurement (10M tokens: about 9 minutes)."""
+
+TEXT_COLUMNS = ("text", "content", "document", "story", "body")
+"""Column names tried first when detecting a dataset's text column; else the first string column."""
+
+SourceKind = Literal["demo", "hub", "upload"]
+
+
+class BuildCancelled(LatentLabError):
+    """The build was cancelled; nothing was written."""
+
+
+# --- where app-built indexes live ----------------------------------------------------------------
+
+
+def cache_root() -> Path:
+    """``$HF_HUB_CACHE/latent-lab-indexes`` (read when called, so a changed cache location is honoured)."""
+    return Path(huggingface_hub.constants.HF_HUB_CACHE) / CACHE_SUBDIR
+
+
+_HASHES: "weakref.WeakKeyDictionary[SAE, str]" = weakref.WeakKeyDictionary()
+_HASH_LOCK = threading.Lock()
+
+
+def sae_key(sae: SAE) -> str:
+    """The SAE's weight hash (``latent_index.sae_hash``), computed once per loaded SAE."""
+    with _HASH_LOCK:
+        key = _HASHES.get(sae)
+        if key is None:
+            key = _HASHES[sae] = li.sae_hash(sae)
+        return key
+
+
+def cache_dir(sae: SAE) -> Path:
+    """Where the app keeps this SAE's index."""
+    return cache_root() / sae_key(sae)
+
+
+def load_cached(sae: SAE) -> li.LatentIndex | None:
+    """The app-built index of this SAE, or None when none was built (or it no longer fits the SAE)."""
+    folder = cache_dir(sae)
+    if not folder.is_dir():
+        return None
+    try:
+        return li.load_index(folder, sae)
+    except LatentLabError:
+        return None
+
+
+# --- corpora --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CorpusSource:
+    """Where the texts of an index come from."""
+
+    kind: SourceKind
+    """``demo``: the demo corpus's held-out stories; ``hub``: a Hub dataset, streamed; ``upload``: a file."""
+    name: str = ""
+    """The Hub dataset's name, or the uploaded file's name (its suffix picks the format)."""
+    split: str = "train"
+    """Split of a Hub dataset."""
+    text_column: str = ""
+    """Column holding the text (Hub dataset, jsonl, parquet); empty: detected."""
+    data: bytes = field(default=b"", repr=False)
+    """The uploaded file's bytes."""
+    seed: int = 0
+    """Seed of the demo corpus (the demo build's)."""
+
+    def describe(self) -> str:
+        if self.kind == "demo":
+            return "demo corpus (held-out stories)"
+        if self.kind == "hub":
+            return f"{self.name} ({self.split})"
+        return f"uploaded file {self.name}"
+
+
+def demo_texts(seed: int = 0) -> Iterator[str]:
+    """The demo corpus's held-out stories (not seen in the demo model's or SAE's training)."""
+    from sae_lib.demo.corpus import generate_corpus
+
+    return (story.text for story in generate_corpus(seed=seed).heldout)
+
+
+def detect_text_column(row: dict, wanted: str = "") -> str:
+    """The column of ``row`` that holds text: ``wanted`` if given, else a usual name, else the first string one."""
+    if wanted:
+        if wanted not in row:
+            raise InputError(f"There is no column {wanted!r}; the columns are {', '.join(map(str, row))}.")
+        return wanted
+    for name in TEXT_COLUMNS:
+        if isinstance(row.get(name), str):
+            return name
+    for name, value in row.items():
+        if isinstance(value, str):
+            return str(name)
+    raise InputError(f"No column holds text; the columns are {', '.join(map(str, row))}. Name the text column.")
+
+
+def _offline_hint() -> str:
+    return "Use the demo corpus or upload a text, jsonl or parquet file instead."
+
+
+def hub_texts(name: str, split: str = "train", column: str = "") -> Iterator[str]:
+    """Texts of a Hub dataset, streamed (only what the index needs is downloaded), column detected."""
+    from datasets import load_dataset
+
+    name = name.strip()
+    if not name:
+        raise InputError("Give a Hub dataset name such as HuggingFaceFW/fineweb. " + _offline_hint())
+    try:
+        stream = iter(load_dataset(name, split=split, streaming=True))
+        first = next(stream)
+    except StopIteration:
+        raise InputError(f"The dataset {name!r} (split {split!r}) is empty. {_offline_hint()}") from None
+    except Exception as err:  # datasets raises many types (no network, unknown name, bad split)
+        raise InputError(
+            f"Could not open the dataset {name!r} (split {split!r}): {type(err).__name__}: {str(err)[:200]}. "
+            f"Check the name, and that this server can reach the Hugging Face Hub. {_offline_hint()}"
+        ) from None
+    col = detect_text_column(first, column)
+    yield first[col]
+    try:
+        for row in stream:
+            yield row[col]
+    except Exception as err:
+        raise InputError(f"Reading the dataset {name!r} failed part-way ({type(err).__name__}). {_offline_hint()}") from None
+
+
+def _decode_text(data: bytes, name: str) -> str:
+    if b"\x00" in data[:65536]:
+        raise InputError(f"{name} is not a text file (it holds binary data). Upload UTF-8 text, jsonl or parquet.")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise InputError(f"{name} is not UTF-8 text. Upload UTF-8 text, jsonl or parquet.") from None
+
+
+def upload_texts(name: str, data: bytes, column: str = "") -> list[str]:
+    """The texts of an uploaded file: ``.txt`` (one text per blank-line-separated paragraph), ``.jsonl``
+    (one JSON object or string per line, text column detected) or ``.parquet`` (text column detected)."""
+    suffix = Path(name).suffix.lower()
+    if not data:
+        raise InputError(f"{name} is empty. Upload a file with some text in it.")
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            table = pq.read_table(io.BytesIO(data))
+        except Exception as err:
+            raise InputError(f"{name} is not a readable parquet file ({type(err).__name__}).") from None
+        if table.num_rows == 0:
+            raise InputError(f"{name} has no rows. Upload a file with some text in it.")
+        col = detect_text_column(table.slice(0, 1).to_pylist()[0], column)
+        texts = [t for t in table.column(col).to_pylist() if isinstance(t, str) and t.strip()]
+    elif suffix == ".jsonl":
+        texts, col = [], column
+        for n, line in enumerate(_decode_text(data, name).splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                raise InputError(f"{name}, line {n}: not JSON. Each line of a .jsonl file is one JSON object.") from None
+            if isinstance(row, str):
+                texts.append(row)
+                continue
+            if not isinstance(row, dict):
+                raise InputError(f"{name}, line {n}: expected a JSON object or string.")
+            col = col or detect_text_column(row)
+            if isinstance(row.get(col), str):
+                texts.append(row[col])
+        texts = [t for t in texts if t.strip()]
+    elif suffix in (".txt", ".text", ".md", ""):
+        text = _decode_text(data, name)
+        texts = [p.strip() for p in text.replace("\r\n", "\n").split("\n\n") if p.strip()]
+    else:
+        raise InputError(f"{name}: unsupported file type {suffix!r}. Upload .txt, .jsonl or .parquet.")
+    if not texts:
+        raise InputError(f"{name} holds no text. Upload a file with some text in it.")
+    return texts
+
+
+def source_texts(source: CorpusSource) -> Iterable[str]:
+    """The texts of ``source``, lazily where it streams."""
+    if source.kind == "demo":
+        return demo_texts(source.seed)
+    if source.kind == "hub":
+        return hub_texts(source.name, source.split, source.text_column)
+    if source.kind == "upload":
+        return upload_texts(source.name, source.data, source.text_column)
+    raise InputError(f"Unknown corpus source {source.kind!r}: use demo, hub or upload.")
+
+
+def corpus_tokens(source: CorpusSource, tokenizer, n_tokens: int, context_size: int) -> torch.Tensor:
+    """(n_seq, context_size) tokens of ``source``: ``n_tokens`` rounded down to whole rows (fewer when it runs out)."""
+    if n_tokens < context_size:
+        raise InputError(f"Index at least one row: {n_tokens} tokens is less than the context of {context_size}.")
+    return pack_texts(source_texts(source), tokenizer, context_size, n_tokens // context_size).tokens
+
+
+# --- the pass, shared by the script and the app -------------------------------------------------------
+
+
+class Settings(NamedTuple):
+    """How the app indexes on a given model: the script's presets (``demo`` for small models, the
+    ``qwen3-8b`` preset's context, batch and attention-sink skip for full-size ones)."""
+
+    context_size: int
+    index: li.IndexConfig
+
+
+def default_settings(model: HookedTransformer) -> Settings:
+    """The script's ``demo`` preset for the embedded model's size, its ``qwen3-8b`` preset for real LLMs
+    (whose first position is an attention sink with huge activations, left out of the statistics)."""
+    if model.cfg.d_model <= 512:
+        return Settings(min(128, model.cfg.n_ctx), li.IndexConfig())
+    return Settings(min(1024, model.cfg.n_ctx), li.IndexConfig(batch_size=8, skip_positions=1))
+
+
+ProgressFn = Callable[[int, int, float], None]
+
+
+def run_build(
+    model: HookedTransformer,
+    sae: SAE,
+    tokens: torch.Tensor,
+    cfg: li.IndexConfig,
+    description: str = "",
+    progress: ProgressFn | None = None,
+    cancel: threading.Event | None = None,
+) -> li.LatentIndex:
+    """One index pass (``latent_index.build_index``) that stops with :class:`BuildCancelled` after the
+    batch during which ``cancel`` was set."""
+
+    def report(done: int, total: int, elapsed: float) -> None:
+        if progress is not None:
+            progress(done, total, elapsed)
+        if cancel is not None and cancel.is_set():
+            raise BuildCancelled("The index build was cancelled; nothing was written.")
+
+    return li.build_index(model, sae, tokens, cfg, progress=report, description=description)
+
+
+def write_atomic_folder(index: li.LatentIndex, final: Path) -> Path:
+    """Write ``index`` into ``final`` (a folder of its own) all at once: a ``.partial-*`` sibling is
+    filled and renamed into place, so ``final`` is either absent or complete. A full disk is a
+    :class:`LatentLabError` saying so, with the partial folder removed."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    partial = final.with_name(f".{final.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        li.save_index(index, partial)
+        if final.exists():  # an older index for the same weights (a rebuild): replaced as a whole
+            old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
+            os.replace(final, old)
+            shutil.rmtree(old, ignore_errors=True)
+        os.replace(partial, final)
+    except OSError as err:
+        shutil.rmtree(partial, ignore_errors=True)
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise LatentLabError(
+                f"The disk is too full to write the latent index into the index cache under HF_HUB_CACHE "
+                f"({os.strerror(err.errno)}). Nothing was written. Free some space (or give the Space more "
+                "storage), or index fewer tokens."
+            ) from None
+        raise LatentLabError(
+            f"Could not write the latent index into the index cache under HF_HUB_CACHE ({err.strerror or type(err).__name__}). "
+            "Nothing was written."
+        ) from None
+    return final
+
+
+def measure_tokens_per_s(model: HookedTransformer, sae: SAE, settings: Settings, n_rows: int = 2) -> float:
+    """Index-pass throughput on this machine from ``n_rows`` rows of random tokens (after a warm-up row):
+    the model to the SAE's hook, the encoder and the per-latent statistics, as in the pass itself (the
+    one-off logit lens and hashing are left out). The basis of the UI's time estimate."""
+    gen = torch.Generator().manual_seed(0)
+    tokens = torch.randint(0, int(model.cfg.d_vocab), (n_rows + 1, settings.context_size), generator=gen)
+    acc = _Accumulator(int(sae.cfg.d_sae), settings.index, sae.device)
+    with queue_for(model).slot():
+        acc.update(encode_tokens(model, sae, tokens[:1]), 0)  # warm-up: first-call allocations, kernels
+        _sync(model)
+        t0 = time.perf_counter()
+        for row in range(1, n_rows + 1):
+            acc.update(encode_tokens(model, sae, tokens[row : row + 1]), row)
+        _sync(model)
+    return n_rows * settings.context_size / max(time.perf_counter() - t0, 1e-9)
+
+
+def _sync(model: HookedTransformer) -> None:
+    device = next(model.parameters()).device
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def estimate_text(n_tokens: int, tokens_per_s: float | None) -> str:
+    """The time estimate the page shows: this machine's measured rate and the H100 reference."""
+    h100 = n_tokens / H100_TOKENS_PER_S
+    ref = f"On one H100 at Qwen3-8B's shape the pass runs at about {H100_TOKENS_PER_S:,} tokens/s ({_duration(h100)} for this)."
+    if not tokens_per_s:
+        return ref
+    return f"About {_duration(n_tokens / tokens_per_s)} here (measured: {tokens_per_s:,.0f} tokens/s). {ref}"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{max(seconds, 1):.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+# --- the app's shared build jobs -------------------------------------------------------------------
+
+
+class BuildStatus(NamedTuple):
+    """A snapshot of one build, for any visitor's page."""
+
+    state: Literal["reading", "running", "writing", "done", "cancelled", "failed"]
+    tokens_done: int
+    tokens_total: int
+    elapsed_s: float
+    tokens_per_s: float
+    """0 until the first batch is done."""
+    seconds_left: float | None
+    """None until a rate is known."""
+    message: str
+    """What the source was, or why it failed."""
+
+    @property
+    def active(self) -> bool:
+        return self.state in ("reading", "running", "writing")
+
+    @property
+    def fraction(self) -> float:
+        return self.tokens_done / self.tokens_total if self.tokens_total else 0.0
+
+
+class IndexBuild:
+    """One build of one SAE's index, running in a background thread."""
+
+    def __init__(self, key: str, description: str) -> None:
+        self.key = key
+        self.cancel_event = threading.Event()
+        self.finished = threading.Event()
+        self._lock = threading.Lock()
+        self._status = BuildStatus("reading", 0, 0, 0.0, 0.0, None, description)
+        self.index: li.LatentIndex | None = None
+        self.thread: threading.Thread | None = None
+
+    def status(self) -> BuildStatus:
+        with self._lock:
+            return self._status
+
+    def _set(self, **changes) -> None:
+        with self._lock:
+            self._status = self._status._replace(**changes)
+
+    def cancel(self) -> None:
+        """Ask the build to stop after its current batch."""
+        self.cancel_event.set()
+
+    def progress(self, done: int, total: int, elapsed: float) -> None:
+        rate = done / elapsed if elapsed > 0 else 0.0
+        left = (total - done) / rate if rate > 0 else None
+        self._set(state="running", tokens_done=done, tokens_total=total, elapsed_s=elapsed, tokens_per_s=rate, seconds_left=left)
+
+    def run(
+        self,
+        model: HookedTransformer,
+        sae: SAE,
+        source: CorpusSource,
+        n_tokens: int,
+        settings: Settings,
+        folder: Path,
+    ) -> None:
+        """The thread's body: read the corpus, index it, write it; every failure ends in the status."""
+        try:
+            tokens = corpus_tokens(source, model.tokenizer, n_tokens, settings.context_size)
+            if self.cancel_event.is_set():
+                raise BuildCancelled("The index build was cancelled; nothing was written.")
+            self._set(state="running", tokens_total=int(tokens.numel()))
+            index = run_build(model, sae, tokens, settings.index, source.describe(), self.progress, self.cancel_event)
+            self._set(state="writing")
+            write_atomic_folder(index, folder)
+            self.index = index
+            self._set(state="done", seconds_left=0.0)
+        except BuildCancelled as err:
+            self._set(state="cancelled", message=str(err))
+        except LatentLabError as err:
+            self._set(state="failed", message=str(err))
+        except torch.OutOfMemoryError:
+            self._set(state="failed", message="Out of memory during the index pass: index fewer tokens.")
+        except Exception as err:  # a bug: shown, never a dead thread holding the SAE's slot
+            self._set(state="failed", message=f"The build failed: {type(err).__name__}: {str(err)[:300]}")
+        finally:
+            self.finished.set()
+
+
+class BuildRegistry:
+    """The process's builds: at most one active build per SAE, shared by every visitor."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._builds: dict[str, IndexBuild] = {}
+
+    def get(self, sae: SAE) -> IndexBuild | None:
+        """The latest build of this SAE in this process (active or finished), if any."""
+        with self._lock:
+            return self._builds.get(sae_key(sae))
+
+    def start(
+        self,
+        model: HookedTransformer,
+        sae: SAE,
+        source: CorpusSource,
+        n_tokens: int,
+        settings: Settings | None = None,
+    ) -> tuple[IndexBuild, bool]:
+        """Start a build unless one is active for this SAE; returns (the build, whether this call started it).
+
+        A second visitor asking while a build runs gets the running one: one build per SAE.
+        """
+        key = sae_key(sae)
+        settings = settings or default_settings(model)
+        with self._lock:
+            current = self._builds.get(key)
+            if current is not None and current.status().active:
+                return current, False
+            build = IndexBuild(key, source.describe())
+            build.thread = threading.Thread(
+                target=build.run,
+                args=(model, sae, source, int(n_tokens), settings, cache_root() / key),
+                name=f"latent-index-{key[:8]}",
+                daemon=True,
+            )
+            self._builds[key] = build
+            build.thread.start()
+            return build, True
+
+
+BUILDS = BuildRegistry()
+"""The process-wide builds the app's pages share."""

@@ -1,0 +1,157 @@
+"""Explain and score an SAE's latents with a local LM; writes latent_explanations.parquet next to the index.
+
+Examples:
+    python scripts/explain_latents.py                                   # the embedded demo, every alive latent
+    python scripts/explain_latents.py --most_frequent 200               # the 200 most frequent latents
+    python scripts/explain_latents.py --min_density 1e-4 --max_density 1e-2 --limit 1000
+    python scripts/explain_latents.py --preset qwen3-8b --sae user/repo:sae_id   # Qwen3-8B explains itself
+    python scripts/explain_latents.py --explainer path/to/hf-chat-model          # another local explainer
+
+Killed at any point, the same command continues where it stopped: the file is rewritten atomically
+after every chunk and latents already in it are skipped. The index must exist (build_latent_index.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import simple_parsing
+import torch
+
+from sae_lib.errors import InputError, LatentLabError
+from sae_lib.explain.explainer import ExplainConfig, explain_and_score, model_acts_fn
+from sae_lib.explain.store import explanations_path, load_explanations, save_explanations
+
+
+@dataclass
+class ExplainLatentsConfig:
+    """Which SAE's latents to explain, with which explainer, and how many at a time."""
+
+    model: str = ""
+    """TransformerLens model name or local Hugging Face folder; empty: the embedded demo model."""
+    sae: str = ""
+    """Local SAELens folder or user/repo:sae_id[@revision]; empty: the embedded demo SAE."""
+    explainer: str = ""
+    """A local Hugging Face chat/base model folder (or a cached Hub name) to explain with; empty: the model itself."""
+    min_density: float = 0.0
+    """Only latents firing on at least this share of tokens."""
+    max_density: float = 1.0
+    """Only latents firing on at most this share of tokens."""
+    most_frequent: int = 0
+    """If > 0, only the N most frequent latents in the density range."""
+    limit: int = 0
+    """If > 0, stop after explaining this many latents in this run."""
+    chunk: int = 16
+    """Latents per chunk: one batch of explanation prompts, one of scoring prompts, then a save."""
+    batch_size: int = 16
+    """Prompts per generation batch."""
+    device: str = ""
+    """cuda, cpu, ...; empty: cuda when available."""
+    dtype: str = ""
+    """Model dtype; empty: the loader's default."""
+    out: str = ""
+    """Folder of the index (where the parquet goes); empty: the SAE's folder."""
+    explain: ExplainConfig = field(default_factory=ExplainConfig)
+    """Excerpts shown and held out, marks, answer length, seed."""
+
+    def __post_init__(self) -> None:
+        if not (0.0 <= self.min_density <= self.max_density <= 1.0):
+            raise InputError(f"Need 0 <= min_density <= max_density <= 1, got {self.min_density} and {self.max_density}.")
+        if self.most_frequent < 0 or self.limit < 0 or self.chunk < 2 or self.batch_size < 1:
+            raise InputError("most_frequent and limit must be >= 0, chunk >= 2 (the shuffled baseline needs a partner), batch_size >= 1.")
+
+
+PRESETS: dict[str, ExplainLatentsConfig] = {
+    "demo": ExplainLatentsConfig(),
+    "qwen3-8b": ExplainLatentsConfig(model="Qwen/Qwen3-8B", dtype="bfloat16", chunk=64, batch_size=64),
+}
+
+
+def parse_args(argv: list[str] | None = None) -> ExplainLatentsConfig:
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--preset", choices=sorted(PRESETS), default="demo")
+    known, _ = pre.parse_known_args(argv)
+    parser = simple_parsing.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        add_option_string_dash_variants=simple_parsing.DashVariant.UNDERSCORE_AND_DASH,
+    )
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="demo",
+                        help="Named defaults: 'demo' (the embedded model) or 'qwen3-8b' (bf16, big batches; give --sae).")
+    parser.add_arguments(ExplainLatentsConfig, dest="config", default=PRESETS[known.preset])
+    return parser.parse_args(argv).config
+
+
+def select_latents(index, cfg: ExplainLatentsConfig, done: set[int]) -> list[int]:
+    """Alive latents in the density range (the N most frequent if asked), most frequent first, minus ``done``."""
+    density = index.density
+    ok = (~index.dead) & (density >= cfg.min_density) & (density <= cfg.max_density)
+    picked = ok.nonzero().squeeze(1)
+    picked = picked[density[picked].argsort(descending=True, stable=True)].tolist()
+    if cfg.most_frequent:
+        picked = picked[: cfg.most_frequent]
+    todo = [i for i in picked if i not in done]
+    return todo[: cfg.limit] if cfg.limit else todo
+
+
+def run(cfg: ExplainLatentsConfig, log: Callable[[str], None] = print, gen=None) -> Path:
+    """Explain the selected latents chunk by chunk, saving after each; returns the parquet's path."""
+    from sae_lib.explain.generator import HFGenerator, LoadedModelGenerator
+    from sae_lib.latent_index import load_index
+    from sae_lib.model import load_model
+    from sae_lib.sae import check_sae_matches_model, load_sae
+    from sae_lib.workspace import demo_sources
+
+    model_src, sae_src = cfg.model, cfg.sae
+    if not model_src or not sae_src:
+        demo_model, demo_sae = demo_sources()
+        model_src, sae_src = model_src or demo_model, sae_src or demo_sae
+    device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = load_model(model_src, device=device, dtype=cfg.dtype or None)
+    loaded = load_sae(sae_src, device=device)
+    check_sae_matches_model(loaded.sae, model)
+    index_dir = Path(cfg.out) if cfg.out else Path(loaded.local_dir)
+    index = load_index(index_dir, loaded.sae)
+    if index is None:
+        raise InputError(f"No latent index in {index_dir}: build it first with scripts/build_latent_index.py.")
+    if gen is None:
+        gen = HFGenerator(cfg.explainer, device=device, dtype=cfg.dtype or None, batch_size=cfg.batch_size) if cfg.explainer \
+            else LoadedModelGenerator(model, name=model_src, batch_size=cfg.batch_size)
+    path = explanations_path(index_dir)
+    table = load_explanations(path, index.meta.build_id)
+    todo = select_latents(index, cfg, set(table["latent"].tolist()))
+    log(f"{len(table):,} latents already explained in {path.name}; {len(todo):,} to go with {gen.name} on {device}.")
+    acts_fn = model_acts_fn(model, loaded.sae)
+    t0, done = time.perf_counter(), 0
+    for start in range(0, len(todo), cfg.chunk):
+        chunk = todo[start : start + cfg.chunk]
+        if len(chunk) == 1 and len(todo) > 1:  # a lone last latent borrows a partner for its baseline
+            chunk = todo[-2:]
+        rows = explain_and_score(gen, index, chunk, cfg.explain, acts_fn=acts_fn)
+        table = save_explanations(path, index.meta.build_id, rows, table)
+        done += len(chunk)
+        rate = done / max(time.perf_counter() - t0, 1e-9) * 60
+        log(f"{done:,}/{len(todo):,} latents ({done / len(todo):.0%}), {rate:,.1f} latents/minute; "
+            f"latent {rows[0].latent}: {rows[0].explanation!r}")
+    if getattr(gen, "truncated", 0):
+        log(f"Note: {gen.truncated:,} prompts were longer than the explainer's context ({model.cfg.n_ctx} tokens) "
+            "and kept only their end; use an explainer with a longer context (--explainer) for real explanations.")
+    log(f"Done: {len(table):,} latents explained in {path}.")
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        run(parse_args(argv))
+    except LatentLabError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""The guided demo's goals, on the built demo: labels name their topic, steering writes it, scores mean something.
+
+The shared demo's index may predate the co-occurrence counts, so the index is rebuilt here (same
+corpus, same settings as the demo build) into memory; nothing is written into the shared demo.
+"""
+
+import re
+from collections import Counter
+
+import pytest
+
+from sae_lib import latent_index as li
+from sae_lib.demo.build import load_corpus_split
+from sae_lib.demo.corpus import FEELINGS, NAMES, TIMES, TOPICS, topic_share, topic_words, words_of
+from sae_lib.demo.guide import STORY_PROMPTS, build_guide
+from sae_lib.explain import prompts as P
+from sae_lib.explain.explainer import ExplainConfig, explain_and_score, model_acts_fn
+from sae_lib.explain.generator import FunctionGenerator
+from sae_lib.labels import all_labels
+from sae_lib.steering import GenerationSettings, SteeringSpec, generate
+from tests.test_steering import assert_clean
+
+
+
+@pytest.fixture(scope="module")
+def stories(demo_paths):
+    return [(s["text"], s["topic"]) for s in load_corpus_split(demo_paths.root, "heldout")]
+
+
+@pytest.fixture(scope="module")
+def index(demo_workspace, stories):
+    packed = li.pack_texts([t for t, _ in stories], demo_workspace.model.tokenizer, 128, n_seq=10**6)
+    return li.build_index(demo_workspace.model, demo_workspace.sae, packed.tokens, li.IndexConfig(top_k=20))
+
+
+@pytest.fixture(scope="module")
+def guide(demo_workspace, stories):
+    return build_guide(demo_workspace.model, demo_workspace.sae, stories)
+
+
+def test_guide_labels_name_their_topic(guide, index):
+    assert sorted(g.topic for g in guide) == sorted(TOPICS)
+    labels = all_labels(index)
+    named = {g.topic: labels[g.latent] for g in guide if topic_words(g.topic) & set(words_of(labels[g.latent].replace(",", " ")))}
+    assert len(named) >= 9, {g.topic: (g.latent, labels[g.latent]) for g in guide}
+
+
+def test_steering_with_the_guide_latent_writes_its_topic(guide, index, demo_workspace):
+    ws = demo_workspace
+    shares = {}
+    for g in guide:
+        spec = SteeringSpec(g.latent, max_act=float(index.max_act[g.latent]))  # the page's defaults
+        normal, steered = [], []
+        for prompt in STORY_PROMPTS:
+            result = generate(ws.model, ws.sae, prompt, [spec], GenerationSettings())
+            normal += result.normal
+            steered += result.steered
+        before = sum(topic_share(t, g.topic) for t in normal) / len(normal)
+        after = sum(topic_share(t, g.topic) for t in steered) / len(steered)
+        shares[g.topic] = (g.latent, round(before, 3), round(after, 3))
+    # 3x over the normal output, and a real share of the words (3 x 0 would be no claim at all).
+    working = [t for t, (_, before, after) in shares.items() if after >= 3 * before and after >= 0.1]
+    assert len(working) >= 9, shares
+    assert_clean(ws.model)
+
+
+SHARED = {w.lower() for w in NAMES + FEELINGS} | set(words_of(" ".join(TIMES))) | {
+    "the", "a", "an", "and", "to", "of", "at", "by", "with", "near", "under", "was", "were", "went", "visited",
+    "walked", "one", "day", "there", "saw", "felt", "watched", "it", "everyone", "smiled", "found", "then",
+    "again", "end", "left", "would", "never", "forget", "that", "night", "dreamed",
+}  # fmt: skip
+"""Words every topic's stories share: the stand-in explainer ignores them, as a person would."""
+
+
+def scripted(prompts, max_new_tokens):
+    """A stand-in explainer answering from keywords: explains with the most frequent marked content words,
+    says Yes to detection when an explanation word is in the excerpt, and to fuzzing when one is marked."""
+    answers = []
+    for messages in prompts:
+        system, user = messages[0]["content"], messages[1]["content"]
+        if system == P.EXPLAIN_SYSTEM:
+            marked = " ".join(re.findall(r"<<(.*?)>>", user))
+            common = [w for w, _ in Counter(w for w in words_of(marked) if w not in SHARED and "|" not in w).most_common(8)]
+            answers.append("Explanation: " + ", ".join(common))
+            continue
+        explanation, excerpt = re.match(r"Explanation: (.*)\nExcerpt: (.*)\n", user).groups()
+        keywords = set(words_of(explanation.replace(",", " ")))
+        if system == P.DETECT_SYSTEM:
+            seen = set(words_of(excerpt.replace("<<", " ").replace(">>", " ")))
+        else:
+            seen = set(words_of(" ".join(re.findall(r"<<(.*?)>>", excerpt))))
+        answers.append("Yes" if keywords & seen else "No")
+    return answers
+
+
+@pytest.fixture(scope="module")
+def scored(guide, index, demo_workspace):
+    gen = FunctionGenerator(scripted, "scripted stand-in")
+    rows = explain_and_score(gen, index, [g.latent for g in guide], ExplainConfig(),
+                             acts_fn=model_acts_fn(demo_workspace.model, demo_workspace.sae))  # fmt: skip
+    return {g.topic: (r.explanation, round(r.detection, 2), round(r.fuzzing, 2), round(r.detection_shuffled, 2),
+                      round(r.fuzzing_shuffled, 2)) for g, r in zip(guide, rows)}  # fmt: skip
+
+
+def test_scores_separate_matching_from_shuffled_explanations(scored):
+    # Every shuffled explanation scores at chance or below, and every matching one detects better than it.
+    assert all(max(det_s, fuzz_s) <= 0.6 for _, _, _, det_s, fuzz_s in scored.values()), scored
+    assert all(det > det_s for _, det, _, det_s, _ in scored.values()), scored
+    assert sum(det for _, det, _, _, _ in scored.values()) / len(scored) >= 0.8, scored
+
+
+@pytest.mark.xfail(strict=True, reason="the keyword stand-in explains word-class latents (topic adjectives) with the "
+                   "few words it saw marked, so held-out excerpts without those words fail: 4 of 10 topics reach 0.8 "
+                   "on both scores (measured), the goal is 9")
+def test_matching_explanations_reach_0_8_on_nine_topics(scored):
+    good = [t for t, (_, det, fuzz, det_s, fuzz_s) in scored.items() if min(det, fuzz) >= 0.8 and max(det_s, fuzz_s) <= 0.6]
+    assert len(good) >= 9, scored

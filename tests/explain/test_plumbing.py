@@ -1,0 +1,195 @@
+"""Prompts, parsing, scoring arithmetic, the store, and the whole explain/score path with real small LMs."""
+
+import math
+import multiprocessing as mp
+import shutil
+
+import pandas as pd
+import pytest
+import torch
+from transformers import AutoTokenizer
+
+from sae_lib import latent_index as li
+from sae_lib.errors import CompatibilityError
+from sae_lib.explain import prompts as P
+from sae_lib.explain.explainer import ExplainConfig, Explanation, explain_and_score, latent_examples, model_acts_fn
+from sae_lib.explain.generator import ExplainerLoadError, HFGenerator, LoadedModelGenerator, render
+from sae_lib.explain.scoring import balanced_accuracy
+from sae_lib.explain.store import load_explanations, save_explanations
+
+QWEN_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% if enable_thinking is defined and not enable_thinking %}"
+    "<think>\n\n</think>\n\n{% endif %}{% endif %}"
+)
+"""Qwen3's chat format in miniature (roles between im_start/im_end, thinking switched off)."""
+
+
+def test_mark_puts_runs_of_active_tokens_in_one_pair():
+    assert P.mark(["a", " b", " c", " d", "\n"], [0, 2, 3, 0, 1]) == "a<< b c>> d<< >>"
+    assert P.mark(["x"], [0.0]) == "x"
+
+
+@pytest.mark.parametrize(
+    "answer, expected",
+    [
+        ("Explanation: words about the sea", "words about the sea"),
+        ("<think>hmm, the sea?</think>\n**Explanation:** \"ocean words\"", "ocean words"),
+        ("The latent fires on names.\nMore text", "The latent fires on names."),
+        ("<think>never closed", ""),
+        ("", ""),
+        ("Explanation: " + "x" * 500, "x" * 199 + "…"),
+    ],
+)
+def test_parse_explanation(answer, expected):
+    assert P.parse_explanation(answer) == expected
+
+
+def test_parse_yes_no():
+    assert P.parse_yes_no(" Yes.") is True
+    assert P.parse_yes_no("<think>yes or no</think> No") is False
+    assert P.parse_yes_no("maybe") is None and P.parse_yes_no("Nobody yesterday") is None
+
+
+def test_balanced_accuracy_against_hand_count():
+    truth = [True, True, True, False, False]
+    assert balanced_accuracy(truth, [True, True, False, False, True]) == pytest.approx((2 / 3 + 1 / 2) / 2)
+    assert balanced_accuracy(truth, [None] * 5) == 0.0  # unanswered is wrong
+    assert balanced_accuracy([True, True], [True, False]) == 0.5  # one class only: its rate
+    assert math.isnan(balanced_accuracy([], []))
+    assert balanced_accuracy(truth, [True] * 5) == 0.5  # always yes is chance
+
+
+def _row(latent, text="x", created="t"):
+    return Explanation(latent, text, "m", "e", 0.9, 0.8, 0.5, 0.4, created)
+
+
+def test_store_merges_newest_and_refuses_another_index(tmp_path):
+    path = tmp_path / "latent_explanations.parquet"
+    assert len(load_explanations(path, "b1")) == 0
+    table = save_explanations(path, "b1", [_row(3), _row(1)])
+    table = save_explanations(path, "b1", [_row(3, "newer")], table)
+    loaded = load_explanations(path, "b1")
+    assert loaded["latent"].tolist() == [1, 3] and loaded["explanation"].tolist() == ["x", "newer"]
+    assert loaded["detection"].tolist() == pytest.approx([0.9, 0.9])
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left
+    with pytest.raises(CompatibilityError, match="another build"):
+        load_explanations(path, "b2")
+    path.write_bytes(b"not parquet")
+    with pytest.raises(CompatibilityError, match="unreadable"):
+        load_explanations(path, "b1")
+
+
+def _write_forever(path, started):
+    rows = [_row(i, "y" * 1000) for i in range(20_000)]
+    started.set()
+    while True:
+        save_explanations(path, "b1", rows)
+
+
+def test_store_killed_mid_write_keeps_the_last_complete_file(tmp_path):
+    path = tmp_path / "latent_explanations.parquet"
+    save_explanations(path, "b1", [_row(0, "complete")])
+    ctx = mp.get_context("fork")
+    started = ctx.Event()
+    proc = ctx.Process(target=_write_forever, args=(path, started))
+    proc.start()
+    started.wait(60)
+    proc.kill()  # SIGKILL at an arbitrary point of a write
+    proc.join()
+    loaded = load_explanations(path, "b1")  # readable: either the first file or a complete later one
+    assert len(loaded) in (1, 20_000)
+
+
+# --- the whole path with real (random-weight) models -------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_index(tiny_model, tiny_sae):
+    g = torch.Generator().manual_seed(3)
+    tokens = torch.randint(1, tiny_model.cfg.d_vocab, (24, 16), generator=g)
+    cfg = li.IndexConfig(top_k=8, n_lower_examples=3, window=8, window_before=4, batch_size=8)
+    return li.build_index(tiny_model, tiny_sae, tokens, cfg)
+
+
+@pytest.fixture(scope="module")
+def chat_model_dir(tiny_hf_qwen3_dir, tmp_path_factory):
+    """The tiny HF Qwen3 with a Qwen-style chat template: a chat model whose answers are junk."""
+    path = tmp_path_factory.mktemp("chat") / "model"
+    shutil.copytree(tiny_hf_qwen3_dir, path)
+    tok = AutoTokenizer.from_pretrained(path)
+    tok.chat_template = QWEN_TEMPLATE
+    tok.save_pretrained(path)
+    return path
+
+
+def _check_rows(rows, latents):
+    assert [r.latent for r in rows] == latents
+    for r in rows:
+        assert isinstance(r.explanation, str) and "\n" not in r.explanation and len(r.explanation) <= 200
+        for s in (r.detection, r.fuzzing, r.detection_shuffled, r.fuzzing_shuffled):
+            assert math.isnan(s) or 0.0 <= s <= 1.0
+
+
+def test_end_to_end_with_a_tiny_hf_chat_model(chat_model_dir, tiny_index, tiny_model, tiny_sae, tmp_path):
+    gen = HFGenerator(str(chat_model_dir), device="cpu", batch_size=7)
+    rendered = render(gen.tokenizer, P.detection_messages("e", "x"))
+    assert rendered.startswith("<|im_start|>system") and rendered.endswith("<think>\n\n</think>\n\n")
+    latents = (~tiny_index.dead).nonzero().squeeze(1)[:3].tolist()
+    cfg = ExplainConfig(n_explain_top=3, n_score=2, n_non_activating=2, max_new_tokens=6)
+    rows = explain_and_score(gen, tiny_index, latents, cfg, acts_fn=model_acts_fn(tiny_model, tiny_sae))
+    _check_rows(rows, latents)
+    path = tmp_path / "e.parquet"
+    save_explanations(path, tiny_index.meta.build_id, rows)
+    back = load_explanations(path, tiny_index.meta.build_id)
+    assert back["latent"].tolist() == latents and back["explainer"].tolist() == [str(chat_model_dir)] * 3
+
+
+def test_end_to_end_with_the_loaded_model(tiny_model, tiny_index):
+    gen = LoadedModelGenerator(tiny_model, batch_size=2)
+    latents = (~tiny_index.dead).nonzero().squeeze(1)[:2].tolist()
+    cfg = ExplainConfig(n_explain_top=2, n_score=2, n_non_activating=2, max_new_tokens=5)
+    rows = explain_and_score(gen, tiny_index, latents, cfg, fallback_shuffled=lambda lat: "anything")
+    _check_rows(rows, latents)
+    assert gen.truncated > 0  # the tiny model's 128-token context: long prompts keep their end
+    one = explain_and_score(gen, tiny_index, latents[:1], cfg, fallback_shuffled=lambda lat: "anything")
+    assert not math.isnan(one[0].detection_shuffled)  # a chunk of one still gets a baseline
+
+
+def test_examples_split_and_negatives_are_checked(tiny_index, tiny_model, tiny_sae):
+    alive = (~tiny_index.dead).nonzero().squeeze(1)
+    latent = int(alive[tiny_index.count[alive].argmin()])  # a sparse latent: quiet excerpts exist
+    acts = model_acts_fn(tiny_model, tiny_sae)
+    ex = latent_examples(tiny_index, latent, ExplainConfig(n_non_activating=4), acts)
+    shown = {tuple(e.ids) for e in ex.explain}
+    assert ex.held_out and not shown & {tuple(e.ids) for e in ex.held_out}  # held out means not shown
+    assert 1 <= len(ex.non_activating) <= 4
+    for e in ex.non_activating:  # read afresh, the latent really is 0 on every token
+        assert float(acts(torch.tensor([e.ids]), latent).max()) <= 0.0
+    unchecked = latent_examples(tiny_index, int(tiny_index.count.argmax()), ExplainConfig(n_non_activating=4), acts)
+    for e in unchecked.non_activating:
+        assert float(acts(torch.tensor([e.ids]), int(tiny_index.count.argmax())).max()) <= 0.0
+
+
+def test_a_model_already_in_memory_explains(chat_model_dir, tiny_index):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(chat_model_dir)
+    gen = HFGenerator.from_loaded(model, AutoTokenizer.from_pretrained(chat_model_dir), "in memory", batch_size=3)
+    answers = gen([P.detection_messages("e", f"excerpt {i}") for i in range(5)], 3)
+    assert len(answers) == 5 and all(isinstance(a, str) for a in answers)
+    # Batched with left padding = one prompt at a time (greedy): padding does not change an answer.
+    single = HFGenerator.from_loaded(model, gen.tokenizer, "in memory", batch_size=1)
+    assert single([P.detection_messages("e", f"excerpt {i}") for i in range(5)], 3) == answers
+
+
+def test_unloadable_explainer_says_what_to_do(tmp_path):
+    with pytest.raises(ExplainerLoadError, match="could not be loaded.*statistical labels"):
+        HFGenerator(str(tmp_path / "no-such-model"))
+
+
+def test_loaded_model_batches_like_one_at_a_time(tiny_model):
+    prompts = [[{"role": "user", "content": "the ship " * n}] for n in (1, 4, 9)]  # different lengths: padding
+    batched = LoadedModelGenerator(tiny_model, batch_size=3)(prompts, 5)
+    single = LoadedModelGenerator(tiny_model, batch_size=1)(prompts, 5)
+    assert batched == single and len(batched) == 3

@@ -1,0 +1,92 @@
+"""scripts/explain_latents.py: flags, bad input, and kill -9 midway then resume, on the demo pair (copied)."""
+
+import importlib.util
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from sae_lib.constants import EXPLANATIONS_FILENAME, REPO_ROOT
+from sae_lib.explain.store import load_explanations
+
+SCRIPT = REPO_ROOT / "scripts" / "explain_latents.py"
+
+
+@pytest.fixture(scope="module")
+def script():
+    spec = importlib.util.spec_from_file_location("explain_latents", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_help_explains_every_knob(script, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        script.parse_args(["--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    for flag in ("--preset", "--explainer", "--min_density", "--max_density", "--most_frequent", "--limit", "--chunk",
+                 "--n_score", "--max_new_tokens"):  # fmt: skip
+        assert flag in out
+    assert script.parse_args(["--preset", "qwen3-8b"]).model == "Qwen/Qwen3-8B"
+
+
+def test_bad_settings_are_refused(script, capsys):
+    with pytest.raises(Exception, match="min_density <= max_density"):
+        script.parse_args(["--min_density", "0.5", "--max_density", "0.1"])
+
+
+@pytest.fixture
+def sae_copy(demo_paths, tmp_path):
+    """The demo SAE folder with its index, copied: the script writes next to the index, never into the shared demo."""
+    dest = tmp_path / "sae"
+    shutil.copytree(demo_paths.sae, dest)
+    return dest
+
+
+def test_unloadable_explainer_is_a_clear_message(script, demo_paths, sae_copy, tmp_path, capsys):
+    code = script.main(["--model", str(demo_paths.model), "--sae", str(sae_copy), "--device", "cpu",
+                        "--explainer", str(tmp_path / "missing-model")])  # fmt: skip
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "could not be loaded" in err and "Traceback" not in err
+    assert not (sae_copy / EXPLANATIONS_FILENAME).exists()
+
+
+def _run(demo_paths, sae_copy, n: int) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
+    args = [sys.executable, str(SCRIPT), "--model", str(demo_paths.model), "--sae", str(sae_copy), "--device", "cpu",
+            "--most_frequent", str(n), "--chunk", "2", "--max_new_tokens", "8", "--n_score", "2",
+            "--n_non_activating", "2"]  # fmt: skip
+    return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_killed_midway_resumes_without_losing_work(demo_paths, demo_workspace, sae_copy):
+    path = sae_copy / EXPLANATIONS_FILENAME
+    build_id = demo_workspace.index.meta.build_id
+    proc = _run(demo_paths, sae_copy, 12)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if path.exists() and len(load_explanations(path, build_id)) >= 2:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.stdout.read()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    first = load_explanations(path, build_id)  # the file is whole after a kill at any point
+    assert 2 <= len(first) < 12
+    proc = _run(demo_paths, sae_copy, 12)
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out
+    assert f"{len(first):,} latents already explained" in out and "latents/minute" in out
+    final = load_explanations(path, build_id)
+    want = demo_workspace.index.count.argsort(descending=True, stable=True)[:12].tolist()
+    assert sorted(final["latent"].tolist()) == sorted(want)
+    kept = final.set_index("latent").loc[first["latent"]]
+    assert kept["created"].tolist() == first["created"].tolist()  # earlier rows were not redone

@@ -1,0 +1,47 @@
+"""bench/gpu.py's smoke test: every step of the flagship run, at the demo's shape, on this machine.
+
+Checks that each step runs and reports what it says (not how fast: never timed tests).
+"""
+
+import json
+
+import pytest
+
+from bench import gpu
+
+
+@pytest.fixture(scope="module")
+def report():
+    return gpu.run(gpu.GpuBenchConfig(preset="demo-shape"))
+
+
+def test_every_step_runs_and_reports(report):
+    json.dumps(report)  # one JSON object
+    for step in ("bandwidth", "generation", "index", "training"):
+        assert "error" not in report[step], report[step]
+    assert report["bandwidth"]["gb_per_s"] > 0
+    assert 100 <= report["sae"]["l0"] <= 150  # calibrated thresholds, not zero ones
+    assert report["sae"]["hook"] == "blocks.3.hook_mlp_out"  # block 28 of 36 at the demo's 4 layers
+    gen = report["generation"]
+    assert gen["engine"].startswith("Hugging Face") and gen["compile_failed"] is None
+    for batch in ("batch_1", "batch_5"):
+        row = gen[batch]
+        for key in ("unsteered", "steered", "hf_generate_eager", "engine_eager_unsteered"):
+            assert row[f"{key}_tokens_per_s"] > 0
+    assert gen["batch_5"]["transformerlens_tokens_per_s"] > 0
+    assert report["index"]["bare_tokens_per_s"] > 0 and report["index"]["index_stream_tokens_per_s"] > 0
+    assert report["training"]["train_tokens_per_s"] > 0 and report["training"]["steps"] == 20
+    assert "skipped" in report["load"]  # the fresh-interpreter load check is for the flagship run
+
+
+def test_flagship_refuses_without_a_gpu(monkeypatch):
+    monkeypatch.setattr(gpu.torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit, match="CUDA"):
+        gpu.run(gpu.GpuBenchConfig(preset="flagship"))
+
+
+def test_flagship_preset_is_the_issue_shape():
+    preset = gpu.PRESETS["flagship"]
+    assert preset.shape["hidden_size"] == 4096 and preset.shape["num_hidden_layers"] == 36
+    assert preset.d_sae == 65536 and preset.train_steps == 200 and preset.train_batch_tokens == 4096
+    assert gpu.flagship_layer(preset.shape) == 28

@@ -1,0 +1,143 @@
+"""Token and co-firing counts of the index pass against naive counting; labels and neighbours from them."""
+
+from collections import Counter
+
+import pytest
+import torch
+
+from sae_lib import latent_index as li
+from sae_lib.labels import all_labels, lift_matrix, lift_tokens
+from sae_lib.neighbours import cofiring_neighbours, decoder_neighbours
+from tests.conftest import TINY_HOOK
+
+N_SEQ, CTX, SKIP = 21, 12, 1
+
+
+@pytest.fixture(scope="module")
+def tokens(tiny_model):
+    g = torch.Generator().manual_seed(2)
+    return torch.randint(1, tiny_model.cfg.d_vocab, (N_SEQ, CTX), generator=g)
+
+
+@pytest.fixture(scope="module")
+def acts(tiny_model, tiny_sae, tokens):
+    with torch.no_grad():
+        _, cache = tiny_model.run_with_cache(tokens, names_filter=[TINY_HOOK])
+        return tiny_sae.encode(cache[TINY_HOOK])[:, SKIP:]  # (n_seq, ctx - skip, d_sae)
+
+
+def _cfg(**kw):
+    return li.IndexConfig(top_k=3, n_lower_examples=1, window=4, window_before=2, batch_size=5,
+                          skip_positions=SKIP, **kw)
+
+
+@pytest.fixture(scope="module")
+def exact_index(tiny_model, tiny_sae, tokens):
+    # Slots for every token and every latent: nothing is evicted, so counts must be exact.
+    return li.build_index(tiny_model, tiny_sae, tokens, _cfg(k_tokens=tiny_model.cfg.d_vocab, k_cofire=96))
+
+
+def test_token_counts_are_exact_with_enough_slots(exact_index, tokens, acts):
+    counts = exact_index.counts
+    toks = tokens[:, SKIP:]
+    assert counts.token_base.tolist() == torch.bincount(toks.flatten(), minlength=len(counts.token_base)).tolist()
+    for i in range(acts.shape[-1]):
+        fired = acts[..., i] > 0
+        ref = Counter(toks[fired].tolist())
+        got = {int(t): int(c) for t, c in zip(counts.token_ids[i], counts.token_counts[i]) if t >= 0}
+        assert got == dict(ref), i
+        assert int(counts.token_seen[i]) == int(fired.sum()) == int(exact_index.count[i])
+
+
+def test_cofire_counts_are_exact_with_enough_slots_and_budget(exact_index, acts):
+    counts = exact_index.counts
+    fired = (acts > 0).reshape(-1, acts.shape[-1]).long()  # (tokens, d_sae)
+    co = fired.T @ fired  # naive d_sae x d_sae co-occurrence
+    assert int(counts.cofire_positions) == fired.shape[0]
+    assert counts.cofire_fired.tolist() == fired.sum(0).tolist()
+    for i in range(co.shape[0]):
+        ref = {j: int(co[i, j]) for j in range(co.shape[0]) if j != i and co[i, j] > 0}
+        got = {int(j): int(c) for j, c in zip(counts.cofire_ids[i], counts.cofire_counts[i]) if j >= 0}
+        assert got == ref, i
+    # Neighbours by Jaccard, against the naive matrix.
+    i = int(fired.sum(0).argmax())
+    f = fired.sum(0).double()
+    jac = co[i].double() / (f[i] + f - co[i].double()).clamp(min=1)
+    jac[i] = -1
+    nb = cofiring_neighbours(counts, i, n=5)
+    torch.testing.assert_close(torch.tensor(nb.scores, dtype=torch.float64), jac.topk(5).values)
+
+
+def test_cofire_budget_subsamples_whole_positions(tiny_model, tiny_sae, tokens, acts):
+    per_pos = (acts > 0).sum(-1)  # (n_seq, P) latents firing at each position
+    budget = 4 * int(per_pos.max()) ** 2  # a few positions per batch
+    index = li.build_index(tiny_model, tiny_sae, tokens, _cfg(k_cofire=96, cofire_pairs_per_batch=budget))
+    counts = index.counts
+    n_batches = -(-N_SEQ // 5)
+    assert n_batches * 4 <= int(counts.cofire_positions) < per_pos.numel()
+    # Positions are taken whole: every latent firing at a sampled position pairs with all the others there,
+    # so the pair total is sum(size^2 - size) and the firing total is sum(size) over the sampled positions.
+    total_pairs, total_fired = int(counts.cofire_counts.sum()), int(counts.cofire_fired.sum())
+    assert total_pairs <= budget * n_batches
+    sizes = per_pos.flatten()
+    assert total_fired <= int(sizes.sum())
+    # The same positions count for both latents of a pair: the table (exact, k = d_sae) is symmetric.
+    co = torch.zeros(96, 96, dtype=torch.long)
+    for i in range(96):
+        held = counts.cofire_ids[i] >= 0
+        co[i, counts.cofire_ids[i][held]] = counts.cofire_counts[i][held]
+    assert torch.equal(co, co.T) and int(co.sum()) > 0
+    # Token counts are not subsampled.
+    assert int(counts.token_seen.sum()) == int((acts > 0).sum())
+
+
+def test_lift_against_definition(exact_index, tokens, acts):
+    counts = exact_index.counts
+    toks = tokens[:, SKIP:].flatten()
+    base = torch.bincount(toks, minlength=len(counts.token_base)).double()
+    i = int(exact_index.count.argmax())
+    fired = (acts[..., i] > 0).flatten()
+    ref = {}
+    for t, c in Counter(toks[fired].tolist()).items():
+        share = c / int(fired.sum())
+        if c >= 2 and share >= 0.02:
+            ref[t] = share / (base[t] / len(toks)).item()
+    got = lift_tokens(counts, i, n=100)
+    assert dict(zip(got.ids, got.lifts)) == pytest.approx(ref)
+    assert got.lifts == sorted(got.lifts, reverse=True)
+    assert (lift_matrix(counts) >= 0).all()
+
+
+def test_labels_cover_every_alive_latent(exact_index):
+    labels = all_labels(exact_index)
+    assert len(labels) == exact_index.d_sae
+    for i, label in enumerate(labels):
+        assert (label == "") == bool(exact_index.dead[i])
+        if label:
+            assert "promotes: " in label
+    # Without counts (an older index): the logit-lens part only.
+    old = li.LatentIndex(**{**exact_index.__dict__, "counts": None})
+    assert all("fires on" not in lab for lab in all_labels(old))
+
+
+def test_decoder_neighbours_against_naive(tiny_sae):
+    W = tiny_sae.W_dec.detach()
+    cos = torch.nn.functional.cosine_similarity(W[7][None], W, dim=1)
+    cos[7] = -2
+    nb = decoder_neighbours(tiny_sae, 7, n=10)
+    assert nb.latents == cos.topk(10).indices.tolist() and 7 not in nb.latents
+    torch.testing.assert_close(torch.tensor(nb.scores), cos.topk(10).values)
+
+
+def test_bounded_tables_give_the_exact_answer_when_nothing_is_evicted(tiny_model, tiny_sae, tokens, exact_index, monkeypatch):
+    """The Misra-Gries path (what a 65,536-latent SAE uses) against the dense exact path, through the pass."""
+    import sae_lib.heavy_hitters as hh
+
+    monkeypatch.setattr(hh, "DENSE_MAX_CELLS", 0)
+    bounded = li.build_index(tiny_model, tiny_sae, tokens, _cfg(k_tokens=tiny_model.cfg.d_vocab, k_cofire=96)).counts
+    exact = exact_index.counts
+    for ids, counts in (("token_ids", "token_counts"), ("cofire_ids", "cofire_counts")):
+        for i in range(exact.token_seen.shape[0]):
+            a = {int(t): int(c) for t, c in zip(getattr(bounded, ids)[i], getattr(bounded, counts)[i]) if t >= 0}
+            b = {int(t): int(c) for t, c in zip(getattr(exact, ids)[i], getattr(exact, counts)[i]) if t >= 0}
+            assert a == b, (ids, i)

@@ -1,0 +1,364 @@
+"""sae_lib.engine: the Hugging Face module generates; it must equal today's TransformerLens path.
+
+Every test loads a tiny random Qwen3 folder through the app's loader (float32), so the model has
+both faces: the HookedTransformer (TransformerLens path, the reference) and its engine.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+from sae_lens import JumpReLUSAE, JumpReLUSAEConfig
+from sae_lens.saes.sae import SAEMetadata
+
+from sae_lib import engine as engine_mod
+from sae_lib.engine import SUPPORTED_ARCHITECTURES, EngineActivations, engine_for, transformerlens_only, engine_notice, hook_activations, hook_site
+from sae_lib.errors import InputError
+from sae_lib.model import load_model
+from sae_lib.model_queue import queue_for
+from sae_lib.dose_response import dose_response
+from sae_lib.steering import GenerationSettings, SteeringSpec, generate
+
+HOOKS = ["hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_attn_out", "hook_mlp_out", "mlp.hook_post"]
+PROMPT = "The ship sailed across the ocean"
+HOOK = "blocks.1.hook_mlp_out"
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_hf_qwen3_dir, device):
+    return load_model(str(tiny_hf_qwen3_dir), device=device, dtype="float32")
+
+
+@pytest.fixture(scope="module")
+def sae(device):
+    """A JumpReLU SAE on the tiny Qwen3's ``blocks.1.hook_mlp_out`` (d_in 64, d_sae 128)."""
+    torch.manual_seed(1)
+    sae = JumpReLUSAE(JumpReLUSAEConfig(d_in=64, d_sae=128, metadata=SAEMetadata(hook_name=HOOK)))
+    with torch.no_grad():
+        sae.W_enc.normal_(0, 0.3)
+        sae.W_dec.copy_(sae.W_enc.T / sae.W_enc.T.norm(dim=1, keepdim=True))
+        sae.threshold.fill_(0.05)
+    return sae.eval().to(device)
+
+
+def _hooks_on(module: torch.nn.Module) -> int:
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in module.modules())
+
+
+def test_one_copy_of_the_weights(loaded):
+    """The HookedTransformer's weights are views of the engine's tensors: nothing is held twice."""
+    engine = engine_for(loaded)
+    assert engine is not None and type(engine.hf).__name__ in SUPPORTED_ARCHITECTURES
+    hf_storages = {p.untyped_storage().data_ptr() for p in engine.hf.parameters()}
+    shared = [n for n, p in loaded.named_parameters() if p.untyped_storage().data_ptr() in hf_storages]
+    own = {n: p for n, p in loaded.named_parameters() if n not in shared}
+    # Only TransformerLens's all-zero biases (Qwen3 has none) are its own.
+    assert own and all(n.split(".")[-1].lstrip("_").startswith("b_") and not p.any() for n, p in own.items()), list(own)
+    assert len(shared) >= 4 * loaded.cfg.n_layers
+    hf_bytes = sum(p.numel() * p.element_size() for p in engine.hf.parameters())
+    own_bytes = sum(p.numel() * p.element_size() for p in own.values())
+    assert own_bytes < 0.05 * hf_bytes
+
+
+@pytest.mark.parametrize("layer", [0, 1])
+@pytest.mark.parametrize("hook", HOOKS)
+def test_every_mapped_hook_equals_transformerlens(loaded, layer, hook):
+    name = f"blocks.{layer}.{hook}"
+    if name not in loaded.hook_dict:  # hook_mlp_in only exists with cfg.use_hook_mlp_in
+        pytest.skip(f"{name} is not a hook of this HookedTransformer")
+    tokens = loaded.to_tokens(["The ship sailed across the ocean", "She baked bread in the kitchen"],
+                              prepend_bos=False, padding_side="left")[:, -5:]  # (2, 5), no padding
+    with torch.inference_mode():
+        _, cache = loaded.run_with_cache(tokens, names_filter=[name])
+        ours = engine_for(loaded).activations(tokens, name)
+    ref = cache[name]
+    assert ours.shape == ref.shape
+    assert ref.abs().max() > 0.1  # real activations, so 1e-4 is a real bound
+    torch.testing.assert_close(ours, ref, atol=1e-4, rtol=0)
+    assert _hooks_on(engine_for(loaded).hf) == 0
+
+
+def test_hook_mlp_in_maps_to_the_normalisation_input(loaded):
+    # TransformerLens's hook_mlp_in is resid_mid before ln2 (when enabled), i.e. the norm's input.
+    site = hook_site(engine_for(loaded).hf, "blocks.1.hook_mlp_in")
+    assert site.kind == "input" and site.module is engine_for(loaded).hf.model.layers[1].post_attention_layernorm
+    assert hook_site(engine_for(loaded).hf, "blocks.7.hook_mlp_out") is None
+    assert hook_site(engine_for(loaded).hf, "hook_embed") is None
+
+
+def test_activations_stop_at_the_hook_layer(loaded):
+    """The forward for layer 0's hook never runs layer 1 (the latent index's pass pays for what it reads)."""
+    engine = engine_for(loaded)
+    ran = []
+    handle = engine.hf.model.layers[1].register_forward_hook(lambda *a: ran.append(1))
+    try:
+        acts = hook_activations(loaded, loaded.to_tokens(PROMPT, prepend_bos=False), "blocks.0.hook_mlp_out")
+    finally:
+        handle.remove()
+    assert not ran and acts.shape[-1] == 64
+
+
+def test_logits_equal_transformerlens(loaded):
+    tokens = loaded.to_tokens(PROMPT, prepend_bos=False)
+    with torch.inference_mode():
+        ours, _ = engine_for(loaded).logits(tokens)
+        ref = loaded(tokens)
+    torch.testing.assert_close(ours, ref, atol=1e-4, rtol=0)
+
+
+SPECS = {
+    "none": [],
+    "write-up clamp": [SteeringSpec(5, "write-up clamp", max_act=2.0)],
+    "add": [SteeringSpec(7, "add", max_act=1.5, coeff=-6.0)],
+    "clamp activation": [SteeringSpec(9, "clamp activation", max_act=3.0, coeff=4.0)],
+    "several": [SteeringSpec(3, "add", coeff=4.0), SteeringSpec(11, "clamp activation", coeff=2.0),
+                SteeringSpec(12, "write-up clamp", hi=3.0, lo=1.0)],
+}
+
+
+def _tl_reference(model, sae, specs, settings, monkeypatch):
+    """Today's TransformerLens path on the same model: the reference."""
+    with transformerlens_only(model):
+        return generate(model, sae, PROMPT, specs, settings)
+
+
+@pytest.mark.parametrize("positions", ["all", "generated"])
+@pytest.mark.parametrize("name", list(SPECS))
+def test_token_streams_equal_transformerlens(loaded, sae, name, positions, monkeypatch):
+    """Seeded, write-up settings (temperature 0.05, frequency penalty 2): the same tokens as today's path."""
+    for seed in (0, 1):
+        settings = GenerationSettings(max_new_tokens=12, n_samples=3, seed=seed, positions=positions)
+        ours = generate(loaded, sae, PROMPT, SPECS[name], settings)
+        ref = _tl_reference(loaded, sae, SPECS[name], settings, monkeypatch)
+        assert torch.equal(ours.normal_tokens, ref.normal_tokens)
+        if SPECS[name]:
+            assert torch.equal(ours.steered_tokens, ref.steered_tokens)
+            assert ours.steered == ref.steered
+    assert _hooks_on(engine_for(loaded).hf) == 0
+
+
+def test_hot_sampling_and_end_of_text_equal_transformerlens(loaded, sae, monkeypatch):
+    """Temperature 1 (many draws far from the argmax) and an end-of-text token that stops some rows."""
+    engine = engine_for(loaded)
+    settings = GenerationSettings(max_new_tokens=20, n_samples=6, temperature=1.0, freq_penalty=0.5, seed=4)
+    free = generate(loaded, sae, PROMPT, [], settings).normal_tokens[:, -20:]
+    # Make a token the rows do produce the end-of-text token, for both paths.
+    eos = int(free[:, :10].flatten().mode().values)
+    old_eos = loaded.tokenizer.eos_token
+    loaded.tokenizer.eos_token = loaded.tokenizer.convert_ids_to_tokens(eos)  # what TransformerLens stops at
+    monkeypatch.setattr(engine, "eos_token_id", eos)
+    try:
+        assert loaded.tokenizer.eos_token_id == eos
+        ours = generate(loaded, sae, PROMPT, SPECS["add"], settings)
+        ref = _tl_reference(loaded, sae, SPECS["add"], settings, monkeypatch)
+    finally:
+        loaded.tokenizer.eos_token = old_eos
+    assert torch.equal(ours.normal_tokens, ref.normal_tokens)
+    assert torch.equal(ours.steered_tokens, ref.steered_tokens)
+    new = ours.normal_tokens[:, ours.prompt_len:]
+    assert (new == eos).any(1).any()  # the end-of-text padding was exercised
+
+
+def test_frequency_penalty_is_subtracted_per_use(loaded, sae):
+    """Greedy can't show it, so: temperature 1e-4 with penalty p is argmax(logits/T - p * count)."""
+    engine = engine_for(loaded)
+    tokens = loaded.to_tokens(PROMPT, prepend_bos=False)
+    got = engine.sample(tokens, 6, temperature=1e-4, freq_penalty=1e-3, seed=0, stop_at_eos=False)
+    seq = tokens.to(got.device)
+    with torch.inference_mode():
+        for _ in range(6):
+            logits = engine.hf(seq).logits[0, -1].float() / 1e-4
+            counts = torch.bincount(seq[0], minlength=logits.shape[-1])
+            nxt = (logits - 1e-3 * counts).argmax()
+            seq = torch.cat([seq, nxt.view(1, 1)], dim=1)
+    assert torch.equal(got, seq)
+
+
+def test_multiplier_zero_reproduces_normal_text(loaded, sae):
+    spec = SteeringSpec(5, "write-up clamp", hi=0.0, lo=0.0)
+    result = generate(loaded, sae, PROMPT, [spec], GenerationSettings(max_new_tokens=10, n_samples=4))
+    assert torch.equal(result.normal_tokens, result.steered_tokens)
+    strong = generate(loaded, sae, PROMPT, [SteeringSpec(5, "add", coeff=80.0)],
+                      GenerationSettings(max_new_tokens=10, n_samples=4))
+    assert not torch.equal(strong.normal_tokens, strong.steered_tokens)
+
+
+def test_dose_response_equals_transformerlens(loaded, sae, monkeypatch):
+    specs = [SteeringSpec(6, "add", max_act=2.0, coeff=10.0)]
+    settings = GenerationSettings(max_new_tokens=6, stop_at_eos=False)
+    ours = dose_response(loaded, sae, PROMPT, specs, [0.0, 0.5, 2.0], settings)
+    with transformerlens_only(loaded):
+        ref = dose_response(loaded, sae, PROMPT, specs, [0.0, 0.5, 2.0], settings)
+    assert torch.equal(ours.tokens, ref.tokens)
+    for field in ("kl_next_token", "kl_generated", "latent_acts"):
+        torch.testing.assert_close(getattr(ours, field), getattr(ref, field), atol=1e-4, rtol=1e-3)
+    assert ours.kl_next_token[0] == 0 and ours.kl_next_token[2] > 0
+
+
+class _Stop(BaseException):
+    """Stands in for Streamlit's StopException interrupting a run."""
+
+
+def test_cancelled_generation_leaves_no_hook_and_frees_the_queue(loaded, sae):
+    settings = GenerationSettings(max_new_tokens=8, n_samples=2)
+    spec = [SteeringSpec(3, "add", coeff=20.0)]
+    before = _hooks_on(engine_for(loaded).hf)
+
+    def stop(done, total):
+        if done == 8 + 3:  # inside the steered run
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        generate(loaded, sae, PROMPT, spec, settings, progress=stop)
+    assert _hooks_on(engine_for(loaded).hf) == before
+    assert queue_for(loaded).ahead_of_new_arrival() == 0
+    first = generate(loaded, sae, PROMPT, spec, settings)
+    again = generate(loaded, sae, PROMPT, spec, settings)
+    assert torch.equal(first.steered_tokens, again.steered_tokens)
+
+
+def _fake_compile(fn, **kwargs):
+    """torch.compile stand-in: the static-cache decode path runs eagerly (graphs need a GPU)."""
+    return fn
+
+
+@pytest.mark.parametrize("name", ["none", "add", "write-up clamp", "clamp activation"])
+def test_static_cache_decode_path_gives_the_same_tokens(loaded, sae, name, monkeypatch):
+    """The path used with torch.compile on CUDA (static cache, steering from a fixed slot while
+    decoding): same tokens as the eager dynamic-cache path, and a cancelled run leaves it clean."""
+    engine = engine_for(loaded)
+    settings = GenerationSettings(max_new_tokens=10, n_samples=3, positions="generated")
+    eager = generate(loaded, sae, PROMPT, SPECS[name], settings)
+    monkeypatch.setattr(torch, "compile", _fake_compile)
+    monkeypatch.setattr(engine, "compile_decode", True)
+    monkeypatch.setattr(engine, "_compiled", {})
+    monkeypatch.setattr(engine, "_slots", {})
+    try:
+        static = generate(loaded, sae, PROMPT, SPECS[name], settings)
+        assert torch.equal(static.normal_tokens, eager.normal_tokens)
+        if SPECS[name]:
+            assert torch.equal(static.steered_tokens, eager.steered_tokens)
+        stop_at = 13 if SPECS[name] else 3  # inside the steered run, else inside the only one
+
+        def stop(done, total):
+            if done == stop_at:
+                raise _Stop
+
+        with pytest.raises(_Stop):
+            generate(loaded, sae, PROMPT, SPECS[name], settings, progress=stop)
+        assert all(not slot.add.any() for slot in engine._slots.values())  # nothing left steering
+        again = generate(loaded, sae, PROMPT, SPECS[name], settings)  # the half-filled cache is not reused
+        assert torch.equal(again.normal_tokens, eager.normal_tokens)
+    finally:
+        for slot in engine._slots.values():
+            slot.handle.remove()
+    assert engine.compile_failed is None
+
+
+def test_failing_compile_falls_back_to_eager_with_a_notice(loaded, sae, monkeypatch, caplog):
+    engine = engine_for(loaded)
+    settings = GenerationSettings(max_new_tokens=6, n_samples=2)
+    eager = generate(loaded, sae, PROMPT, SPECS["add"], settings)
+
+    def broken(fn, **kwargs):
+        def run(*a, **k):
+            raise RuntimeError("inductor: no working C++ compiler")
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken)
+    monkeypatch.setattr(engine, "compile_decode", True)
+    monkeypatch.setattr(engine, "compile_failed", None)
+    monkeypatch.setattr(engine, "_compiled", {})
+    monkeypatch.setattr(engine, "_slots", {})
+    steps = []
+    with caplog.at_level(logging.WARNING, logger="sae_lib.engine"):
+        got = generate(loaded, sae, PROMPT, SPECS["add"], settings, progress=lambda d, t: steps.append((d, t)))
+    assert torch.equal(got.steered_tokens, eager.steered_tokens)  # redone eagerly from the same seed
+    assert steps == [(i, 12) for i in range(1, 13)]  # the redone steps are not counted twice
+    assert "no working C++ compiler" in engine.compile_failed
+    assert "eagerly" in caplog.text
+    assert _hooks_on(engine.hf) == 0  # the slots were taken off as well
+
+
+def test_unsupported_architecture_falls_back_with_a_notice(tiny_hf_qwen3_dir, sae, device, monkeypatch, caplog):
+    monkeypatch.setattr(engine_mod, "SUPPORTED_ARCHITECTURES", ("SomethingElseForCausalLM",))
+    with caplog.at_level(logging.WARNING, logger="sae_lib.engine"):
+        model = load_model(str(tiny_hf_qwen3_dir), device=device, dtype="float32")
+    assert engine_for(model) is None
+    assert "Qwen3ForCausalLM" in engine_notice(model) and "TransformerLens" in engine_notice(model)
+    assert "TransformerLens" in caplog.text
+    # Still serves every call, on the TransformerLens path.
+    out = generate(model, sae, PROMPT, SPECS["add"], GenerationSettings(max_new_tokens=4, n_samples=2))
+    assert out.steered_tokens.shape == (2, out.prompt_len + 4)
+    acts = hook_activations(model, model.to_tokens(PROMPT, prepend_bos=False), HOOK)
+    assert acts.shape[-1] == 64
+    with pytest.raises(InputError):
+        generate(model, sae, "  ", [], GenerationSettings())
+
+
+def test_saelens_reads_activations_through_the_engine(loaded):
+    """What SAELens's ActivationsStore calls, answered by the engine, equals TransformerLens's answer."""
+    tokens = loaded.to_tokens(["The ship sailed across the ocean today"] * 3, prepend_bos=False)
+    proxy = EngineActivations(loaded)
+    calls = []
+    handle = engine_for(loaded).hf.model.layers[1].mlp.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        got = proxy.run_with_cache(tokens, names_filter=[HOOK], stop_at_layer=2, prepend_bos=False)[1][HOOK]
+    finally:
+        handle.remove()
+    assert calls  # the engine ran
+    _, ref = loaded.run_with_cache(tokens, names_filter=[HOOK], stop_at_layer=2, prepend_bos=False)
+    torch.testing.assert_close(got, ref[HOOK], atol=1e-4, rtol=0)
+    assert not got.is_inference()  # SAE training may keep it
+    assert proxy.cfg is loaded.cfg and proxy.to_tokens("a").shape[0] == 1
+
+
+def test_out_of_memory_midway_on_the_engine_tells_the_visitor_and_keeps_serving(loaded, sae, monkeypatch):
+    freed = []
+    monkeypatch.setattr("sae_lib.limits.free_accelerator_memory", lambda: freed.append(True))
+    settings = GenerationSettings(max_new_tokens=6, n_samples=2)
+
+    def oom(done, total):
+        if done == 8:  # inside the steered run, its hook live
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    with pytest.raises(InputError, match="ran out of memory while generating"):
+        generate(loaded, sae, PROMPT, SPECS["add"], settings, progress=oom)
+    assert freed == [True]
+    assert _hooks_on(engine_for(loaded).hf) == 0
+    assert queue_for(loaded).ahead_of_new_arrival() == 0
+    assert len(generate(loaded, sae, PROMPT, SPECS["add"], settings).steered) == 2
+
+
+def test_overflowing_steering_is_refused_with_a_message(loaded, sae):
+    """Logits that overflow: the engine notes them without a per-step sync, never hands NaN to the
+    sampler, refuses the run, and leaves no hook; the next run is fine."""
+    from sae_lib.engine import NonFiniteLogits
+
+    engine = engine_for(loaded)
+    tokens = loaded.to_tokens(PROMPT, prepend_bos=False).expand(2, -1)
+    with pytest.raises(NonFiniteLogits, match="too strong"):
+        engine.sample(tokens, 4, temperature=0.05, freq_penalty=2.0, seed=0, hook_name=HOOK,
+                      steer=lambda act: act * float("inf"))
+    assert _hooks_on(engine.hf) == 0
+    assert len(generate(loaded, sae, PROMPT, SPECS["add"], GenerationSettings(max_new_tokens=4, n_samples=2)).steered) == 2
+
+
+def test_overflowing_steering_through_generate_gives_the_visitor_a_message(loaded, sae, monkeypatch):
+    """A push so strong the logits overflow: a clear GenerationError, no hook left, the next run fine.
+
+    The visitor's bound on max activation (10,000) keeps a real push finite on this model, so the bound
+    is lifted here to reach the engine's own non-finite check behind it."""
+    import dataclasses
+
+    from sae_lib import steering
+    from sae_lib.errors import GenerationError
+
+    monkeypatch.setattr(steering, "LIMITS", dataclasses.replace(steering.LIMITS, max_latent_activation=1e308))
+    huge = [SteeringSpec(3, "add", max_act=3e38, coeff=100.0)]
+    with pytest.raises(GenerationError, match="too strong"):
+        generate(loaded, sae, PROMPT, huge, GenerationSettings(max_new_tokens=4, n_samples=2))
+    assert _hooks_on(engine_for(loaded).hf) == 0
+    assert len(generate(loaded, sae, PROMPT, SPECS["add"], GenerationSettings(max_new_tokens=4, n_samples=2)).steered) == 2

@@ -1,0 +1,77 @@
+"""Misra-Gries tables against exact counts."""
+
+from collections import Counter
+
+import torch
+
+from sae_lib.heavy_hitters import HeavyHitters
+
+
+def _stream(n_rows, n_items, n, seed):
+    g = torch.Generator().manual_seed(seed)
+    rows = torch.randint(0, n_rows, (n,), generator=g)
+    # Skewed items: a few heavy ones per row, a long tail.
+    heavy = (rows * 7) % n_items
+    tail = torch.randint(0, n_items, (n,), generator=g)
+    items = torch.where(torch.rand(n, generator=g) < 0.5, heavy, tail)
+    return rows, items
+
+
+def _exact(rows, items):
+    out = {}
+    for r, t in zip(rows.tolist(), items.tolist()):
+        out.setdefault(r, Counter())[t] += 1
+    return out
+
+
+def test_exact_when_every_item_fits():
+    rows, items = _stream(5, 6, 2000, 0)
+    hh = HeavyHitters(5, 6, k=6)
+    for chunk in range(0, 2000, 300):  # batches of several sizes (the last is short)
+        hh.update(rows[chunk : chunk + 300], items[chunk : chunk + 300])
+    top = hh.top()
+    exact = _exact(rows, items)
+    for r in range(5):
+        got = {int(i): int(c) for i, c in zip(top.ids[r], top.counts[r]) if i >= 0}
+        assert got == dict(exact[r])
+        assert top.counts[r].tolist() == sorted(top.counts[r].tolist(), reverse=True)
+    assert hh.seen.tolist() == [sum(exact[r].values()) for r in range(5)]
+    assert hh.error_bound().tolist() == [0.0] * 5
+
+
+def test_misra_gries_guarantees_with_few_slots():
+    n_rows, n_items, k = 4, 50, 3
+    rows, items = _stream(n_rows, n_items, 5000, 1)
+    hh = HeavyHitters(n_rows, n_items, k)
+    for chunk in range(0, 5000, 250):
+        hh.update(rows[chunk : chunk + 250], items[chunk : chunk + 250])
+    top, bound = hh.top(), hh.error_bound()
+    exact = _exact(rows, items)
+    for r in range(n_rows):
+        n = sum(exact[r].values())
+        assert bound[r] <= n / (k + 1) + 1e-9
+        stored = {int(i): int(c) for i, c in zip(top.ids[r], top.counts[r]) if i >= 0}
+        for item, c in stored.items():  # never above the truth, at most the bound below it
+            assert exact[r][item] - bound[r] <= c <= exact[r][item]
+        for item, c in exact[r].items():  # everything frequent enough is kept
+            if c > n / (k + 1):
+                assert item in stored
+        assert (r * 7) % n_items == top.ids[r, 0]  # the planted heavy item ranks first
+
+
+def test_exact_counts_and_the_choice_between_them():
+    from sae_lib.heavy_hitters import DENSE_MAX_CELLS, ExactCounts, counter
+
+    rows, items = _stream(5, 50, 3000, 2)
+    exact = _exact(rows, items)
+    ec = ExactCounts(5, 50, k=4)
+    ec.update(rows[:1000], items[:1000])
+    ec.update(rows[1000:], items[1000:])
+    top = ec.top()
+    for r in range(5):
+        want = sorted(exact[r].values(), reverse=True)[:4]
+        assert top.counts[r].tolist() == want
+        assert all(exact[r][int(i)] == int(c) for i, c in zip(top.ids[r], top.counts[r]))
+    assert isinstance(counter(1024, 1024, 32), ExactCounts)
+    assert isinstance(counter(65_536, 151_936, 32), HeavyHitters)  # 10^10 cells: bounded instead
+    assert 1024 * 2048 <= DENSE_MAX_CELLS < 65_536 * 65_536

@@ -1,0 +1,222 @@
+"""Latent indexes built in the app: corpora and their bad inputs, the shared job (one per SAE, cancel,
+a full disk), and equality with scripts/build_latent_index.py on the same tokens."""
+
+import errno
+import importlib.util
+import io
+import json
+import sys
+import threading
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from sae_lens import JumpReLUSAE, JumpReLUSAEConfig
+from sae_lens.saes.sae import SAEMetadata
+
+from sae_lib import index_builds as ib
+from sae_lib import latent_index as li
+from sae_lib.latent_index import store
+from sae_lib.errors import InputError
+from sae_lib.workspace import load_workspace
+from tests.helpers import make_hub_unreachable, use_hf_cache
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "build_latent_index.py"
+SMALL = ib.Settings(16, li.IndexConfig(n_bins=16, top_k=3, n_lower_examples=2, window=8, window_before=4, batch_size=4))
+
+
+@pytest.fixture
+def cache(monkeypatch, tmp_path):
+    use_hf_cache(monkeypatch, tmp_path / "hub", offline=True)
+    return tmp_path / "hub"
+
+
+def _wait(build: ib.IndexBuild) -> ib.BuildStatus:
+    assert build.finished.wait(120), "the build did not finish"
+    return build.status()
+
+
+# --- corpora --------------------------------------------------------------------------------------
+
+
+def test_uploads_of_each_format_and_detected_columns():
+    assert ib.upload_texts("a.txt", b"First story.\n\nSecond\nstory.\n\n\n") == ["First story.", "Second\nstory."]
+    jsonl = b'{"id": 1, "content": "one"}\n\n{"id": 2, "content": "two"}\n"three"\n'
+    assert ib.upload_texts("a.jsonl", jsonl) == ["one", "two", "three"]
+    buf = io.BytesIO()
+    pq.write_table(pa.table({"n": [1, 2], "body": ["alpha", "beta"]}), buf)
+    assert ib.upload_texts("a.parquet", buf.getvalue()) == ["alpha", "beta"]
+    assert ib.detect_text_column({"label": 0, "text": "x", "title": "y"}) == "text"
+
+
+@pytest.mark.parametrize(
+    "name, data, message",
+    [
+        ("empty.txt", b"", "is empty"),
+        ("blank.txt", b"\n \n\n", "holds no text"),
+        ("image.txt", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "not a text file"),
+        ("latin1.txt", "caf\xe9".encode("latin-1"), "not UTF-8"),
+        ("rows.jsonl", b'{"text": "ok"}\nnot json\n', "line 2: not JSON"),
+        ("nums.jsonl", b'{"a": 1}\n', "No column holds text"),
+        ("broken.parquet", b"PAR1 not really", "not a readable parquet"),
+        ("model.bin", b"weights", "unsupported file type"),
+    ],
+)
+def test_bad_uploads_are_refused_with_a_message(name, data, message):
+    with pytest.raises(InputError, match=message):
+        ib.upload_texts(name, data)
+
+
+def test_unreachable_dataset_offers_the_demo_corpus_or_an_upload(monkeypatch, cache):
+    make_hub_unreachable(monkeypatch)
+    with pytest.raises(InputError, match=r"Could not open the dataset 'someone/corpus'.*demo corpus or upload"):
+        list(ib.hub_texts("someone/corpus"))
+
+
+# --- the shared job ---------------------------------------------------------------------------------
+
+
+class Gate:
+    """Holds a build inside its first progress report until released: makes timing-dependent cases exact."""
+
+    def __init__(self, monkeypatch):
+        self.reached, self.release = threading.Event(), threading.Event()
+        original = ib.IndexBuild.progress
+
+        def progress(build, done, total, elapsed):
+            original(build, done, total, elapsed)
+            self.reached.set()
+            assert self.release.wait(60)
+
+        monkeypatch.setattr(ib.IndexBuild, "progress", progress)
+
+
+def _entries(cache) -> list[str]:
+    root = cache / ib.CACHE_SUBDIR
+    return sorted(p.name for p in root.iterdir()) if root.exists() else []
+
+
+def test_cancelled_build_leaves_nothing_and_a_rerun_starts_clean(monkeypatch, cache, tiny_model, tiny_sae):
+    builds = ib.BuildRegistry()
+    gate = Gate(monkeypatch)
+    build, started = builds.start(tiny_model, tiny_sae, ib.CorpusSource("demo"), 2048, SMALL)
+    assert started and gate.reached.wait(60)
+    assert build.status().state == "running" and 0 < build.status().tokens_done < build.status().tokens_total
+    build.cancel()
+    gate.release.set()
+    status = _wait(build)
+    assert status.state == "cancelled" and "nothing was written" in status.message
+    assert _entries(cache) == [] and ib.load_cached(tiny_sae) is None
+
+    monkeypatch.undo()  # no gate; the cache location is set again below
+    use_hf_cache(monkeypatch, cache, offline=True)
+    rerun, started = builds.start(tiny_model, tiny_sae, ib.CorpusSource("demo"), 2048, SMALL)
+    assert started and rerun is not build and _wait(rerun).state == "done"
+    assert _entries(cache) == [ib.sae_key(tiny_sae)]
+    loaded = ib.load_cached(tiny_sae)
+    assert loaded is not None and loaded.meta.build_id == rerun.index.meta.build_id
+    assert loaded.meta.n_tokens == 2048
+
+
+def test_two_visitors_asking_at_once_start_one_build(monkeypatch, cache, tiny_model, tiny_sae):
+    builds = ib.BuildRegistry()
+    gate = Gate(monkeypatch)
+    barrier = threading.Barrier(2)
+    results = []
+
+    def visitor():
+        barrier.wait()
+        results.append(builds.start(tiny_model, tiny_sae, ib.CorpusSource("demo"), 1024, SMALL))
+
+    threads = [threading.Thread(target=visitor) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(results) == 2 and results[0][0] is results[1][0]
+    assert sorted(started for _, started in results) == [False, True]
+    assert gate.reached.wait(60)
+    assert [t.name for t in threading.enumerate()].count(f"latent-index-{ib.sae_key(tiny_sae)[:8]}") == 1
+    gate.release.set()
+    assert _wait(results[0][0]).state == "done"
+
+
+def test_a_full_disk_is_a_clear_message_and_writes_nothing(monkeypatch, cache, tiny_model, tiny_sae):
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(store, "save_file", no_space)  # the first file of the index (safetensors)
+    build, _ = ib.BuildRegistry().start(tiny_model, tiny_sae, ib.CorpusSource("demo"), 1024, SMALL)
+    status = _wait(build)
+    assert status.state == "failed" and "disk is too full" in status.message and "Nothing was written" in status.message
+    assert _entries(cache) == []
+
+
+def test_a_build_from_an_unreachable_dataset_fails_with_the_offer(monkeypatch, cache, tiny_model, tiny_sae):
+    make_hub_unreachable(monkeypatch)
+    build, _ = ib.BuildRegistry().start(tiny_model, tiny_sae, ib.CorpusSource("hub", name="someone/corpus"), 1024, SMALL)
+    status = _wait(build)
+    assert status.state == "failed" and "demo corpus or upload" in status.message
+
+
+def test_estimate_quotes_the_measurement_and_the_h100_rate(tiny_model, tiny_sae):
+    rate = ib.measure_tokens_per_s(tiny_model, tiny_sae, SMALL)
+    assert rate > 0
+    text = ib.estimate_text(10_000_000, rate)
+    assert f"{rate:,.0f} tokens/s" in text and "19,000 tokens/s" in text and "9 min" in text
+
+
+# --- the app's path equals the script's --------------------------------------------------------------
+
+
+@pytest.fixture
+def script():
+    spec = importlib.util.spec_from_file_location("build_latent_index_for_app_test", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_index_built_in_the_app_equals_the_scripts(script, cache, tmp_path, tiny_hf_qwen3_dir):
+    sae_dir = tmp_path / "sae"
+    torch.manual_seed(0)
+    sae = JumpReLUSAE(JumpReLUSAEConfig(d_in=64, d_sae=48, metadata=SAEMetadata(hook_name="blocks.1.hook_mlp_out")))
+    with torch.no_grad():
+        sae.W_enc.normal_(0, 0.3)
+        sae.W_dec.copy_(sae.W_enc.T / sae.W_enc.T.norm(dim=1, keepdim=True))
+        sae.threshold.fill_(0.02)
+    sae.save_model(sae_dir)
+    n_tokens, context = 2048, 64
+    cfg = script.BuildIndexConfig(
+        model=str(tiny_hf_qwen3_dir), sae=str(sae_dir), n_tokens=n_tokens, context_size=context,
+        out=str(tmp_path / "script"), device="cpu", dtype="float32",
+    )
+    script.run(cfg, log=lambda _: None)
+    ws = load_workspace(str(tiny_hf_qwen3_dir), str(sae_dir), device="cpu", dtype="float32", fallback=False)
+    build, _ = ib.BuildRegistry().start(ws.model, ws.sae, ib.CorpusSource("demo"), n_tokens, ib.Settings(context, cfg.index))
+    assert _wait(build).state == "done"
+    app, scripted = li.load_index(ib.cache_dir(ws.sae), ws.sae), li.load_index(tmp_path / "script", ws.sae)
+    assert app.meta.n_tokens == scripted.meta.n_tokens == n_tokens
+    for name in store._STAT_FIELDS:
+        torch.testing.assert_close(getattr(app, name), getattr(scripted, name), atol=0, rtol=0, msg=name)
+    for kind in ("top", "samples"):
+        for a, b in zip(getattr(app, kind), getattr(scripted, kind)):
+            torch.testing.assert_close(a, b, atol=0, rtol=0)
+    same = {"build_id", "created", "description"}
+    a_meta, s_meta = (json.loads(json.dumps({k: v for k, v in vars(m).items() if k not in same})) for m in (app.meta, scripted.meta))
+    assert a_meta == s_meta
+
+
+def test_script_writes_a_registry_saes_index_where_the_app_finds_it(script, monkeypatch, tmp_path, tiny_hf_qwen3_dir):
+    from tests.registry_helpers import fake_scope_cache, use_registry
+
+    use_registry(monkeypatch, fake_scope_cache(monkeypatch, tmp_path / "hub", 64, [1], model=str(tiny_hf_qwen3_dir)))
+    spec = "sae-lens:test-scope/layer1"
+    cfg = script.BuildIndexConfig(model=str(tiny_hf_qwen3_dir), sae=spec, n_tokens=1024, context_size=64, device="cpu", dtype="float32")
+    out = script.run(cfg, log=lambda _: None)
+    assert out.parent == ib.cache_root()
+    ws = load_workspace(str(tiny_hf_qwen3_dir), spec, device="cpu", dtype="float32", fallback=False)
+    assert ws.index is not None and out == ib.cache_dir(ws.sae) and ws.index.meta.n_tokens == 1024
