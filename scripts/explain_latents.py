@@ -35,7 +35,7 @@ class ExplainLatentsConfig:
     model: str = ""
     """TransformerLens model name or local Hugging Face folder; empty: the embedded demo model."""
     sae: str = ""
-    """Local SAELens folder or user/repo:sae_id[@revision]; empty: the embedded demo SAE."""
+    """Local SAELens folder, Hub spec user/repo:sae_id[@revision], or SAELens registry sae-lens:RELEASE/SAE_ID; empty: the embedded demo SAE."""
     explainer: str = ""
     """A local Hugging Face chat/base model folder (or a cached Hub name) to explain with; empty: the model itself."""
     min_density: float = 0.0
