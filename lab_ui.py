@@ -249,7 +249,10 @@ def toy_sweep(cfg: ToyConfig) -> ToyResult:
 
 def toy_sae(cfg: ToyConfig, sae_cfg: ToySAEConfig) -> ToySAEResult:
     """A tiny SAE trained on the hidden activations of the sweep for ``cfg``; cached by both configs."""
-    return train_toy_sae(toy_sweep(cfg), sae_cfg)
+    toy = toy_sweep(cfg)
+    return _train_once(
+        ("sae", cfg, sae_cfg), "Training the tiny SAE", lambda progress: train_toy_sae(toy, sae_cfg, progress=progress)
+    )
 
 
 # --- Latent descriptions (labels, explanations) and the demo's topic guide -----------------------
@@ -384,11 +387,6 @@ def show_neighbours(ws: Workspace, descriptions: Descriptions, latent: int) -> N
         else:
             table(cofiring_neighbours(descriptions.index.counts, latent), "jaccard", "lb_nb_cofire")
 
-
-    toy = toy_sweep(cfg)
-    return _train_once(
-        ("sae", cfg, sae_cfg), "Training the tiny SAE", lambda progress: train_toy_sae(toy, sae_cfg, progress=progress)
-    )
 
 
 # --- Latent browser: building a latent index in the app ------------------------------------------
