@@ -6,7 +6,7 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 from lab_ui import as_text, current_index, seed_input, show_error, sidebar, workspace_or_stop
-from sae_lib import render, sae_hooks, steering
+from sae_lib import generation, render, sae_hooks, steering
 from sae_lib.dose_response import dose_response
 from sae_lib.errors import LatentLabError
 from sae_lib.limits import LIMITS, check_prompt
@@ -147,11 +147,11 @@ if go_clicked:
     st.session_state["steer_pending"] = True
     status, bar = st.empty(), st.empty()
     try:
-        settings = steering.GenerationSettings(
+        settings = generation.GenerationSettings(
             max_new_tokens=int(max_new), n_samples=int(n_samples), temperature=float(temperature),
             freq_penalty=float(freq_penalty), seed=int(seed), positions=positions,
         )
-        result = steering.generate(ws.model, ws.sae, prompt, specs, settings,
+        result = generation.generate(ws.model, ws.sae, prompt, specs, settings,
                                    progress=progress_bar(bar), on_wait=waiting(status))
         label = ("latent " if len(specs) == 1 else "latents ") + ", ".join(str(s.latent) for s in specs)
         st.session_state["steer_result"] = (result, label)
@@ -200,7 +200,7 @@ if st.button("Run sweep", key="sweep_go", disabled=problem is not None or not sp
     status = st.empty()
     try:
         scales = [lo_hi[0] + (lo_hi[1] - lo_hi[0]) * i / (n_points - 1) for i in range(n_points)]
-        settings = steering.GenerationSettings(
+        settings = generation.GenerationSettings(
             max_new_tokens=int(sweep_tokens), n_samples=1, temperature=float(temperature),
             freq_penalty=float(freq_penalty), seed=int(seed), positions=positions,
         )

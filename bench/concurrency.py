@@ -1,7 +1,7 @@
 """Benchmark of visitors sharing one model through its queue; prints one JSON object.
 
 N simulated visitors (threads, as Streamlit runs one script thread per session) each ask for a
-steered generation (``sae_lib.steering.generate``, which holds ``queue_for(model).slot()``) at the same
+steered generation (``sae_lib.generation.generate``, which holds ``queue_for(model).slot()``) at the same
 moment. The baseline, measured in the same run: the same N requests sent one by one.
 
 - ``wall_ratio``: total wall time concurrent / one by one (goal <= 1.1: queueing costs nothing extra);
@@ -26,7 +26,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from sae_lib.steering import GenerationResult, GenerationSettings, SteeringSpec, generate
+from sae_lib.generation import GenerationResult, GenerationSettings, generate
+from sae_lib.steering import SteeringSpec
 from sae_lib.workspace import Workspace, load_workspace
 
 PROMPTS = [

@@ -109,7 +109,8 @@ def bandwidth(preset: Preset, device: str) -> dict:
 
 def generation(model, sae, preset: Preset, device: str, bandwidth_gbs: float | None) -> dict:
     from sae_lib.engine import engine_for, transformerlens_only
-    from sae_lib.steering import GenerationSettings, SteeringSpec, sample_tokens
+    from sae_lib.generation import GenerationSettings, sample_tokens
+    from sae_lib.steering import SteeringSpec
 
     engine = engine_for(model)
     settings = GenerationSettings(max_new_tokens=preset.new_tokens, n_samples=1, stop_at_eos=False)

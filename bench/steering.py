@@ -31,7 +31,8 @@ from sae_lib import constants
 from sae_lib.engine import engine_for, transformerlens_only
 from sae_lib.limits import LIMITS
 from sae_lib.random_models import DEMO_SHAPE, QWEN3_8B, calibrated_sae, flagship_layer, l0_of, random_model
-from sae_lib.steering import GenerationSettings, SteeringHook, SteeringSpec, sample_tokens
+from sae_lib.generation import GenerationSettings, sample_tokens
+from sae_lib.steering import SteeringHook, SteeringSpec
 from sae_lib.timing import sync, timed
 
 Preset = Literal["demo", "demo-shape", "qwen3-8b"]

@@ -16,20 +16,17 @@ from sae_lib.errors import GenerationError, InputError
 from sae_lib.limits import LIMITS, check_range, oom_guard
 from sae_lib.model_queue import queue_for
 from sae_lib.probe import model_device, prompt_tokens
-from sae_lib.steering import (
-    GenerationSettings,
+from sae_lib.generation import (
     NON_FINITE_MESSAGE,
     FiniteGuard,
-    SteeringHook,
-    SteeringSpec,
-    check_specs,
+    GenerationSettings,
     decode_new,
     engine_serving,
     final_hook_name,
     generation_errors,
     sample_tokens,
-    steering_hooks,
 )
+from sae_lib.steering import SteeringHook, SteeringSpec, check_specs, steering_hooks
 
 
 class DoseResponse(NamedTuple):

@@ -12,7 +12,7 @@ import re
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # only for the annotation: rendering does not need steering's torch code at import
-    from sae_lib.steering import GenerationResult
+    from sae_lib.generation import GenerationResult
 
 NEWLINE_SYMBOL = "↵"
 """How the write-up's table shows a newline."""

@@ -24,7 +24,7 @@ from sae_lens import (
 from sae_lens.saes.sae import SAEMetadata
 
 from sae_lib import latent_index as li
-from sae_lib import probe, sae_hooks, steering
+from sae_lib import generation, probe, sae_hooks, steering
 from sae_lib.dose_response import dose_response
 from sae_lib.packing import pack_texts
 from sae_lib.sae import check_sae_matches_model
@@ -156,8 +156,8 @@ def test_steering_writes_the_output_hook(arch, model, tokens, tmp_path):
         torch.testing.assert_close(steered[out] - clean[out], sae.decode(z_new) - sae.decode(z), atol=1e-4, rtol=1e-4)
     assert all(not h.fwd_hooks for h in model.hook_dict.values())
 
-    settings = steering.GenerationSettings(max_new_tokens=3, n_samples=2, temperature=0.0)
-    result = steering.generate(model, sae, "The ship sailed", [add], settings)
+    settings = generation.GenerationSettings(max_new_tokens=3, n_samples=2, temperature=0.0)
+    result = generation.generate(model, sae, "The ship sailed", [add], settings)
     assert len(result.steered) == 2
     dr = dose_response(model, sae, "The ship sailed", [add], [0.0, 1.0], settings)
     assert float(dr.kl_next_token[0]) == pytest.approx(0.0, abs=1e-6)

@@ -19,7 +19,8 @@ from sae_lib.errors import InputError
 from sae_lib.model import load_model
 from sae_lib.model_queue import queue_for
 from sae_lib.dose_response import dose_response
-from sae_lib.steering import GenerationSettings, SteeringSpec, generate
+from sae_lib.generation import GenerationSettings, generate
+from sae_lib.steering import SteeringSpec
 
 HOOKS = ["hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_attn_out", "hook_mlp_out", "mlp.hook_post"]
 PROMPT = "The ship sailed across the ocean"

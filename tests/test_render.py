@@ -3,7 +3,7 @@
 import torch
 
 from sae_lib.render import comparison_table_html, context_html, diff_html, show_newlines, word_diff
-from sae_lib.steering import GenerationResult
+from sae_lib.generation import GenerationResult
 
 
 def test_context_html_shades_by_activation_and_escapes():

@@ -13,11 +13,10 @@ from sae_lib.errors import GenerationError, InputError
 from sae_lib.limits import Limits
 from sae_lib.model_queue import queue_for
 from sae_lib.probe import prompt_tokens
+from sae_lib.generation import GenerationSettings, generate
 from sae_lib.steering import (
-    GenerationSettings,
     SteeringSpec,
     check_specs,
-    generate,
     parse_latents,
     steering_hooks,
 )

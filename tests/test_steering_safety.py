@@ -13,7 +13,8 @@ from sae_lib import steering
 from sae_lib.dose_response import dose_response
 from sae_lib.errors import GenerationError, InputError
 from sae_lib.limits import LIMITS
-from sae_lib.steering import GenerationSettings, SteeringSpec, default_max_act, generate, parse_latents
+from sae_lib.generation import GenerationSettings, generate
+from sae_lib.steering import SteeringSpec, default_max_act, parse_latents
 from tests.conftest import TINY_HOOK
 from tests.test_steering import PROMPT, assert_clean
 

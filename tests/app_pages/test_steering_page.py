@@ -7,7 +7,7 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 import lab_ui
-from sae_lib import steering
+from sae_lib import generation, steering
 from sae_lib.constants import REPO_ROOT
 from sae_lib.workspace import Workspace
 from tests.test_steering import assert_clean
@@ -235,7 +235,7 @@ def test_stop_leaves_a_note_on_the_previous_result(tiny_workspace, monkeypatch):
     def stopped(*args, **kwargs):  # what Streamlit raises in the script when the visitor presses Stop
         raise StopException()
 
-    monkeypatch.setattr(steering, "generate", stopped)
+    monkeypatch.setattr(generation, "generate", stopped)
     at.button(key="steer_go").click().run()
     at.button(key="steer_stop").click().run()
     assert not at.exception

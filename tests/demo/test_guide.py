@@ -17,7 +17,8 @@ from sae_lib.explain import prompts as P
 from sae_lib.explain.explainer import ExplainConfig, explain_and_score, model_acts_fn
 from sae_lib.explain.generator import FunctionGenerator
 from sae_lib.labels import all_labels
-from sae_lib.steering import GenerationSettings, SteeringSpec, generate
+from sae_lib.generation import GenerationSettings, generate
+from sae_lib.steering import SteeringSpec
 from tests.test_steering import assert_clean
 
 
