@@ -8,9 +8,9 @@ where that is available, falling back to eager with a log notice). The ``HookedT
 :func:`sae_lib.model.load_model` returns is built from *views* of this module's tensors, so one copy
 of the weights serves both.
 
-SAEs keep their TransformerLens hook names (``blocks.28.hook_mlp_out``): :func:`hook_site` maps such
-a name to the Hugging Face module whose output (or input) *is* that activation, and steering is a
-plain torch forward hook there, added inside :meth:`Engine.hooked` and removed in ``finally``. Plain
+SAEs keep their TransformerLens hook names (``blocks.28.hook_mlp_out``): :mod:`sae_lib.hf_hooks` maps
+such a name to the Hugging Face module whose output (or input) *is* that activation, and steering is a
+plain torch forward hook there, added inside its ``hooked`` and removed in ``finally``. Plain
 module hooks rather than TransformerLens's ``TransformerBridge`` because the bridge re-routes every
 module call through its own wrappers (the overhead this engine removes) and is marked beta in the
 TransformerLens / SAELens releases pinned here; a module hook costs one Python call per layer call.
@@ -28,15 +28,16 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Literal, NamedTuple
 import weakref
 
 import torch
 from torch import Tensor
+
+from sae_lib.engine_compile import StaticDecode, _CompileProblem
+from sae_lib.hf_hooks import _HOOK_RE, HookSite, Steer, hook_site, hooked
 
 log = logging.getLogger(__name__)
 
@@ -48,95 +49,12 @@ tests/test_engine.py."""
 ENV_COMPILE = "LATENT_LAB_COMPILE"
 """``0`` turns the CUDA static-cache + ``torch.compile`` decode step off (eager HF kernels only)."""
 
-Steer = Callable[[Tensor], Tensor]
-"""A function of the activation at the hook, (batch, pos, d) -> same shape."""
-
-
-class HookSite(NamedTuple):
-    """Where a TransformerLens hook's activation lives in the Hugging Face module."""
-
-    module: torch.nn.Module
-    """The module whose output (``kind="output"``/``"output0"``) or first input (``"input"``) it is."""
-    kind: Literal["output", "output0", "input"]
-    """``output``: the module's return value; ``output0``: element 0 of a returned tuple (attention);
-    ``input``: the first positional argument (a forward pre-hook)."""
-    layer: int
-    """The decoder layer it belongs to: a forward that only needs it can stop after this layer."""
-
-
-_HOOK_RE = re.compile(r"^blocks\.(\d+)\.(.+)$")
-
-
-def hook_site(hf_model: torch.nn.Module, hook_name: str) -> HookSite | None:
-    """The module (and side) whose activation equals TransformerLens's ``hook_name``, or None.
-
-    TransformerLens's block: ``resid_pre -> ln1 -> attn -> attn_out; resid_mid = resid_pre + attn_out;
-    mlp_in = resid_mid -> ln2 -> mlp -> mlp_out; resid_post = resid_mid + mlp_out``.
-    """
-    match = _HOOK_RE.match(hook_name)
-    if match is None:
-        return None
-    layer, rest = int(match[1]), match[2]
-    layers = hf_model.model.layers
-    if not 0 <= layer < len(layers):
-        return None
-    block = layers[layer]
-    sites = {
-        "hook_resid_pre": (block, "input"),
-        "hook_resid_post": (block, "output"),
-        "hook_attn_out": (block.self_attn, "output0"),
-        "hook_mlp_out": (block.mlp, "output"),
-        "hook_resid_mid": (block.post_attention_layernorm, "input"),
-        "hook_mlp_in": (block.post_attention_layernorm, "input"),
-        "mlp.hook_post": (block.mlp.down_proj, "input"),
-    }
-    if rest not in sites:
-        return None
-    module, kind = sites[rest]
-    return HookSite(module, kind, layer)
-
-
-@contextmanager
-def hooked(site: HookSite, fn: Callable[[Tensor], Tensor | None]) -> Iterator[None]:
-    """Run ``fn`` on the activation at ``site`` for the body of the ``with``; removed in ``finally``.
-
-    ``fn`` returns the replacement activation, or None to leave it as it is (capture only).
-    """
-
-    if site.kind == "input":
-
-        def pre_hook(module, args, kwargs):
-            act = args[0] if args else kwargs["hidden_states"]
-            new = fn(act)
-            if new is None:
-                return None
-            if args:
-                return (new, *args[1:]), kwargs
-            return args, {**kwargs, "hidden_states": new}
-
-        handle = site.module.register_forward_pre_hook(pre_hook, with_kwargs=True)
-    else:
-
-        def post_hook(module, args, output):
-            act = output[0] if site.kind == "output0" else output
-            new = fn(act)
-            if new is None:
-                return None
-            return (new, *output[1:]) if site.kind == "output0" else new
-
-        handle = site.module.register_forward_hook(post_hook)
-    try:
-        yield
-    finally:
-        handle.remove()
-
-
 class _StopForward(Exception):
     """Raised by a capture hook once the wanted activation is in hand: the layers above never run."""
 
 
 @dataclass
-class Engine:
+class Engine(StaticDecode):
     """The Hugging Face causal LM that generates and runs forwards for every page and script."""
 
     hf: torch.nn.Module
@@ -356,120 +274,9 @@ class Engine:
 
         return step
 
-    @contextmanager
-    def _static_stepper(self, batch: int, length: int, site: HookSite | None, steer: Steer | None) -> Iterator[Callable[[Tensor], Tensor]]:
-        """Prefill eagerly into a static cache (with ``steer`` as a plain hook), then decode one token per
-        call through a compiled step that steers through a persistent :class:`DecodeSlot`.
-
-        Dynamo does not guard on module hooks, so a hook added after compiling would be silently ignored
-        by the graph: the decode step's steering therefore lives in a slot registered *before* compiling,
-        driven by a buffer that is zero unless a run is steering, and zeroed again in ``finally``. A static
-        cache per (batch, cache length), the last few kept; it is reset before every run, so a run
-        cancelled midway leaves nothing the next one reads.
-        """
-        from transformers import StaticCache
-
-        length = 1 << max(length - 1, 1).bit_length()  # a power of two: few distinct caches
-        slot = self._slot(site) if site is not None else None
-        if "decode" not in self._compiled:
-            try:
-                # One compiled function for every batch size and cache length: the first new shape
-                # recompiles with dynamic sizes (torch's automatic dynamic shapes), later ones reuse it;
-                # CUDA graphs are recorded per shape, which is cheap.
-                self._compiled["decode"] = torch.compile(self._decode, mode="reduce-overhead", fullgraph=False)
-            except Exception as err:  # torch.compile unavailable (no triton, old GPU, ...)
-                raise _CompileProblem(f"torch.compile failed: {type(err).__name__}: {err}") from err
-        compiled = self._compiled["decode"]
-        caches = self._compiled.setdefault("caches", {})
-        cache = caches.pop((batch, length), None)
-        if cache is None:
-            while len(caches) >= 4:  # the least recently used goes: KV caches are large on an 8B model
-                caches.pop(next(iter(caches)))
-            cache = StaticCache(config=self.hf.config, max_cache_len=length)
-        caches[(batch, length)] = cache  # most recently used last
-        cache.reset()
-        add = self._decode_add(steer, batch)
-        first = [True]
-
-        def step(ids: Tensor) -> Tensor:
-            if first[0]:
-                first[0] = False
-                if site is not None and steer is not None:
-                    with hooked(site, steer):
-                        logits = self.hf(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
-                else:
-                    logits = self.hf(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
-                if slot is not None:
-                    slot.set(batch, add)
-                return logits
-            try:
-                # CUDA graphs reuse their output buffer: copy before the next replay overwrites it.
-                return compiled(ids, cache).clone()
-            except torch.OutOfMemoryError:
-                raise
-            except Exception as err:  # a graph break dynamo cannot handle, a capture error, ...
-                raise _CompileProblem(f"compiled decode step failed: {type(err).__name__}: {str(err)[:300]}") from err
-
-        try:
-            yield step
-        finally:
-            if slot is not None:
-                slot.clear()
-
-    def _decode(self, ids: Tensor, cache) -> Tensor:
-        """One decode step: ``ids`` (batch, 1) -> last-position logits (batch, vocab); compiled on CUDA."""
-        return self.hf(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
-
-    def _slot(self, site: HookSite) -> "DecodeSlot":
-        key = id(site.module)
-        if key not in self._slots:
-            if "decode" in self._compiled:
-                # Graphs traced before this slot existed would silently skip it (dynamo does not guard on
-                # module hooks): drop them so the next call traces with every slot in place.
-                torch._dynamo.reset()
-                del self._compiled["decode"]
-            d = int(self.hf.config.hidden_size)
-            self._slots[key] = DecodeSlot(site, d, self.device, self.dtype)
-        return self._slots[key]
-
-
-class DecodeSlot:
-    """A forward hook that stays on one hook site while compiled decoding is on: it adds ``add[:batch]``
-    (zeros unless a steered run is decoding). Compiled graphs see one fixed hook reading one fixed buffer.
-    """
-
-    MAX_BATCH = 64
-
-    def __init__(self, site: HookSite, d: int, device: torch.device, dtype: torch.dtype) -> None:
-        self.add = torch.zeros(self.MAX_BATCH, d, device=device, dtype=dtype)
-        self.handle = site.module.register_forward_hook(self._hook) if site.kind != "input" else (
-            site.module.register_forward_pre_hook(self._pre_hook)
-        )
-        self.kind = site.kind
-
-    def set(self, batch: int, add: Tensor | None) -> None:
-        self.add.zero_()
-        if add is not None:
-            self.add[:batch] = add.to(self.add)
-
-    def clear(self) -> None:
-        self.add.zero_()
-
-    def _hook(self, module, args, output):
-        act = output[0] if self.kind == "output0" else output
-        new = act + self.add[: act.shape[0], None, :]
-        return (new, *output[1:]) if self.kind == "output0" else new
-
-    def _pre_hook(self, module, args):
-        return (args[0] + self.add[: args[0].shape[0], None, :], *args[1:])
-
 
 class NonFiniteLogits(RuntimeError):
     """The logits held NaN or infinity during a generation (steering far too strong)."""
-
-
-class _CompileProblem(Exception):
-    """The compiled path failed; the engine falls back to eager for good."""
 
 
 @contextmanager

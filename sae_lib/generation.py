@@ -21,7 +21,8 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 
 from sae_lib import sae_hooks
-from sae_lib.engine import Engine, NonFiniteLogits, engine_for, hook_site
+from sae_lib.engine import Engine, NonFiniteLogits, engine_for
+from sae_lib.hf_hooks import hook_site
 from sae_lib.errors import CompatibilityError, GenerationError, InputError
 from sae_lib.limits import LIMITS, Limits, check_range, oom_guard
 from sae_lib.model_queue import queue_for

@@ -14,7 +14,8 @@ from sae_lens import SAE
 from transformer_lens import HookedTransformer
 
 from sae_lib import sae_hooks
-from sae_lib.engine import engine_for, hook_site
+from sae_lib.engine import engine_for
+from sae_lib.hf_hooks import hook_site
 from sae_lib.errors import InputError
 from sae_lib.limits import LIMITS, Limits, check_prompt
 from sae_lib.model_queue import queue_for

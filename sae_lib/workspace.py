@@ -43,7 +43,8 @@ class Workspace:
     def engine_notice(self) -> str | None:
         """Why generation runs on TransformerLens instead of the fast engine (an unsupported architecture,
         or an SAE hook the engine has no module for); None when the engine serves."""
-        from sae_lib.engine import engine_for, engine_notice, hook_site
+        from sae_lib.engine import engine_for, engine_notice
+        from sae_lib.hf_hooks import hook_site
 
         engine = engine_for(self.model)
         if engine is None:
