@@ -392,6 +392,7 @@ def show_neighbours(ws: Workspace, descriptions: Descriptions, latent: int) -> N
 # --- Latent browser: building a latent index in the app ------------------------------------------
 # Self-contained like the Theory glue above. Builds are shared by every visitor of this process
 # (sae_lib.index_builds.BUILDS: one per SAE); this section only draws them.
+from sae_lib import corpora  # noqa: E402
 from sae_lib import index_builds as ib  # noqa: E402
 from sae_lib.errors import InputError  # noqa: E402
 from sae_lib.model_queue import queue_for  # noqa: E402
@@ -473,7 +474,7 @@ def index_build_panel(ws: Workspace) -> None:
         name = c1.text_input("Dataset name", key="ib_dataset", placeholder="HuggingFaceFW/fineweb", max_chars=200)
         split = c2.text_input("Split", "train", key="ib_split", max_chars=50)
         column = c3.text_input("Text column (empty: detect)", "", key="ib_column", max_chars=100)
-        source = ib.CorpusSource("hub", name=name.strip(), split=split.strip() or "train", text_column=column.strip())
+        source = corpora.CorpusSource("hub", name=name.strip(), split=split.strip() or "train", text_column=column.strip())
         if not name.strip():
             problem = "Type a dataset name."
     elif kind == "Upload a file":
@@ -481,9 +482,9 @@ def index_build_panel(ws: Workspace) -> None:
         if file is None:
             problem = "Choose a file."
         else:
-            source = ib.CorpusSource("upload", name=file.name, data=file.getvalue())
+            source = corpora.CorpusSource("upload", name=file.name, data=file.getvalue())
     else:
-        source = ib.CorpusSource("demo")
+        source = corpora.CorpusSource("demo")
     choices = [n for n in TOKEN_CHOICES if n >= settings.context_size]
     default = 100_000 if settings.context_size <= 128 else 10_000_000
     n_tokens = st.select_slider("Tokens to index", choices, value=default if default in choices else choices[0],
@@ -493,7 +494,7 @@ def index_build_panel(ws: Workspace) -> None:
                  help=problem):
         try:
             if source.kind == "upload":  # checked now, so a bad file is refused before a job starts
-                ib.upload_texts(source.name, source.data, source.text_column)
+                corpora.upload_texts(source.name, source.data, source.text_column)
             _, started = ib.BUILDS.start(ws.model, ws.sae, source, int(n_tokens), settings)
         except InputError as err:
             show_error(err)

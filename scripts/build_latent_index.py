@@ -25,9 +25,9 @@ import torch
 from sae_lens import SAE
 from transformer_lens import HookedTransformer
 
-from sae_lib import index_builds
+from sae_lib import corpora, index_builds
 from sae_lib.errors import InputError, LatentLabError
-from sae_lib.index_builds import CorpusSource
+from sae_lib.corpora import CorpusSource
 from sae_lib.latent_index import IndexConfig, LatentIndex, save_index
 
 DEMO = "demo"
@@ -112,7 +112,7 @@ def corpus_source(cfg: BuildIndexConfig) -> CorpusSource:
 
 def corpus_tokens(cfg: BuildIndexConfig, tokenizer) -> torch.Tensor:
     """(n_seq, context_size) tokens of the configured corpus."""
-    return index_builds.corpus_tokens(corpus_source(cfg), tokenizer, cfg.n_tokens, cfg.context_size)
+    return corpora.corpus_tokens(corpus_source(cfg), tokenizer, cfg.n_tokens, cfg.context_size)
 
 
 def progress_printer(log: Callable[[str], None] = print, every_s: float = 2.0):

@@ -16,6 +16,7 @@ import torch
 from sae_lens import JumpReLUSAE, JumpReLUSAEConfig
 from sae_lens.saes.sae import SAEMetadata
 
+from sae_lib import corpora
 from sae_lib import index_builds as ib
 from sae_lib import latent_index as li
 from sae_lib.latent_index import store
@@ -42,13 +43,13 @@ def _wait(build: ib.IndexBuild) -> ib.BuildStatus:
 
 
 def test_uploads_of_each_format_and_detected_columns():
-    assert ib.upload_texts("a.txt", b"First story.\n\nSecond\nstory.\n\n\n") == ["First story.", "Second\nstory."]
+    assert corpora.upload_texts("a.txt", b"First story.\n\nSecond\nstory.\n\n\n") == ["First story.", "Second\nstory."]
     jsonl = b'{"id": 1, "content": "one"}\n\n{"id": 2, "content": "two"}\n"three"\n'
-    assert ib.upload_texts("a.jsonl", jsonl) == ["one", "two", "three"]
+    assert corpora.upload_texts("a.jsonl", jsonl) == ["one", "two", "three"]
     buf = io.BytesIO()
     pq.write_table(pa.table({"n": [1, 2], "body": ["alpha", "beta"]}), buf)
-    assert ib.upload_texts("a.parquet", buf.getvalue()) == ["alpha", "beta"]
-    assert ib.detect_text_column({"label": 0, "text": "x", "title": "y"}) == "text"
+    assert corpora.upload_texts("a.parquet", buf.getvalue()) == ["alpha", "beta"]
+    assert corpora.detect_text_column({"label": 0, "text": "x", "title": "y"}) == "text"
 
 
 @pytest.mark.parametrize(
@@ -66,13 +67,13 @@ def test_uploads_of_each_format_and_detected_columns():
 )
 def test_bad_uploads_are_refused_with_a_message(name, data, message):
     with pytest.raises(InputError, match=message):
-        ib.upload_texts(name, data)
+        corpora.upload_texts(name, data)
 
 
 def test_unreachable_dataset_offers_the_demo_corpus_or_an_upload(monkeypatch, cache):
     make_hub_unreachable(monkeypatch)
     with pytest.raises(InputError, match=r"Could not open the dataset 'someone/corpus'.*demo corpus or upload"):
-        list(ib.hub_texts("someone/corpus"))
+        list(corpora.hub_texts("someone/corpus"))
 
 
 # --- the shared job ---------------------------------------------------------------------------------
@@ -101,7 +102,7 @@ def _entries(cache) -> list[str]:
 def test_cancelled_build_leaves_nothing_and_a_rerun_starts_clean(monkeypatch, cache, tiny_model, tiny_sae):
     builds = ib.BuildRegistry()
     gate = Gate(monkeypatch)
-    build, started = builds.start(tiny_model, tiny_sae, ib.CorpusSource("demo"), 2048, SMALL)
+    build, started = builds.start(tiny_model, tiny_sae, corpora.CorpusSource("demo"), 2048, SMALL)
     assert started and gate.reached.wait(60)
     assert build.status().state == "running" and 0 < build.status().tokens_done < build.status().tokens_total
     build.cancel()
@@ -112,7 +113,7 @@ def test_cancelled_build_leaves_nothing_and_a_rerun_starts_clean(monkeypatch, ca
 
     monkeypatch.undo()  # no gate; the cache location is set again below
     use_hf_cache(monkeypatch, cache, offline=True)
-    rerun, started = builds.start(tiny_model, tiny_sae, ib.CorpusSource("demo"), 2048, SMALL)
+    rerun, started = builds.start(tiny_model, tiny_sae, corpora.CorpusSource("demo"), 2048, SMALL)
     assert started and rerun is not build and _wait(rerun).state == "done"
     assert _entries(cache) == [ib.sae_key(tiny_sae)]
     loaded = ib.load_cached(tiny_sae)
@@ -128,7 +129,7 @@ def test_two_visitors_asking_at_once_start_one_build(monkeypatch, cache, tiny_mo
 
     def visitor():
         barrier.wait()
-        results.append(builds.start(tiny_model, tiny_sae, ib.CorpusSource("demo"), 1024, SMALL))
+        results.append(builds.start(tiny_model, tiny_sae, corpora.CorpusSource("demo"), 1024, SMALL))
 
     threads = [threading.Thread(target=visitor) for _ in range(2)]
     for t in threads:
@@ -148,7 +149,7 @@ def test_a_full_disk_is_a_clear_message_and_writes_nothing(monkeypatch, cache, t
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(store, "save_file", no_space)  # the first file of the index (safetensors)
-    build, _ = ib.BuildRegistry().start(tiny_model, tiny_sae, ib.CorpusSource("demo"), 1024, SMALL)
+    build, _ = ib.BuildRegistry().start(tiny_model, tiny_sae, corpora.CorpusSource("demo"), 1024, SMALL)
     status = _wait(build)
     assert status.state == "failed" and "disk is too full" in status.message and "Nothing was written" in status.message
     assert _entries(cache) == []
@@ -156,7 +157,7 @@ def test_a_full_disk_is_a_clear_message_and_writes_nothing(monkeypatch, cache, t
 
 def test_a_build_from_an_unreachable_dataset_fails_with_the_offer(monkeypatch, cache, tiny_model, tiny_sae):
     make_hub_unreachable(monkeypatch)
-    build, _ = ib.BuildRegistry().start(tiny_model, tiny_sae, ib.CorpusSource("hub", name="someone/corpus"), 1024, SMALL)
+    build, _ = ib.BuildRegistry().start(tiny_model, tiny_sae, corpora.CorpusSource("hub", name="someone/corpus"), 1024, SMALL)
     status = _wait(build)
     assert status.state == "failed" and "demo corpus or upload" in status.message
 
@@ -196,7 +197,7 @@ def test_index_built_in_the_app_equals_the_scripts(script, cache, tmp_path, tiny
     )
     script.run(cfg, log=lambda _: None)
     ws = load_workspace(str(tiny_hf_qwen3_dir), str(sae_dir), device="cpu", dtype="float32", fallback=False)
-    build, _ = ib.BuildRegistry().start(ws.model, ws.sae, ib.CorpusSource("demo"), n_tokens, ib.Settings(context, cfg.index))
+    build, _ = ib.BuildRegistry().start(ws.model, ws.sae, corpora.CorpusSource("demo"), n_tokens, ib.Settings(context, cfg.index))
     assert _wait(build).state == "done"
     app, scripted = li.load_index(ib.cache_dir(ws.sae), ws.sae), li.load_index(tmp_path / "script", ws.sae)
     assert app.meta.n_tokens == scripted.meta.n_tokens == n_tokens
