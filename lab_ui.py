@@ -162,12 +162,10 @@ from sae_lib.model_queue import named_queue  # noqa: E402
 from sae_lib.toy_model import (  # noqa: E402
     ToyConfig,
     ToyResult,
-    ToySAEConfig,
-    ToySAEResult,
     TrainingProgress,
     train_toy,
-    train_toy_sae,
 )
+from sae_lib.toy_sae import ToySAEConfig, ToySAEResult, train_toy_sae  # noqa: E402
 
 TOY_QUEUE = "theory-training"
 """The queue every Theory-page training run waits in: they all share the server's CPU."""

@@ -14,7 +14,8 @@ from plotly.subplots import make_subplots
 from lab_ui import seed_input, show_error, toy_sae, toy_sweep
 from sae_lib.errors import LatentLabError
 from sae_lib.limits import LIMITS
-from sae_lib.toy_model import REPRESENTED_NORM, ToyConfig, ToySAEConfig, analyse, gram
+from sae_lib.toy_model import REPRESENTED_NORM, ToyConfig, analyse, gram
+from sae_lib.toy_sae import ToySAEConfig
 
 # Choices for the ends of the sparsity range (probability that a feature is non-zero). A comment, not
 # a docstring: Streamlit's "magic" would render a bare string in a page script.

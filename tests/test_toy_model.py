@@ -10,15 +10,14 @@ from sae_lib.limits import LIMITS
 from sae_lib.toy_model import (
     ToyConfig,
     ToyModel,
-    ToySAEConfig,
     analyse,
     gram,
     neighbour_angles,
     sample_features,
     train_toy,
-    train_toy_sae,
     weighted_loss,
 )
+from sae_lib.toy_sae import ToySAEConfig, train_toy_sae
 
 
 @pytest.fixture(scope="module")
