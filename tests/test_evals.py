@@ -8,7 +8,7 @@ from datasets import Dataset
 
 import dataclasses
 
-from sae_lib.demo.lm import pack
+from sae_lib.packing import pack_texts
 from sae_lib.evals import (
     DENSE_THRESHOLD,
     MIN_ABLATION_GAP,
@@ -81,7 +81,7 @@ def test_clean_ce_is_the_mean_over_non_special_positions_of_the_rows_as_given(ti
     # Why our clean CE (0.921 on the demo) sits below a plain mean over the same held-out rows (0.950):
     # SAELens leaves out every prediction made at a special token, i.e. the first token of each story
     # after <|endoftext|>. No BOS is added and rows are not re-packed (checked by the equality below).
-    rows = pack(tiny_tokenizer(TINY_TEXTS[:12])["input_ids"], tiny_tokenizer.eos_token_id, 16)[:8]  # (8, 16)
+    rows = pack_texts(TINY_TEXTS[:12], tiny_tokenizer, 16).tokens[:8]  # (8, 16)
     special = tiny_tokenizer.all_special_ids
     assert torch.isin(rows[:4, :-1], torch.tensor(special)).any()  # the evaluated rows hold separators
     evals = evaluate_sae(tiny_sae, tiny_model, cfg, dataset=Dataset.from_dict({"input_ids": rows.tolist()}), n_batches=2)
@@ -96,7 +96,7 @@ def test_clean_ce_is_the_mean_over_non_special_positions_of_the_rows_as_given(ti
 
 
 def test_whole_dataset_evals_read_every_full_batch(tiny_model, tiny_sae, tiny_tokenizer, cfg):
-    rows = pack(tiny_tokenizer(TINY_TEXTS[:12])["input_ids"], tiny_tokenizer.eos_token_id, 16)[:7]  # 7 rows, batch 2
+    rows = pack_texts(TINY_TEXTS[:12], tiny_tokenizer, 16).tokens[:7]  # 7 rows, batch 2
     evals = evaluate_sae(tiny_sae, tiny_model, cfg, dataset=Dataset.from_dict({"input_ids": rows.tolist()}), n_batches=None)
     assert evals["metrics"]["token_stats"]["total_tokens_eval_reconstruction"] == 3 * 2 * 16
 

@@ -10,7 +10,8 @@ from sae_lens import SAE
 
 from sae_lib.demo.config import DemoConfig
 from sae_lib.demo.data import as_dataset
-from sae_lib.demo.lm import pack, qwen3_config
+from sae_lib.demo.lm import qwen3_config
+from sae_lib.packing import pack_texts
 from sae_lib.training import (
     ARCHITECTURES,
     PRESETS,
@@ -62,7 +63,7 @@ def demo_sized(tmp_path_factory, tiny_tokenizer):
 
 def local_tokens(tokenizer, context: int):
     """The fixture texts, tokenized and packed into rows of ``context``: a local stand-in for a Hub dataset."""
-    rows = pack(tokenizer(TINY_TEXTS)["input_ids"], tokenizer.eos_token_id, context)
+    rows = pack_texts(TINY_TEXTS, tokenizer, context).tokens
     assert len(rows) >= 4
     return as_dataset(rows)
 

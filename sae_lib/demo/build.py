@@ -25,7 +25,8 @@ import torch
 from sae_lib import constants
 from sae_lib.demo.config import BUILD_VERSION, SMALL_DEMO, DemoConfig  # noqa: F401  (re-exported)
 from sae_lib.demo.corpus import TOPICS, Corpus, generate_corpus
-from sae_lib.demo.lm import pack, train_lm
+from sae_lib.demo.lm import train_lm
+from sae_lib.packing import pack_texts
 from sae_lib.demo.tokenizer import train_tokenizer
 
 @dataclass(frozen=True)
@@ -112,8 +113,8 @@ def _build_into(tmp: Path, cfg: DemoConfig, log: Callable[[str], None]) -> dict:
     model_dir = tmp / constants.DEMO_MODEL_SUBDIR
     tokenizer = train_tokenizer([s.text for s in corpus.train], cfg.vocab_size)
     log(f"{stamp()} tokenizer: byte-level BPE, {len(tokenizer)} tokens")
-    train_rows = pack(tokenizer([s.text for s in corpus.train])["input_ids"], tokenizer.eos_token_id, cfg.lm.context)
-    heldout_rows = pack(tokenizer([s.text for s in corpus.heldout])["input_ids"], tokenizer.eos_token_id, cfg.lm.context)
+    train_rows = pack_texts([s.text for s in corpus.train], tokenizer, cfg.lm.context).tokens
+    heldout_rows = pack_texts([s.text for s in corpus.heldout], tokenizer, cfg.lm.context).tokens
 
     # 3. language model
     every = max(1, cfg.lm.steps // 10)

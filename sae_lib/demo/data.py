@@ -7,7 +7,7 @@ from typing import Any, NamedTuple
 import torch
 
 from sae_lib.demo.corpus import generate_corpus
-from sae_lib.demo.lm import pack
+from sae_lib.packing import pack_texts
 from sae_lib.errors import InputError
 
 
@@ -28,13 +28,13 @@ def demo_corpus_rows(tokenizer: Any, context: int, seed: int = 0, n_train: int =
     never saw, and extra hard-to-predict positions in every loss computed on these rows).
     """
     corpus = generate_corpus(seed, n_train, n_heldout)
-    sep = tokenizer.eos_token_id
-    rows = [pack(tokenizer([s.text for s in split], add_special_tokens=False)["input_ids"], sep, context)
-            for split in (corpus.train, corpus.heldout)]
-    for name, r in zip(("training", "held-out"), rows):
-        if r.shape[0] == 0:
+    rows = []
+    for name, split in (("training", corpus.train), ("held-out", corpus.heldout)):
+        try:
+            rows.append(pack_texts([s.text for s in split], tokenizer, context).tokens)
+        except InputError:
             raise InputError(f"The demo corpus's {name} stories make no full row of {context} tokens; "
-                             "use more stories or a smaller --context_size.")
+                             "use more stories or a smaller --context_size.") from None
     return DemoRows(*rows)
 
 

@@ -81,13 +81,6 @@ def qwen3_config(
     )
 
 
-def pack(token_lists: list[list[int]], sep: int, context: int) -> torch.Tensor:
-    """Concatenate documents (each followed by ``sep``) and cut into rows of ``context`` tokens."""
-    flat = [t for toks in token_lists for t in (*toks, sep)]
-    n = len(flat) // context
-    return torch.tensor(flat[: n * context], dtype=torch.long).view(n, context)  # (n, context)
-
-
 def unigram_entropy(rows: torch.Tensor) -> float:
     counts = torch.tensor(list(Counter(rows.flatten().tolist()).values()), dtype=torch.float64)
     p = counts / counts.sum()
