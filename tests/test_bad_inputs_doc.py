@@ -5,6 +5,8 @@ import ast
 import re
 from pathlib import Path
 
+import pytest
+
 from sae_lib.constants import REPO_ROOT
 
 DOC = REPO_ROOT / "docs" / "bad_inputs.md"
@@ -38,6 +40,7 @@ def test_the_count_matches_the_rows():
     assert int(stated) == len(numbers)
 
 
+@pytest.mark.slow  # reads every test file
 def test_every_named_test_exists():
     for _, line in rows():
         refs = _REF.findall(line)

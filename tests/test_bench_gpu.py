@@ -7,6 +7,9 @@ import json
 
 import pytest
 
+# The whole bench at demo shape (~10 s): in `make test`, not in the fast tier.
+pytestmark = pytest.mark.slow
+
 from bench import gpu
 
 

@@ -157,6 +157,7 @@ def test_base_model_loads_like_the_post_trained_one(tmp_path, monkeypatch, tiny_
     assert model.cfg.trust_remote_code is False
 
 
+@pytest.mark.slow  # parses SAELens's whole pretrained_saes.yaml
 def test_real_registry_has_the_readme_examples():
     # SAELens's real pretrained_saes.yaml (parsed once, ~15 s): the releases the README names.
     from sae_lens.loading.pretrained_sae_loaders import get_qwen_scope_config_from_hf

@@ -56,6 +56,7 @@ def registry_ws(monkeypatch, tmp_path, tiny_hf_qwen3_dir):
     return ws
 
 
+@pytest.mark.slow
 def test_registry_sae_in_every_page_with_an_index_built_in_the_app(registry_ws):
     ws = registry_ws
     assert ws.index is None and ws.sae_source == "sae-lens:test-scope/layer1"
@@ -87,6 +88,7 @@ def test_registry_sae_in_every_page_with_an_index_built_in_the_app(registry_ws):
     assert any("blocks.1.hook_resid_post" in m.value for m in at.markdown)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ARCHS)
 def test_every_architecture_in_every_page(arch, tiny_model, monkeypatch, tmp_path):
     model = copy.deepcopy(tiny_model)
