@@ -99,6 +99,7 @@ def _entries(cache) -> list[str]:
     return sorted(p.name for p in root.iterdir()) if root.exists() else []
 
 
+@pytest.mark.slow
 def test_cancelled_build_leaves_nothing_and_a_rerun_starts_clean(monkeypatch, cache, tiny_model, tiny_sae):
     builds = ib.BuildRegistry()
     gate = Gate(monkeypatch)
@@ -181,6 +182,7 @@ def script():
     return module
 
 
+@pytest.mark.slow
 def test_index_built_in_the_app_equals_the_scripts(script, cache, tmp_path, tiny_hf_qwen3_dir):
     sae_dir = tmp_path / "sae"
     torch.manual_seed(0)

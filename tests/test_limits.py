@@ -188,6 +188,7 @@ def test_oom_guard_lets_other_errors_and_success_through(cuda_calls):
     assert calls == []
 
 
+@pytest.mark.slow
 def test_model_serves_again_after_an_oom(cuda_calls, tiny_model):
     # The app keeps serving: a failed run leaves the shared model usable and unhooked.
     tokens = tiny_model.to_tokens("The ship sailed.")

@@ -36,6 +36,7 @@ def test_theory_page_opens_and_a_slider_retrains():
     assert len(at.dataframe[0].value) == 4  # retrained with one panel more
 
 
+@pytest.mark.slow
 def test_theory_page_answers_nonsense_with_a_message():
     at = _theory_page()
     at.number_input(key="toy_n_hidden").set_value(6).run()  # more neurons than the 5 features

@@ -72,6 +72,7 @@ def test_flags_reach_saelens_config_and_devices_follow_device():
     assert (apart.device, apart.llm_device, apart.act_store_device) == ("cuda:1", "cuda:0", "cuda:1")
 
 
+@pytest.mark.slow
 def test_unknown_preset_architecture_and_missing_out(capsys):
     assert train_sae.main(["--preset", "gpt5", "--out", "x"]) == 2
     assert "Unknown preset 'gpt5'" in capsys.readouterr().err
