@@ -121,7 +121,7 @@ if view == OVERVIEW:
         st.error(str(err))
     table.insert(1, "explanation or label", descriptions.texts(table["latent"]))
     if explanations_problem:
-        st.warning(f"The explanations next to this index were not loaded: {explanations_problem}")
+        st.warning(f"The explanations next to this index were not loaded: {as_text(redact_paths(explanations_problem))}")
     st.caption(f"{len(table):,} latents match. Click a row, then open it.")
     event = st.dataframe(
         table, hide_index=True, on_select="rerun", selection_mode="single-row", key="lb_table", height=420,
