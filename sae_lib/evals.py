@@ -36,6 +36,7 @@ from transformer_lens import HookedTransformer
 
 from sae_lib import constants
 from sae_lib.constants import DENSE_THRESHOLD
+from sae_lib.engine import EngineActivations
 
 MIN_ABLATION_GAP = 0.05
 """Nats. CE loss recovered is (ablated - with SAE) / (ablated - clean). When zero-ablating the hook
@@ -86,7 +87,10 @@ def evaluate_sae(
         n_batches = len(dataset) // batch
         if n_batches < 1:
             raise ValueError(f"The eval dataset has {len(dataset)} rows, fewer than one batch of {batch}.")
-    store = ActivationsStore.from_config(model, eval_cfg, override_dataset=dataset)
+    # Activations at the hook from the engine's forward; the CE/KL forwards with the SAE spliced in stay
+    # HookedTransformer's run_with_hooks (EngineActivations passes every other call through).
+    lm = EngineActivations(model)
+    store = ActivationsStore.from_config(lm, eval_cfg, override_dataset=dataset)
     if dataset is None and eval_cfg.streaming:
         # A streamed corpus: look at other shards than the run started on (a shard shuffle).
         store.shuffle_input_dataset(seed=cfg.seed + 1)
@@ -99,7 +103,7 @@ def evaluate_sae(
     metrics, feature_metrics = run_evals(
         sae=sae,
         activation_store=store,
-        model=model,
+        model=lm,
         activation_scaler=ActivationScaler(),  # the trained scale is folded into the saved weights
         eval_config=config,
         model_kwargs=cfg.model_kwargs,

@@ -14,8 +14,6 @@ from sae_lens import SAE
 from transformer_lens import HookedTransformer
 
 from sae_lib import sae_hooks
-from sae_lib.engine import engine_for
-from sae_lib.hf_hooks import hook_site
 from sae_lib.errors import InputError
 from sae_lib.limits import LIMITS, Limits, check_prompt
 from sae_lib.model_queue import queue_for
@@ -49,9 +47,6 @@ def hook_activations(model: HookedTransformer, tokens: torch.Tensor, hook_name: 
     (on the generation engine's Hugging Face kernels when the model has one and a module for the hook:
     ``sae_lib.engine``; otherwise TransformerLens, where names that are not plain hook points,
     ``blocks.L.mlp.hook_in``, are mapped by :mod:`sae_lib.sae_hooks`)."""
-    engine = engine_for(model)
-    if engine is not None and hook_site(engine.hf, hook_name) is not None:
-        return engine.activations(tokens, hook_name)
     return sae_hooks.read_activations(model, hook_name, tokens)
 
 

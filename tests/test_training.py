@@ -256,3 +256,32 @@ def test_sigint_saves_a_resumable_checkpoint_and_resume_keeps_the_step_count(tmp
     assert result.stats.n_training_steps == 12 and result.stats.tokens_this_run == 7 * 128
     assert any(line.startswith("resuming from") for line in lines)
     assert SAE.load_from_disk(str(out)).cfg.d_sae == 64
+
+
+def test_training_and_its_evals_read_activations_through_the_engine(tmp_path, tiny_hf_qwen3_dir, monkeypatch):
+    """A loaded Hugging Face model trains from the engine's forward (its MLP runs), never from
+    HookedTransformer.run_with_cache; the trained SAE still names the TransformerLens hook."""
+    from transformer_lens import HookedTransformer
+
+    from sae_lib.engine import engine_for
+    from sae_lib.model import load_model
+
+    model = load_model(str(tiny_hf_qwen3_dir), device="cpu", dtype="float32")
+    engine = engine_for(model)
+    assert engine is not None
+    engine_calls, tl_calls = [], []
+    handle = engine.hf.model.layers[1].mlp.register_forward_hook(lambda *a: engine_calls.append(1))
+    real = HookedTransformer.run_with_cache
+    monkeypatch.setattr(HookedTransformer, "run_with_cache",
+                        lambda self, *a, **k: tl_calls.append(1) or real(self, *a, **k))
+    cfg = tiny_cfg()
+    cfg = dataclasses.replace(cfg, sae=dataclasses.replace(cfg.sae, d_in=64, d_sae=64))
+    try:
+        result = train(tiny_job(tmp_path / "sae"), cfg, model, log=QUIET)
+    finally:
+        handle.remove()
+    # norm estimate + buffer fills + evals' sparsity pass: many engine forwards, no TransformerLens cache
+    assert len(engine_calls) >= 5 and tl_calls == []
+    sae = SAE.load_from_disk(str(result.sae_dir))
+    assert sae.cfg.metadata.hook_name == TINY_HOOK
+    assert result.evals["summary"]["n_tokens"] > 0

@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 
 from sae_lib.demo.lm import LMConfig
 
-BUILD_VERSION = 4
+BUILD_VERSION = 5
 """Bump when the build's code changes what it produces, so cached builds are redone.
-3: the SAE trains through the ``demo`` training preset, ships ``evals.json``, records no local paths."""
+3: the SAE trains through the ``demo`` training preset, ships ``evals.json``, records no local paths.
+5: the SAE's training activations come from the generation engine's Hugging Face forward."""
 
 DEMO_MODEL_NAME = "latent-lab/demo"
 """What the demo SAE's config names as its model: a label, not a path (the model ships next to it)."""

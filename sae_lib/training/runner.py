@@ -31,6 +31,7 @@ from sae_lens.training.sae_trainer import SAETrainer
 from sae_lens.util import temporary_seed
 from transformer_lens import HookedTransformer
 
+from sae_lib.engine import EngineActivations
 from sae_lib.errors import LatentLabError
 from sae_lib.training.progress import Log, Progress
 
@@ -178,7 +179,10 @@ def run_training(
     # SAELens never seeds torch from cfg.seed; the SAE's init and the buffer shuffles draw from it.
     try:
         with temporary_seed(cfg.seed):
-            runner = ResumableRunner(cfg, override_dataset=dataset, override_model=model, log=log,
+            # Activations come from the Hugging Face forward up to the hook (the generation engine's
+            # kernels, the layers above never run); SAELens sees the HookedTransformer otherwise.
+            lm = EngineActivations(model) if model is not None else None
+            runner = ResumableRunner(cfg, override_dataset=dataset, override_model=lm, log=log,
                                      progress_every_s=progress_every_s, stop_after_steps=stop_after_steps)
             try:
                 sae = runner.run()
