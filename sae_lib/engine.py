@@ -155,8 +155,8 @@ class Engine(StaticDecode):
 
         With ``compile_decode`` the decode steps run through a compiled graph over a static cache when
         the steering is additive (``steer.decode_add``, see :class:`DecodeSlot`); anything that fails
-        there (compilation, graph capture, memory) switches the engine to eager for good, with a log
-        notice, and the run is redone eagerly from the same seed.
+        there (compilation, graph capture, memory before a shape's graph first ran) switches the engine
+        to eager for good, with a log notice, and the run is redone eagerly from the same seed.
         """
         steps_reported = 0
 
@@ -175,9 +175,7 @@ class Engine(StaticDecode):
         if self.compile_decode and self.compile_failed is None and self._decode_add(steer, tokens.shape[0]) is not False:
             try:
                 return self._sample(*args, static=True)
-            except torch.OutOfMemoryError as err:
-                self._give_up_compile(f"out of memory ({str(err)[:200]})")
-            except _CompileProblem as err:
+            except _CompileProblem as err:  # out of memory while compiling or capturing included
                 self._give_up_compile(str(err))
             replayed = 0
         return self._sample(*args, static=False)
@@ -192,12 +190,17 @@ class Engine(StaticDecode):
             return False
         return decode_add(batch)
 
-    def _give_up_compile(self, why: str) -> None:
-        self.compile_failed = why
+    def reset_compiled(self) -> None:
+        """Drop the compiled graphs and static caches and take the decode slots off the model; the next
+        compiled run builds them again."""
         for slot in self._slots.values():
             slot.handle.remove()
         self._slots.clear()
         self._compiled.clear()
+
+    def _give_up_compile(self, why: str) -> None:
+        self.compile_failed = why
+        self.reset_compiled()
         log.warning("Compiled decoding disabled, generating eagerly from now on: %s", why)
         if self.device.type == "cuda":
             torch.cuda.empty_cache()

@@ -3,12 +3,14 @@
 :class:`StaticDecode` is a base of :class:`sae_lib.engine.Engine` (it uses the engine's ``hf``,
 ``device``, ``dtype``, ``_compiled``, ``_slots`` and ``_decode_add``): it prefills eagerly into a static
 cache, then decodes one token per call through a compiled graph that steers through a persistent
-:class:`DecodeSlot`. Anything that fails here raises :class:`_CompileProblem` (or out of memory), and
-the engine falls back to eager for good (:meth:`sae_lib.engine.Engine.sample`).
+:class:`DecodeSlot`. Anything that fails here raises :class:`_CompileProblem`, and the engine falls back
+to eager for good (:meth:`sae_lib.engine.Engine.sample`). Out of memory counts as such a failure until
+a shape's graph has run once; after that it is a real shortage and is raised as it is.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -46,34 +48,45 @@ class StaticDecode:
                 raise _CompileProblem(f"torch.compile failed: {type(err).__name__}: {err}") from err
         compiled = self._compiled["decode"]
         caches = self._compiled.setdefault("caches", {})
-        cache = caches.pop((batch, length), None)
+        captured = self._compiled.setdefault("captured", set())  # shapes whose graph ran once already
+        key = (batch, length)
+        cache = caches.pop(key, None)
         if cache is None:
             while len(caches) >= 4:  # the least recently used goes: KV caches are large on an 8B model
+                captured.discard(next(iter(caches)))
                 caches.pop(next(iter(caches)))
             cache = StaticCache(config=self.hf.config, max_cache_len=length)
-        caches[(batch, length)] = cache  # most recently used last
+        caches[key] = cache  # most recently used last
         cache.reset()
         add = self._decode_add(steer, batch)
         first = [True]
 
+        def shortage(err: torch.OutOfMemoryError) -> Exception:
+            if key in captured:  # this shape's graph ran before: a real shortage, the caller's to report
+                return err
+            # The static cache, compilation and graph capture need memory that eager decoding does not.
+            return _CompileProblem(f"out of memory while setting up compiled decoding ({str(err)[:200]})")
+
         def step(ids: Tensor) -> Tensor:
             if first[0]:
                 first[0] = False
-                if site is not None and steer is not None:
-                    with hooked(site, steer):
+                try:
+                    with hooked(site, steer) if site is not None and steer is not None else contextlib.nullcontext():
                         logits = self.hf(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
-                else:
-                    logits = self.hf(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+                except torch.OutOfMemoryError as err:
+                    raise shortage(err) from err
                 if slot is not None:
                     slot.set(batch, add)
                 return logits
             try:
                 # CUDA graphs reuse their output buffer: copy before the next replay overwrites it.
-                return compiled(ids, cache).clone()
-            except torch.OutOfMemoryError:
-                raise
+                logits = compiled(ids, cache).clone()
+            except torch.OutOfMemoryError as err:
+                raise shortage(err) from err
             except Exception as err:  # a graph break dynamo cannot handle, a capture error, ...
                 raise _CompileProblem(f"compiled decode step failed: {type(err).__name__}: {str(err)[:300]}") from err
+            captured.add(key)
+            return logits
 
         try:
             yield step

@@ -1,5 +1,6 @@
 """Test helpers shared by several test modules (no fixtures here: those live in conftest.py)."""
 
+import os
 import shutil
 from pathlib import Path
 
@@ -38,3 +39,10 @@ def use_hf_cache(monkeypatch, cache_dir: Path, offline: bool = True) -> None:
 def make_hub_unreachable(monkeypatch) -> None:
     """Point huggingface_hub at a closed local port: every Hub request fails at once, like no network."""
     monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")
+
+
+def script_env(root: Path, **extra: str) -> dict[str, str]:
+    """The environment a test runs a script in: this one, with the repo root put first on PYTHONPATH
+    (kept, not replaced, so packages found through PYTHONPATH stay importable)."""
+    path = os.pathsep.join(p for p in (str(root), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONPATH": path, **extra}

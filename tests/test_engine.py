@@ -49,6 +49,14 @@ def _hooks_on(module: torch.nn.Module) -> int:
     return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in module.modules())
 
 
+def _stray_hooks(engine) -> int:
+    """Hooks left on the engine's model besides its compiled-decode slots (CUDA only: persistent by
+    design, see DecodeSlot), which must hold no steering between runs."""
+    for slot in engine._slots.values():
+        assert not bool(slot.add.any())
+    return _hooks_on(engine.hf) - len(engine._slots)
+
+
 def test_one_copy_of_the_weights(loaded):
     """The HookedTransformer's weights are views of the engine's tensors: nothing is held twice."""
     engine = engine_for(loaded)
@@ -79,7 +87,7 @@ def test_every_mapped_hook_equals_transformerlens(loaded, layer, hook):
     assert ours.shape == ref.shape
     assert ref.abs().max() > 0.1  # real activations, so 1e-4 is a real bound
     torch.testing.assert_close(ours, ref, atol=1e-4, rtol=0)
-    assert _hooks_on(engine_for(loaded).hf) == 0
+    assert _stray_hooks(engine_for(loaded)) == 0
 
 
 def test_hook_mlp_in_maps_to_the_normalisation_input(loaded):
@@ -138,7 +146,7 @@ def test_token_streams_equal_transformerlens(loaded, sae, name, positions, monke
         if SPECS[name]:
             assert torch.equal(ours.steered_tokens, ref.steered_tokens)
             assert ours.steered == ref.steered
-    assert _hooks_on(engine_for(loaded).hf) == 0
+    assert _stray_hooks(engine_for(loaded)) == 0
 
 
 def test_hot_sampling_and_end_of_text_equal_transformerlens(loaded, sae, monkeypatch):
@@ -206,7 +214,7 @@ class _Stop(BaseException):
 def test_cancelled_generation_leaves_no_hook_and_frees_the_queue(loaded, sae):
     settings = GenerationSettings(max_new_tokens=8, n_samples=2)
     spec = [SteeringSpec(3, "add", coeff=20.0)]
-    before = _hooks_on(engine_for(loaded).hf)
+    before = _stray_hooks(engine_for(loaded))
 
     def stop(done, total):
         if done == 8 + 3:  # inside the steered run
@@ -214,7 +222,7 @@ def test_cancelled_generation_leaves_no_hook_and_frees_the_queue(loaded, sae):
 
     with pytest.raises(_Stop):
         generate(loaded, sae, PROMPT, spec, settings, progress=stop)
-    assert _hooks_on(engine_for(loaded).hf) == before
+    assert _stray_hooks(engine_for(loaded)) == before
     assert queue_for(loaded).ahead_of_new_arrival() == 0
     first = generate(loaded, sae, PROMPT, spec, settings)
     again = generate(loaded, sae, PROMPT, spec, settings)
@@ -235,8 +243,7 @@ def test_static_cache_decode_path_gives_the_same_tokens(loaded, sae, name, monke
     eager = generate(loaded, sae, PROMPT, SPECS[name], settings)
     monkeypatch.setattr(torch, "compile", _fake_compile)
     monkeypatch.setattr(engine, "compile_decode", True)
-    monkeypatch.setattr(engine, "_compiled", {})
-    monkeypatch.setattr(engine, "_slots", {})
+    engine.reset_compiled()  # graphs compiled by earlier tests (on CUDA) would not call the broken compile
     try:
         static = generate(loaded, sae, PROMPT, SPECS[name], settings)
         assert torch.equal(static.normal_tokens, eager.normal_tokens)
@@ -254,8 +261,7 @@ def test_static_cache_decode_path_gives_the_same_tokens(loaded, sae, name, monke
         again = generate(loaded, sae, PROMPT, SPECS[name], settings)  # the half-filled cache is not reused
         assert torch.equal(again.normal_tokens, eager.normal_tokens)
     finally:
-        for slot in engine._slots.values():
-            slot.handle.remove()
+        engine.reset_compiled()  # no slot or graph of the stand-in compile outlives the test
     assert engine.compile_failed is None
 
 
@@ -272,8 +278,7 @@ def test_failing_compile_falls_back_to_eager_with_a_notice(loaded, sae, monkeypa
     monkeypatch.setattr(torch, "compile", broken)
     monkeypatch.setattr(engine, "compile_decode", True)
     monkeypatch.setattr(engine, "compile_failed", None)
-    monkeypatch.setattr(engine, "_compiled", {})
-    monkeypatch.setattr(engine, "_slots", {})
+    engine.reset_compiled()  # graphs compiled by earlier tests (on CUDA) would not call the broken compile
     steps = []
     with caplog.at_level(logging.WARNING, logger="sae_lib.engine"):
         got = generate(loaded, sae, PROMPT, SPECS["add"], settings, progress=lambda d, t: steps.append((d, t)))
@@ -282,6 +287,59 @@ def test_failing_compile_falls_back_to_eager_with_a_notice(loaded, sae, monkeypa
     assert "no working C++ compiler" in engine.compile_failed
     assert "eagerly" in caplog.text
     assert _hooks_on(engine.hf) == 0  # the slots were taken off as well
+
+
+def test_out_of_memory_setting_up_compiled_decoding_falls_back_to_eager(loaded, sae, monkeypatch, caplog):
+    """Compilation or graph capture that runs out of memory: eager from then on, with a log notice."""
+    engine = engine_for(loaded)
+    settings = GenerationSettings(max_new_tokens=6, n_samples=2)
+    eager = generate(loaded, sae, PROMPT, SPECS["add"], settings)
+
+    def capture_oom(fn, **kwargs):
+        def run(*a, **k):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB")
+        return run
+
+    monkeypatch.setattr(torch, "compile", capture_oom)
+    monkeypatch.setattr(engine, "compile_decode", True)
+    monkeypatch.setattr(engine, "compile_failed", None)
+    engine.reset_compiled()
+    with caplog.at_level(logging.WARNING, logger="sae_lib.engine"):
+        got = generate(loaded, sae, PROMPT, SPECS["add"], settings)
+    assert torch.equal(got.steered_tokens, eager.steered_tokens)
+    assert "out of memory while setting up compiled decoding" in engine.compile_failed
+    assert "eagerly" in caplog.text and _hooks_on(engine.hf) == 0
+
+
+def test_out_of_memory_after_the_graph_ran_is_a_shortage_not_a_compile_failure(loaded, sae, monkeypatch):
+    """Once a shape's compiled step has run, running out of memory in it is reported to the visitor
+    (and memory freed) like any other; compiled decoding stays on."""
+    engine = engine_for(loaded)
+    settings = GenerationSettings(max_new_tokens=6, n_samples=2)
+    calls = {"n": 0, "fail_at": None}
+
+    def flaky(fn, **kwargs):
+        def run(*a, **k):
+            calls["n"] += 1
+            if calls["n"] == calls["fail_at"]:
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            return fn(*a, **k)
+        return run
+
+    monkeypatch.setattr(torch, "compile", flaky)
+    monkeypatch.setattr("sae_lib.limits.free_accelerator_memory", lambda: None)
+    monkeypatch.setattr(engine, "compile_decode", True)
+    monkeypatch.setattr(engine, "compile_failed", None)
+    engine.reset_compiled()
+    try:
+        generate(loaded, sae, PROMPT, SPECS["add"], settings)  # captures the shape
+        calls["fail_at"] = calls["n"] + 3
+        with pytest.raises(InputError, match="ran out of memory while generating"):
+            generate(loaded, sae, PROMPT, SPECS["add"], settings)
+        assert engine.compile_failed is None and _stray_hooks(engine) == 0
+        assert len(generate(loaded, sae, PROMPT, SPECS["add"], settings).steered) == 2  # and serves on
+    finally:
+        engine.reset_compiled()
 
 
 def test_unsupported_architecture_falls_back_with_a_notice(tiny_hf_qwen3_dir, sae, device, monkeypatch, caplog):
@@ -329,7 +387,7 @@ def test_out_of_memory_midway_on_the_engine_tells_the_visitor_and_keeps_serving(
     with pytest.raises(InputError, match="ran out of memory while generating"):
         generate(loaded, sae, PROMPT, SPECS["add"], settings, progress=oom)
     assert freed == [True]
-    assert _hooks_on(engine_for(loaded).hf) == 0
+    assert _stray_hooks(engine_for(loaded)) == 0
     assert queue_for(loaded).ahead_of_new_arrival() == 0
     assert len(generate(loaded, sae, PROMPT, SPECS["add"], settings).steered) == 2
 
@@ -344,7 +402,7 @@ def test_overflowing_steering_is_refused_with_a_message(loaded, sae):
     with pytest.raises(NonFiniteLogits, match="too strong"):
         engine.sample(tokens, 4, temperature=0.05, freq_penalty=2.0, seed=0, hook_name=HOOK,
                       steer=lambda act: act * float("inf"))
-    assert _hooks_on(engine.hf) == 0
+    assert _stray_hooks(engine) == 0
     assert len(generate(loaded, sae, PROMPT, SPECS["add"], GenerationSettings(max_new_tokens=4, n_samples=2)).steered) == 2
 
 
@@ -362,5 +420,5 @@ def test_overflowing_steering_through_generate_gives_the_visitor_a_message(loade
     huge = [SteeringSpec(3, "add", max_act=3e38, coeff=100.0)]
     with pytest.raises(GenerationError, match="too strong"):
         generate(loaded, sae, PROMPT, huge, GenerationSettings(max_new_tokens=4, n_samples=2))
-    assert _hooks_on(engine_for(loaded).hf) == 0
+    assert _stray_hooks(engine_for(loaded)) == 0
     assert len(generate(loaded, sae, PROMPT, SPECS["add"], GenerationSettings(max_new_tokens=4, n_samples=2)).steered) == 2

@@ -1,7 +1,6 @@
 """scripts/explain_latents.py: flags, bad input, and kill -9 midway then resume, on the demo pair (copied)."""
 
 import importlib.util
-import os
 import shutil
 import signal
 import subprocess
@@ -13,6 +12,7 @@ import pytest
 
 from sae_lib.constants import EXPLANATIONS_FILENAME, REPO_ROOT
 from sae_lib.explain.store import load_explanations
+from tests.helpers import script_env
 
 SCRIPT = REPO_ROOT / "scripts" / "explain_latents.py"
 
@@ -60,7 +60,7 @@ def test_unloadable_explainer_is_a_clear_message(script, demo_paths, sae_copy, t
 
 
 def _run(demo_paths, sae_copy, n: int) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
+    env = script_env(REPO_ROOT, OMP_NUM_THREADS="1")
     args = [sys.executable, str(SCRIPT), "--model", str(demo_paths.model), "--sae", str(sae_copy), "--device", "cpu",
             "--most_frequent", str(n), "--chunk", "2", "--max_new_tokens", "8", "--n_score", "2",
             "--n_non_activating", "2"]  # fmt: skip

@@ -2,7 +2,6 @@
 
 import importlib.util
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from sae_lens import SAE
 from sae_lib import constants
 from sae_lib.training import latest_checkpoint
 from tests.conftest import TINY_HOOK
+from tests.helpers import script_env
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "train_sae.py"
@@ -33,7 +33,7 @@ TINY_ARGS = [
 
 
 def run(args, **kw):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TQDM_DISABLE": "1"}
+    env = script_env(ROOT, TQDM_DISABLE="1")
     return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, env=env, timeout=300, **kw)
 
 
@@ -110,7 +110,7 @@ def hf_model_dir(tmp_path_factory, tiny_tokenizer):
 def test_kill_then_resume_continues_from_the_checkpoint(tmp_path, hf_model_dir):
     out = tmp_path / "run"
     args = [*TINY_ARGS, "--model", str(hf_model_dir), "--out", str(out)]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TQDM_DISABLE": "1"}
+    env = script_env(ROOT, TQDM_DISABLE="1")
     proc = subprocess.Popen([sys.executable, str(SCRIPT), *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 240
