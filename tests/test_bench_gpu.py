@@ -48,3 +48,9 @@ def test_flagship_preset_is_the_issue_shape():
     assert preset.shape["hidden_size"] == 4096 and preset.shape["num_hidden_layers"] == 36
     assert preset.d_sae == 65536 and preset.train_steps == 200 and preset.train_batch_tokens == 4096
     assert gpu.flagship_layer(preset.shape) == 28
+
+
+def test_only_runs_the_named_steps():
+    report = gpu.run(gpu.GpuBenchConfig(preset="demo-shape", only=("index",)))
+    assert "error" not in report["index"] and report["index"]["per_build_fixed_s"] >= 0
+    assert not {"generation", "training", "load"} & set(report)
