@@ -74,7 +74,7 @@ PRESETS: dict[str, Preset] = {
                        index_rows=256, context=128, train_steps=200, train_batch_tokens=4096,
                        bandwidth_bytes=1 << 30, deadline_s=280.0, time_budget_s=240.0),
     "demo-shape": Preset(DEMO_SHAPE, torch.float32, 1024, new_tokens=16, prompt_tokens=8, repeats=1,
-                         index_rows=16, context=32, train_steps=20, train_batch_tokens=256,
+                         index_rows=64, context=32, train_steps=20, train_batch_tokens=256,
                          bandwidth_bytes=1 << 24, deadline_s=0.0, time_budget_s=0.0),
 }
 

@@ -52,5 +52,5 @@ def test_flagship_preset_is_the_issue_shape():
 
 def test_only_runs_the_named_steps():
     report = gpu.run(gpu.GpuBenchConfig(preset="demo-shape", only=("index",)))
-    assert "error" not in report["index"] and report["index"]["per_build_fixed_s"] >= 0
+    assert "error" not in report["index"] and "per_build_fixed_s" in report["index"]
     assert not {"generation", "training", "load"} & set(report)
