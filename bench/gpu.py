@@ -87,6 +87,8 @@ class GpuBenchConfig:
     """Also write the JSON to this file (e.g. docs/bench_gpu_h100.json)."""
     skip_load: bool = False
     """Skip the saved-folder load check even when there is time for it."""
+    compile_sae: bool = False
+    """Training step: train with SAELens's ``compile_sae`` (torch.compile of the SAE's training forward)."""
     only: tuple[str, ...] = ()
     """Run only these steps (generation, index, training, load); all by default."""
 
@@ -214,7 +216,7 @@ def index_pass(model, sae, preset: Preset, device: str) -> dict:
     }
 
 
-def training(model, sae_hook: str, preset: Preset, device: str) -> dict:
+def training(model, sae_hook: str, preset: Preset, device: str, compile_sae: bool = False) -> dict:
     """SAELens's runner, activations from the engine, against the bare forward to the hook.
 
     Two runs, ``train_steps`` and a tenth of it: the difference of their times is the cost of the extra
@@ -247,7 +249,7 @@ def training(model, sae_hook: str, preset: Preset, device: str) -> dict:
             llm_device=device, act_store_device=device,
             autocast=device == "cuda", autocast_lm=device == "cuda", store_batch_size_prompts=store_prompts,
             n_batches_in_buffer=n_batches_in_buffer, n_batches_for_norm_estimate=norm_batches,
-            logger=LoggingConfig(log_to_wandb=False), output_path=None,
+            logger=LoggingConfig(log_to_wandb=False), output_path=None, compile_sae=compile_sae,
         )
         sync(device)
         t0 = time.perf_counter()
@@ -255,6 +257,8 @@ def training(model, sae_hook: str, preset: Preset, device: str) -> dict:
         sync(device)
         return time.perf_counter() - t0
 
+    if compile_sae:
+        train(short)  # compiles the SAE's training forward once; the timed runs below reuse it
     t_short, t_long = train(short), train(steps)
 
     def bare():
@@ -266,7 +270,7 @@ def training(model, sae_hook: str, preset: Preset, device: str) -> dict:
     n = (steps - short) * batch_tokens
     per_step = max(t_long - t_short, 1e-9)
     return {
-        "steps": steps, "batch_tokens": batch_tokens, "d_sae": preset.d_sae,
+        "steps": steps, "batch_tokens": batch_tokens, "d_sae": preset.d_sae, "compile_sae": compile_sae,
         "train_tokens_per_s": round(n / per_step),
         "bare_forward_tokens_per_s": round(n / t_bare),
         "train_over_bare": round(t_bare / per_step, 3),
@@ -328,7 +332,7 @@ def run(cfg: GpuBenchConfig) -> dict:
     bw = report["bandwidth"].get("gb_per_s") if device == "cuda" else None
     for name, fn in (("generation", lambda: generation(model, sae, preset, device, bw)),
                      ("index", lambda: index_pass(model, sae, preset, device)),
-                     ("training", lambda: training(model, hook, preset, device))):
+                     ("training", lambda: training(model, hook, preset, device, cfg.compile_sae))):
         elapsed = time.perf_counter() - start
         if cfg.only and name not in cfg.only:
             continue
@@ -336,6 +340,8 @@ def run(cfg: GpuBenchConfig) -> dict:
             report[name] = {"skipped": f"{elapsed:.0f} s elapsed (deadline {preset.deadline_s:.0f} s)"}
         else:
             _step(report, name, fn)
+            if cfg.out:  # what is measured so far survives a run stopped from outside (a time limit)
+                Path(cfg.out).write_text(json.dumps(report, indent=2) + "\n")
     if device == "cuda":
         report["peak_gpu_memory_gb"] = round(torch.cuda.max_memory_allocated() / 1e9, 1)
     del model, sae
@@ -359,9 +365,11 @@ def main(argv: list[str] | None = None) -> None:
                         help="flagship: Qwen3-8B's shape, bf16, one ~80 GB GPU; demo-shape: the demo's shape (CPU smoke test)")
     parser.add_argument("--out", default="", help="also write the JSON here (e.g. docs/bench_gpu_h100.json)")
     parser.add_argument("--skip-load", action="store_true", help="skip the saved-folder load check")
+    parser.add_argument("--compile-sae", action="store_true", help="train with SAELens's compile_sae (torch.compile of the SAE)")
     parser.add_argument("--only", nargs="+", default=[], choices=STEPS, help="run only these steps (default: all)")
     args = parser.parse_args(argv)
-    report = run(GpuBenchConfig(preset=args.preset, out=args.out, skip_load=args.skip_load, only=tuple(args.only)))
+    report = run(GpuBenchConfig(preset=args.preset, out=args.out, skip_load=args.skip_load,
+                                compile_sae=args.compile_sae, only=tuple(args.only)))
     text = json.dumps(report, indent=2)
     print(text)
     if args.out:
