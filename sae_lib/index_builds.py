@@ -42,9 +42,11 @@ from sae_lib.probe import encode_tokens
 CACHE_SUBDIR = "latent-lab-indexes"
 """Folder of app-built indexes inside ``HF_HUB_CACHE``; one subfolder per SAE weight hash."""
 
-H100_TOKENS_PER_S = 19_000
-"""Measured index-pass throughput on one H100 at Qwen3-8B's shape (d_model 4096, 65,536 latents,
-context 1024): what the UI quotes next to its own measurement (10M tokens: about 9 minutes)."""
+H100_TOKENS_PER_S = 20_000
+"""Index-pass throughput on one H100 at Qwen3-8B's shape (d_model 4096, 65,536 latents on
+``blocks.28.hook_mlp_out``, batches of 32 x 128 tokens): 20,139 tokens/s streaming in ``bench/gpu.py``
+(docs/bench_gpu_h100_run2.json), plus about 7 s per build. What the UI quotes next to its own
+measurement (10M tokens: about 8 minutes)."""
 
 class BuildCancelled(LatentLabError):
     """The build was cancelled; nothing was written."""
