@@ -8,7 +8,9 @@ loaded (an 8B model with no GPU, no network, a missing token) it also falls back
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +20,8 @@ from transformer_lens import HookedTransformer
 
 from sae_lib import constants, sae_hooks
 from sae_lib.errors import LatentLabError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -38,6 +42,8 @@ class Workspace:
     """Why no index is loaded (none built, or built for another SAE), for the pages to show."""
     fallback_reason: str | None = None
     """Set when the configured model/SAE failed and the embedded default was loaded instead."""
+    warm_up: threading.Thread | None = None
+    """The background compilation of the engine's decode step started at load (CUDA only), if any."""
 
     @property
     def engine_notice(self) -> str | None:
@@ -101,7 +107,28 @@ def _load_pair(model_source: str, sae_source: str, device: str | None, dtype: st
         sae_dir=loaded.local_dir,
     )
     _attach_index(ws)
+    ws.warm_up = _start_warm_up(ws)
     return ws
+
+
+def _start_warm_up(ws: Workspace) -> threading.Thread | None:
+    """Compile the engine's decode step in the background (``generation.warm_up``): the pages are usable
+    at once, and a generation asked for meanwhile waits in the model's queue instead of compiling."""
+    from sae_lib.generation import engine_serving, warm_up
+
+    engine = engine_serving(ws.model, ws.sae)
+    if engine is None or not engine.compile_decode:
+        return None
+
+    def run() -> None:
+        try:
+            warm_up(ws.model, ws.sae)
+        except Exception:  # the first generation then compiles (or falls back to eager) on its own
+            log.exception("Warming up compiled decoding failed; the first generation will compile instead")
+
+    thread = threading.Thread(target=run, name="latent-lab-warm-up", daemon=True)
+    thread.start()
+    return thread
 
 
 def _attach_index(ws: Workspace) -> None:

@@ -422,3 +422,32 @@ def test_overflowing_steering_through_generate_gives_the_visitor_a_message(loade
         generate(loaded, sae, PROMPT, huge, GenerationSettings(max_new_tokens=4, n_samples=2))
     assert _stray_hooks(engine_for(loaded)) == 0
     assert len(generate(loaded, sae, PROMPT, SPECS["add"], GenerationSettings(max_new_tokens=4, n_samples=2)).steered) == 2
+
+
+def test_warm_up_compiles_once_so_later_runs_only_reuse_it(loaded, sae, monkeypatch):
+    """warm_up runs two shapes through the compiled step (the recompile with dynamic sizes happens
+    there); visitors' runs of other batch sizes and lengths then never call torch.compile."""
+    from sae_lib.generation import warm_up
+
+    engine = engine_for(loaded)
+    compiles = []
+    monkeypatch.setattr(torch, "compile", lambda fn, **k: compiles.append(1) or fn)
+    monkeypatch.setattr(engine, "compile_decode", True)
+    monkeypatch.setattr(engine, "compile_failed", None)
+    engine.reset_compiled()
+    try:
+        seconds = warm_up(loaded, sae)
+        assert seconds is not None and seconds >= 0 and compiles == [1]
+        assert len(engine._slots) == 1 and queue_for(loaded).ahead_of_new_arrival() == 0
+        for n_samples, new in ((3, 7), (5, 20)):
+            generate(loaded, sae, PROMPT, SPECS["add"], GenerationSettings(max_new_tokens=new, n_samples=n_samples))
+        assert compiles == [1] and engine.compile_failed is None
+    finally:
+        engine.reset_compiled()
+
+
+def test_warm_up_does_nothing_without_compiled_decoding(loaded, sae, monkeypatch):
+    from sae_lib.generation import warm_up
+
+    monkeypatch.setattr(engine_for(loaded), "compile_decode", False)
+    assert warm_up(loaded, sae) is None

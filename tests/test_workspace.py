@@ -15,6 +15,25 @@ def test_demo_workspace_describes_itself(demo_workspace, demo_paths):
     assert (info["device"], info["dtype"]) == ("cpu", "float32")
     assert info["index"] == "loaded" and demo_workspace.fallback_reason is None
     assert info["engine"] == "Hugging Face (sdpa, eager)" and demo_workspace.engine_notice is None
+    assert demo_workspace.warm_up is None  # nothing compiles on a CPU, so nothing warms up
+
+
+def test_a_compiling_engine_is_warmed_up_in_the_background_at_load(demo_paths, monkeypatch):
+    """With compiled decoding on (as on a GPU), the load starts the warm-up in a thread and returns; the
+    thread compiles through the model's queue and leaves it free."""
+    import torch
+
+    from sae_lib import engine
+    from sae_lib.model_queue import queue_for
+
+    compiles = []
+    monkeypatch.setattr(engine, "_compile_wanted", lambda device: True)
+    monkeypatch.setattr(torch, "compile", lambda fn, **k: compiles.append(1) or fn)  # the graphs need a GPU
+    ws = load_workspace(str(demo_paths.model), str(demo_paths.sae), device="cpu", dtype="float32", fallback=False)
+    assert ws.warm_up is not None and ws.warm_up.name == "latent-lab-warm-up"
+    ws.warm_up.join(timeout=120)
+    assert not ws.warm_up.is_alive() and compiles == [1]
+    assert engine.engine_for(ws.model).compile_failed is None and queue_for(ws.model).ahead_of_new_arrival() == 0
 
 
 def test_unsupported_architecture_is_served_by_transformerlens_with_a_notice(demo_paths, monkeypatch):

@@ -315,3 +315,19 @@ def test_dose_response_panels_have_their_own_axes(tiny_workspace):
     names = [t["name"] for t in spec["data"]]
     assert names == ["KL, next token", "KL, mean over text", "latent 9 at the hook, steered", "latent 9 on the text, unsteered"]
     assert [t.get("yaxis", "y") for t in spec["data"]] == ["y", "y", "y2", "y2"]
+
+
+def test_a_warm_up_in_progress_is_said_on_the_page(tiny_workspace):
+    import threading
+
+    release = threading.Event()
+    tiny_workspace.warm_up = threading.Thread(target=release.wait, daemon=True)
+    tiny_workspace.warm_up.start()
+    try:
+        at = open_page()
+        assert any("compiling its decode step" in c.value for c in at.caption)
+    finally:
+        release.set()
+    tiny_workspace.warm_up.join()
+    at = open_page()
+    assert not any("compiling its decode step" in c.value for c in at.caption)
