@@ -4,7 +4,8 @@ For each latent the index holds top contexts (ranked) and randomly sampled firin
 explainer sees every other top context plus a couple of sampled ones (the extremes and typical
 firing, as delphi samples top and quantile examples); the rest are held out for scoring. Excerpts
 where the latent is *not* active are other latents' stored contexts, checked with the model and SAE
-(the latent must stay at 0 on every token) when an activation function is given.
+(the latent must stay at 0 on every token) when an activation function is given. They are detection's
+negatives and, with random tokens marked, fuzzing's wrongly marked excerpts (delphi's default fuzzing).
 
 Everything is batched over a chunk of latents: one generator call writes all explanations, one
 answers all scoring questions.
@@ -25,8 +26,11 @@ from sae_lib.explain import prompts as P
 from sae_lib.explain.generator import TextGenerator
 from sae_lib.explain.scoring import balanced_accuracy
 
-METHOD = "explainer-v1"
-"""Recorded with every explanation: which prompts and example split produced it."""
+METHOD = "explainer-v2"
+"""Recorded with every explanation: which prompts and example split produced it.
+
+v2: fuzzing's wrong marks sit in non-activating excerpts (v1 put them on quiet tokens of activating
+ones), 10 + 10 excerpts per score (v1: 5 + 5), no excerpt shown twice to the explainer."""
 
 ActsFn = Callable[[torch.Tensor, int], torch.Tensor]
 """``(windows (n, window) token ids, latent) -> (n, window)`` activations of that latent, read afresh."""
@@ -40,10 +44,11 @@ class ExplainConfig:
     """Top contexts shown to the explainer (ranks 0, 2, 4, ...: the odd ranks are held out)."""
     n_explain_samples: int = 2
     """Randomly sampled (typical) firing contexts shown to the explainer; the rest are held out."""
-    n_score: int = 5
-    """Held-out activating excerpts per score (detection and fuzzing each)."""
-    n_non_activating: int = 5
-    """Non-activating excerpts in detection."""
+    n_score: int = 10
+    """Held-out activating excerpts per score (detection and fuzzing each). With 5, one answer moved a
+    balanced accuracy by 0.1, so a single odd excerpt decided whether a latent passed 0.8."""
+    n_non_activating: int = 10
+    """Non-activating excerpts: detection's negatives, and fuzzing's wrongly marked excerpts."""
     mark_fraction: float = 0.3
     """A token is marked when its activation is at least this share of the excerpt's max."""
     max_new_tokens: int = 40
@@ -129,8 +134,11 @@ def latent_examples(index, latent: int, cfg: ExplainConfig, acts_fn: ActsFn | No
     """The excerpts for explaining and scoring ``latent``, deterministic from ``cfg.seed`` and the latent."""
     rng = random.Random(f"{cfg.seed}-{latent}")
     top, samples = _excerpts(index, latent, "top"), _excerpts(index, latent, "sample")
-    explain = top[0::2][: cfg.n_explain_top] + samples[: cfg.n_explain_samples]
-    shown = {tuple(e.ids) for e in explain}
+    explain, shown = [], set()
+    for e in top[0::2][: cfg.n_explain_top] + samples[: cfg.n_explain_samples]:
+        if tuple(e.ids) not in shown:  # a sampled context can be a top one: showing it twice would weigh it double
+            explain.append(e)
+            shown.add(tuple(e.ids))
     # A sampled context can be one of the top ones: what the explainer saw is never held out.
     held = [e for e in top[1::2] + samples[cfg.n_explain_samples :] if tuple(e.ids) not in shown]
     rng.shuffle(held)
@@ -142,15 +150,16 @@ def _marked(ex: Excerpt, frac: float) -> str:
     return P.mark(ex.tokens, ex.acts, threshold=frac * peak - 1e-12 if peak > 0 else math.inf)
 
 
-def _fuzzed(ex: Excerpt, frac: float, rng: random.Random) -> str | None:
-    """The excerpt with as many marks as it has active tokens, on tokens that are not active; None if impossible."""
+def _n_marked(ex: Excerpt, frac: float) -> int:
     peak = max(ex.acts) if ex.acts else 0.0
-    active = [a >= frac * peak and a > 0 for a in ex.acts]
-    quiet = [i for i, on in enumerate(active) if not on]
-    n = sum(active)
-    if n == 0 or len(quiet) < n:
+    return sum(a >= frac * peak and a > 0 for a in ex.acts)
+
+
+def _fuzzed(ex: Excerpt, n: int, rng: random.Random) -> str | None:
+    """A non-activating excerpt with ``n`` random tokens marked (delphi's default fuzzing); None if too short."""
+    if n == 0 or len(ex.tokens) < n:
         return None
-    chosen = set(rng.sample(quiet, n))
+    chosen = set(rng.sample(range(len(ex.tokens)), n))
     return P.mark(ex.tokens, [1.0 if i in chosen else 0.0 for i in range(len(ex.tokens))])
 
 
@@ -166,7 +175,9 @@ def _questions(examples: Sequence[LatentExamples], texts: Sequence[str], shuffle
     for j, (ex, text, other) in enumerate(zip(examples, texts, shuffled)):
         rng = random.Random(f"{cfg.seed}-fuzz-{ex.latent}")
         fuzz = [(_marked(e, cfg.mark_fraction), True) for e in ex.held_out]
-        fuzz += [(f, False) for f in (_fuzzed(e, cfg.mark_fraction, rng) for e in ex.held_out) if f is not None]
+        # As many wrong marks as the held-out excerpts have right ones on average (delphi: the ceiling of the mean).
+        n_wrong = math.ceil(sum(_n_marked(e, cfg.mark_fraction) for e in ex.held_out) / max(1, len(ex.held_out)))
+        fuzz += [(f, False) for f in (_fuzzed(e, n_wrong, rng) for e in ex.non_activating) if f is not None]
         detect = [("".join(e.tokens).replace("\n", " "), True) for e in ex.held_out]
         detect += [("".join(e.tokens).replace("\n", " "), False) for e in ex.non_activating]
         for name, explanation in (("", text), ("_shuffled", other)):

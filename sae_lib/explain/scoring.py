@@ -2,9 +2,11 @@
 
 * **detection**: the explainer LM sees the explanation and one excerpt at a time, held-out
   activating excerpts and non-activating ones mixed, and says whether the latent is active in it.
-* **fuzzing**: it sees held-out activating excerpts with tokens marked, either on the tokens where
-  the latent is active or on as many other tokens of the same excerpt, and says whether the marks
-  are right.
+* **fuzzing**: it sees excerpts with tokens marked, held-out activating ones marked where the latent
+  is active, and non-activating ones with as many tokens marked at random (delphi's default; its
+  harder "active" variant marks quiet tokens of activating excerpts instead, which asks which token
+  of a topic's passage fires rather than whether the marks fit the explanation), and says whether
+  the marks are right.
 
 The same questions asked with another latent's explanation (the *shuffled* baseline) say what a
 score is worth: 0.5 is chance, and an explanation is informative as far as it beats its baseline.

@@ -73,24 +73,40 @@ SHARED = {w.lower() for w in NAMES + FEELINGS} | set(words_of(" ".join(TIMES))) 
 """Words every topic's stories share: the stand-in explainer ignores them, as a person would."""
 
 
+def _runs(text):
+    """(words inside, the word right after) for each marked run of ``text``, line by line."""
+    out = []
+    for line in text.split("\n"):
+        for m in re.finditer(r"<<(.*?)>>", line):
+            after = words_of(line[m.end() :].replace("<<", " ").replace(">>", " "))
+            out.append((words_of(m.group(1)), after[0] if after else ""))
+    return out
+
+
 def scripted(prompts, max_new_tokens):
-    """A stand-in explainer answering from keywords: explains with the most frequent marked content words,
-    says Yes to detection when an explanation word is in the excerpt, and to fuzzing when one is marked."""
+    """A stand-in explainer answering from keywords, as a person skimming the marks would.
+
+    It explains with the most frequent content words of the marked tokens, reading a mark that holds
+    only shared words ("<<the>> knight") by the word it introduces; says Yes to detection when an
+    explanation word is in the excerpt, and to fuzzing when one is marked or directly follows a mark.
+    """
     answers = []
     for messages in prompts:
         system, user = messages[0]["content"], messages[1]["content"]
         if system == P.EXPLAIN_SYSTEM:
-            marked = " ".join(re.findall(r"<<(.*?)>>", user))
-            common = [w for w, _ in Counter(w for w in words_of(marked) if w not in SHARED and "|" not in w).most_common(8)]
-            answers.append("Explanation: " + ", ".join(common))
+            words = []
+            for inside, after in _runs(user):
+                content = [w for w in inside if w not in SHARED and "|" not in w]
+                words += content or ([after] if after and after not in SHARED and "|" not in after else [])
+            answers.append("Explanation: " + ", ".join(w for w, _ in Counter(words).most_common(8)))
             continue
         explanation, excerpt = re.match(r"Explanation: (.*)\nExcerpt: (.*)\n", user).groups()
         keywords = set(words_of(explanation.replace(",", " ")))
         if system == P.DETECT_SYSTEM:
-            seen = set(words_of(excerpt.replace("<<", " ").replace(">>", " ")))
+            hit = keywords & set(words_of(excerpt.replace("<<", " ").replace(">>", " ")))
         else:
-            seen = set(words_of(" ".join(re.findall(r"<<(.*?)>>", excerpt))))
-        answers.append("Yes" if keywords & seen else "No")
+            hit = any(keywords & {*inside, after} for inside, after in _runs(excerpt))
+        answers.append("Yes" if hit else "No")
     return answers
 
 
@@ -110,9 +126,6 @@ def test_scores_separate_matching_from_shuffled_explanations(scored):
     assert sum(det for _, det, _, _, _ in scored.values()) / len(scored) >= 0.8, scored
 
 
-@pytest.mark.xfail(strict=True, reason="the keyword stand-in explains word-class latents (topic adjectives) with the "
-                   "few words it saw marked, so held-out excerpts without those words fail: 4 of 10 topics reach 0.8 "
-                   "on both scores (measured), the goal is 9")
 def test_matching_explanations_reach_0_8_on_nine_topics(scored):
     good = [t for t, (_, det, fuzz, det_s, fuzz_s) in scored.items() if min(det, fuzz) >= 0.8 and max(det_s, fuzz_s) <= 0.6]
     assert len(good) >= 9, scored
