@@ -1,5 +1,6 @@
 """Prompts, parsing, scoring arithmetic, the store, and the whole explain/score path with real small LMs."""
 
+import itertools
 import math
 import multiprocessing as mp
 import shutil
@@ -11,6 +12,7 @@ from transformers import AutoTokenizer
 
 from sae_lib import latent_index as li
 from sae_lib.errors import CompatibilityError
+from sae_lib.explain import explainer as E
 from sae_lib.explain import prompts as P
 from sae_lib.explain.explainer import ExplainConfig, Explanation, explain_and_score, latent_examples, model_acts_fn
 from sae_lib.explain.generator import ExplainerLoadError, HFGenerator, LoadedModelGenerator, render
@@ -193,3 +195,29 @@ def test_loaded_model_batches_like_one_at_a_time(tiny_model):
     batched = LoadedModelGenerator(tiny_model, batch_size=3)(prompts, 5)
     single = LoadedModelGenerator(tiny_model, batch_size=1)(prompts, 5)
     assert batched == single and len(batched) == 3
+
+
+def test_fuzzing_marks_held_out_excerpts_right_and_non_activating_ones_at_random(tiny_index, tiny_model, tiny_sae):
+    """delphi's default fuzzing: right marks on the held-out excerpts, as many random marks as they have on
+    average (ceiling) on the non-activating ones; the explainer never sees an excerpt twice."""
+    alive = (~tiny_index.dead).nonzero().squeeze(1)
+    latent = int(alive[tiny_index.count[alive].argmin()])
+    cfg = ExplainConfig(n_non_activating=4)
+    ex = latent_examples(tiny_index, latent, cfg, model_acts_fn(tiny_model, tiny_sae))
+    assert len({tuple(e.ids) for e in ex.explain}) == len(ex.explain)
+    q = E._questions([ex], ["x"], [""], cfg)
+    fuzz = [(m[1]["content"].split("\nExcerpt: ")[1].rsplit("\n", 1)[0], t) for m, t, k in zip(q.messages, q.truth, q.key)
+            if k == (0, "fuzzing")]  # fmt: skip
+    right = [text for text, t in fuzz if t]
+    assert right == [E._marked(e, cfg.mark_fraction) for e in ex.held_out]
+    marked = [sum(a >= cfg.mark_fraction * max(e.acts) for a in e.acts) for e in ex.held_out]  # naive count
+    n_wrong = -(-sum(marked) // len(marked))
+    wrong = [text for text, t in fuzz if not t]
+    plain = ["".join(e.tokens).replace("\n", " ") for e in ex.non_activating]
+    assert len(wrong) == len(plain) and wrong
+    for text, excerpt in zip(wrong, ex.non_activating):
+        assert text.replace("<<", "").replace(">>", "") == "".join(excerpt.tokens).replace("\n", " ")
+        # Which tokens are marked: rebuild the string from each candidate mask until one matches.
+        hits = [m for m in itertools.combinations(range(len(excerpt.tokens)), n_wrong)
+                if P.mark(excerpt.tokens, [1.0 if i in m else 0.0 for i in range(len(excerpt.tokens))]) == text]
+        assert hits  # exactly n_wrong tokens of the non-activating excerpt are marked
