@@ -5,8 +5,9 @@
 
 Both presets read the demo's latent index (real excerpts, real prompt lengths) and run the same
 ``explain_and_score`` path as ``scripts/explain_latents.py``: one explanation prompt per latent and
-about 40 scoring questions (detection and fuzzing, with the shuffled baseline). ``demo`` explains with
-the loaded TransformerLens model (the app's path); ``qwen3-8b`` with a Hugging Face ``Qwen3ForCausalLM``
+about 80 scoring questions (detection and fuzzing, 10 + 10 excerpts each, with the shuffled baseline).
+``demo`` explains with the loaded model (the app's path: through its generation engine's Hugging Face
+module, and timed again on TransformerLens's ``generate`` for comparison); ``qwen3-8b`` with a Hugging Face ``Qwen3ForCausalLM``
 of Qwen3-8B's shape (36 layers, 4096 wide, bf16) with random weights, since throughput depends on the
 shape, not the weights (its answers are junk, and the output length is capped the same way).
 The baseline, timed in the same run on the same latents, is the same work one prompt per batch.
@@ -60,6 +61,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     from sae_lib.demo.build import ensure_demo
+    from sae_lib.engine import engine_for, transformerlens_only
     from sae_lib.explain.generator import HFGenerator, LoadedModelGenerator
     from sae_lib.workspace import load_workspace
 
@@ -79,6 +81,10 @@ def main(argv: list[str] | None = None) -> None:
         single = HFGenerator.from_loaded(model, ws.model.tokenizer, "qwen3-8b-shaped", batch_size=1)
     time_run(batched, index, latents[:2], cfg, chunk=2)  # warm-up
     t_batched = time_run(batched, index, latents, cfg, chunk=len(latents))
+    t_tl = None
+    if args.preset == "demo" and engine_for(ws.model) is not None:
+        with transformerlens_only(ws.model):  # the same batches on TransformerLens's generate
+            t_tl = time_run(batched, index, latents, cfg, chunk=len(latents))
     n_single = max(2, len(latents) // 4)  # one prompt at a time is slow: time a quarter, per latent
     t_single = time_run(single, index, latents[:n_single], cfg, chunk=n_single)
     per_min_batched = len(latents) / t_batched * 60
@@ -89,9 +95,11 @@ def main(argv: list[str] | None = None) -> None:
         "torch_threads": torch.get_num_threads(),
         "latents": len(latents),
         "batch_size": args.batch_size,
+        "engine": args.preset == "demo" and engine_for(ws.model) is not None,
         "latents_per_minute_batched": round(per_min_batched, 2),
         "latents_per_minute_one_prompt_at_a_time": round(per_min_single, 2),
         "batched_vs_one_at_a_time": round(per_min_batched / per_min_single, 2),
+        "latents_per_minute_batched_transformerlens": round(len(latents) / t_tl * 60, 2) if t_tl else None,
         "hours_for_65536_latents_batched": round(65_536 / per_min_batched / 60, 1),
     }, indent=2))  # fmt: skip
 
