@@ -127,5 +127,8 @@ def test_scores_separate_matching_from_shuffled_explanations(scored):
 
 
 def test_matching_explanations_reach_0_8_on_nine_topics(scored):
+    # Measured: all but sports. Its guide latent fires on sports stories (~3.5) but most on story endings
+    # in every topic ("At the <<end>> of the day", ~4.7), so its top excerpts are other topics' endings,
+    # which the stand-in, ignoring shared words, cannot describe.
     good = [t for t, (_, det, fuzz, det_s, fuzz_s) in scored.items() if min(det, fuzz) >= 0.8 and max(det_s, fuzz_s) <= 0.6]
     assert len(good) >= 9, scored
