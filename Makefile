@@ -46,9 +46,9 @@ test: setup browser
 	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q
 
 # The quick tier for every change: no demo build, no server or browser, nothing marked slow
-# (markers in pyproject.toml). `make test` still runs everything.
+# (markers in pyproject.toml), spread over 2 workers (pytest-xdist). `make test` runs everything, serially.
 test-fast: setup
-	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q -m "not demo and not e2e and not slow"
+	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q -m "not demo and not e2e and not slow" -n 2
 
 bench: demo
 	for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
