@@ -18,7 +18,7 @@ import streamlit as st
 from sae_lib.errors import LatentLabError
 from sae_lib.limits import LIMITS, check_range
 from sae_lib.redact import public_name, redact_paths
-from sae_lib.workspace import Workspace, load_workspace
+from sae_lib.workspace import Workspace, load_workspace, start_warm_up
 
 log = logging.getLogger("latent_lab")
 OPERATOR_LOGGERS = ("latent_lab", "sae_lib")
@@ -80,6 +80,7 @@ def show_error(message: object, where=st) -> None:
 def get_workspace() -> Workspace:
     """Model + SAE (+ latent index when present), loaded once per process from the environment."""
     ws = load_workspace()
+    start_warm_up(ws)  # compiles the decode step in the background on a GPU; nothing on a CPU
     # The operator's log gets the real places; visitors get names (see loaded_facts).
     log.info("Loaded model %s and SAE %s (SAE files in %s)", ws.model_source, ws.sae_source, ws.sae_dir)
     if ws.fallback_reason:

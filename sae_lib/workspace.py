@@ -43,7 +43,7 @@ class Workspace:
     fallback_reason: str | None = None
     """Set when the configured model/SAE failed and the embedded default was loaded instead."""
     warm_up: threading.Thread | None = None
-    """The background compilation of the engine's decode step started at load (CUDA only), if any."""
+    """The background compilation of the engine's decode step (:func:`start_warm_up`), if one was started."""
 
     @property
     def engine_notice(self) -> str | None:
@@ -107,13 +107,14 @@ def _load_pair(model_source: str, sae_source: str, device: str | None, dtype: st
         sae_dir=loaded.local_dir,
     )
     _attach_index(ws)
-    ws.warm_up = _start_warm_up(ws)
     return ws
 
 
-def _start_warm_up(ws: Workspace) -> threading.Thread | None:
-    """Compile the engine's decode step in the background (``generation.warm_up``): the pages are usable
-    at once, and a generation asked for meanwhile waits in the model's queue instead of compiling."""
+def start_warm_up(ws: Workspace) -> threading.Thread | None:
+    """Compile the engine's decode step in the background (``generation.warm_up``), when it compiles
+    (CUDA): the pages are usable at once, and a generation asked for meanwhile waits in the model's
+    queue instead of compiling. The app calls this once after loading; scripts and benches, which time
+    their own first calls or never decode through the compiled step, do not. Sets ``ws.warm_up``."""
     from sae_lib.generation import engine_serving, warm_up
 
     engine = engine_serving(ws.model, ws.sae)
@@ -128,6 +129,7 @@ def _start_warm_up(ws: Workspace) -> threading.Thread | None:
 
     thread = threading.Thread(target=run, name="latent-lab-warm-up", daemon=True)
     thread.start()
+    ws.warm_up = thread
     return thread
 
 

@@ -4,7 +4,7 @@ import pytest
 
 from sae_lib import constants
 from sae_lib.errors import LatentLabError
-from sae_lib.workspace import load_workspace
+from sae_lib.workspace import load_workspace, start_warm_up
 
 
 def test_demo_workspace_describes_itself(demo_workspace, demo_paths):
@@ -15,12 +15,13 @@ def test_demo_workspace_describes_itself(demo_workspace, demo_paths):
     assert (info["device"], info["dtype"]) == ("cpu", "float32")
     assert info["index"] == "loaded" and demo_workspace.fallback_reason is None
     assert info["engine"] == "Hugging Face (sdpa, eager)" and demo_workspace.engine_notice is None
-    assert demo_workspace.warm_up is None  # nothing compiles on a CPU, so nothing warms up
+    assert demo_workspace.warm_up is None and start_warm_up(demo_workspace) is None  # nothing compiles on a CPU
 
 
-def test_a_compiling_engine_is_warmed_up_in_the_background_at_load(demo_paths, monkeypatch):
-    """With compiled decoding on (as on a GPU), the load starts the warm-up in a thread and returns; the
-    thread compiles through the model's queue and leaves it free."""
+def test_a_compiling_engine_is_warmed_up_in_the_background(demo_paths, monkeypatch):
+    """With compiled decoding on (as on a GPU), start_warm_up (the app calls it after loading) returns at
+    once; its thread compiles through the model's queue and leaves it free. Loading alone starts nothing
+    (scripts and benches time their own first calls)."""
     import torch
 
     from sae_lib import engine
@@ -30,7 +31,8 @@ def test_a_compiling_engine_is_warmed_up_in_the_background_at_load(demo_paths, m
     monkeypatch.setattr(engine, "_compile_wanted", lambda device: True)
     monkeypatch.setattr(torch, "compile", lambda fn, **k: compiles.append(1) or fn)  # the graphs need a GPU
     ws = load_workspace(str(demo_paths.model), str(demo_paths.sae), device="cpu", dtype="float32", fallback=False)
-    assert ws.warm_up is not None and ws.warm_up.name == "latent-lab-warm-up"
+    assert ws.warm_up is None
+    assert start_warm_up(ws) is ws.warm_up and ws.warm_up.name == "latent-lab-warm-up"
     ws.warm_up.join(timeout=120)
     assert not ws.warm_up.is_alive() and compiles == [1]
     assert engine.engine_for(ws.model).compile_failed is None and queue_for(ws.model).ahead_of_new_arrival() == 0
