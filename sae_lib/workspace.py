@@ -87,7 +87,10 @@ class Workspace:
         }
 
 
-def _load_pair(model_source: str, sae_source: str, device: str | None, dtype: str | None) -> Workspace:
+def load_checked_pair(model_source: str, sae_source: str, device: str | None, dtype: str | None):
+    """The model and an SAE for it, loaded and checked against each other (a registry SAE's own model
+    first, then the hook and its width). Returns ``(model, LoadedSAE)``; the app's workspace and the
+    scripts that index and explain latents all load through here."""
     # Imported here: these modules pull in heavy optional paths only when a workspace is built.
     from sae_lib.model import load_model
     from sae_lib.sae import check_sae_matches_model, load_sae
@@ -99,6 +102,11 @@ def _load_pair(model_source: str, sae_source: str, device: str | None, dtype: st
 
         registry.check_model(registry.lookup(loaded.spec.release, loaded.spec.sae_id), model_source)
     check_sae_matches_model(loaded.sae, model)
+    return model, loaded
+
+
+def _load_pair(model_source: str, sae_source: str, device: str | None, dtype: str | None) -> Workspace:
+    model, loaded = load_checked_pair(model_source, sae_source, device, dtype)
     ws = Workspace(
         model=model,
         sae=loaded.sae,

@@ -151,22 +151,14 @@ def run(cfg: BuildIndexConfig, log: Callable[[str], None] = print) -> Path:
     """Load the model and SAE, tokenize the corpus, build and save the index; returns the folder written."""
     if cfg.dataset != DEMO and not (cfg.sae and cfg.model):
         raise InputError("Indexing a Hub dataset needs --model and --sae: the demo pair is indexed on the demo corpus.")
-    from sae_lib.model import load_model
-    from sae_lib.sae import check_sae_matches_model, load_sae
-    from sae_lib.workspace import demo_sources
+    from sae_lib.workspace import demo_sources, load_checked_pair
 
     model_src, sae_src = cfg.model, cfg.sae
     if not model_src or not sae_src:
         demo_model, demo_sae = demo_sources()
         model_src, sae_src = model_src or demo_model, sae_src or demo_sae
     device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = load_model(model_src, device=device, dtype=cfg.dtype or None)
-    loaded = load_sae(sae_src, device=device)
-    if loaded.spec.kind == "registry":
-        from sae_lib import registry
-
-        registry.check_model(registry.lookup(loaded.spec.release, loaded.spec.sae_id), model_src)
-    check_sae_matches_model(loaded.sae, model)
+    model, loaded = load_checked_pair(model_src, sae_src, device, cfg.dtype or None)
     tokens = corpus_tokens(cfg, model.tokenizer)
     log(f"{model_src} + {sae_src}: indexing {tokens.numel():,} tokens of {cfg.dataset} on {device}.")
     if not cfg.out and loaded.local_dir is None:

@@ -102,19 +102,23 @@ def run(cfg: ExplainLatentsConfig, log: Callable[[str], None] = print, gen=None)
     """Explain the selected latents chunk by chunk, saving after each; returns the parquet's path."""
     from sae_lib.explain.generator import HFGenerator, LoadedModelGenerator
     from sae_lib.latent_index import load_index
-    from sae_lib.model import load_model
-    from sae_lib.sae import check_sae_matches_model, load_sae
-    from sae_lib.workspace import demo_sources
+    from sae_lib.workspace import demo_sources, load_checked_pair
 
     model_src, sae_src = cfg.model, cfg.sae
     if not model_src or not sae_src:
         demo_model, demo_sae = demo_sources()
         model_src, sae_src = model_src or demo_model, sae_src or demo_sae
     device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = load_model(model_src, device=device, dtype=cfg.dtype or None)
-    loaded = load_sae(sae_src, device=device)
-    check_sae_matches_model(loaded.sae, model)
-    index_dir = Path(cfg.out) if cfg.out else Path(loaded.local_dir)
+    # The same checked load as the app's (a registry SAE's own model included).
+    model, loaded = load_checked_pair(model_src, sae_src, device, cfg.dtype or None)
+    if cfg.out:
+        index_dir = Path(cfg.out)
+    elif loaded.local_dir is not None:
+        index_dir = Path(loaded.local_dir)
+    else:  # a registry SAE has no folder: its index is where build_latent_index.py and the app put it
+        from sae_lib import index_builds
+
+        index_dir = index_builds.cache_dir(loaded.sae)
     index = load_index(index_dir, loaded.sae)
     if index is None:
         raise InputError(f"No latent index in {index_dir}: build it first with scripts/build_latent_index.py.")

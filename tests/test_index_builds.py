@@ -223,3 +223,31 @@ def test_script_writes_a_registry_saes_index_where_the_app_finds_it(script, monk
     assert out.parent == ib.cache_root()
     ws = load_workspace(str(tiny_hf_qwen3_dir), spec, device="cpu", dtype="float32", fallback=False)
     assert ws.index is not None and out == ib.cache_dir(ws.sae) and ws.index.meta.n_tokens == 1024
+
+
+def test_explain_script_finds_a_registry_saes_index_in_the_app_cache(script, monkeypatch, tmp_path, tiny_hf_qwen3_dir):
+    """A registry SAE has no folder: explain_latents.py without --out reads (and writes next to) the index
+    that build_latent_index.py put in the app's cache, after the same checked load as the app's."""
+    import pandas as pd
+
+    from sae_lib.constants import REPO_ROOT
+    from sae_lib.explain.generator import FunctionGenerator
+    from tests.registry_helpers import fake_scope_cache, use_registry
+
+    use_registry(monkeypatch, fake_scope_cache(monkeypatch, tmp_path / "hub", 64, [1], model=str(tiny_hf_qwen3_dir)))
+    spec = "sae-lens:test-scope/layer1"
+    built = script.run(script.BuildIndexConfig(model=str(tiny_hf_qwen3_dir), sae=spec, n_tokens=1024, context_size=64,
+                                               device="cpu", dtype="float32"), log=lambda _: None)  # fmt: skip
+    explain_spec = importlib.util.spec_from_file_location("explain_latents_for_registry_test", REPO_ROOT / "scripts" / "explain_latents.py")
+    explain = importlib.util.module_from_spec(explain_spec)
+    sys.modules[explain_spec.name] = explain
+    explain_spec.loader.exec_module(explain)
+
+    def stand_in(prompts, max_new_tokens):  # explains with one word, answers every scoring question Yes
+        return ["Yes" if "Explanation:" in messages[-1]["content"] else "Explanation: rockets" for messages in prompts]
+
+    cfg = explain.ExplainLatentsConfig(model=str(tiny_hf_qwen3_dir), sae=spec, device="cpu", dtype="float32", limit=2, chunk=2)
+    path = explain.run(cfg, log=lambda _: None, gen=FunctionGenerator(stand_in, "stand-in"))
+    assert path.parent == built
+    table = pd.read_parquet(path)
+    assert len(table) == 2 and set(table["explanation"]) == {"rockets"}
