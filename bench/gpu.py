@@ -217,16 +217,17 @@ def index_pass(model, sae, preset: Preset, device: str) -> dict:
 
 
 def training(model, sae_hook: str, preset: Preset, device: str, compile_sae: bool = False) -> dict:
-    """SAELens's runner, activations from the engine, against the bare forward to the hook.
+    """SAELens's trainer through the app's runner (activations from the engine), against the bare
+    forward to the hook.
 
     Two runs, ``train_steps`` and a tenth of it: the difference of their times is the cost of the extra
     steps alone, free of setup, the activation-norm estimate and the shuffle buffer's first fill.
     """
     from datasets import Dataset
-    from sae_lens import LanguageModelSAETrainingRunner
     from sae_lens.config import LoggingConfig
 
-    from sae_lib.engine import EngineActivations, hook_activations
+    from sae_lib.engine import hook_activations
+    from sae_lib.training.runner import run_training
     from sae_lib.training.presets import PRESETS as TRAIN_PRESETS
 
     steps, batch_tokens, ctx = preset.train_steps, preset.train_batch_tokens, preset.context
@@ -253,7 +254,9 @@ def training(model, sae_hook: str, preset: Preset, device: str, compile_sae: boo
         )
         sync(device)
         t0 = time.perf_counter()
-        LanguageModelSAETrainingRunner(cfg, override_dataset=dataset, override_model=EngineActivations(model)).run()
+        # The app's runner (activations through the engine); unlike SAELens's own runner it puts the
+        # SIGINT/SIGTERM handlers back afterwards, so a time limit's SIGTERM still ends this process.
+        run_training(cfg, model=model, dataset=dataset, log=lambda _: None, progress_every_s=1e9)
         sync(device)
         return time.perf_counter() - t0
 

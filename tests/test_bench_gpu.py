@@ -54,3 +54,14 @@ def test_only_runs_the_named_steps():
     report = gpu.run(gpu.GpuBenchConfig(preset="demo-shape", only=("index",)))
     assert "error" not in report["index"] and "per_build_fixed_s" in report["index"]
     assert not {"generation", "training", "load"} & set(report)
+
+
+def test_training_step_leaves_the_signal_handlers_as_it_found_them():
+    """SAELens's own runner leaves its SIGINT/SIGTERM handlers installed (a later SIGTERM then raised
+    inside an unrelated forward on the H100); the bench trains through the app's runner, which does not."""
+    import signal
+
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    report = gpu.run(gpu.GpuBenchConfig(preset="demo-shape", only=("training",)))
+    assert "error" not in report["training"], report["training"]
+    assert {sig: signal.getsignal(sig) for sig in before} == before
