@@ -155,7 +155,7 @@ class Engine(StaticDecode):
 
         With ``compile_decode`` the decode steps run through a compiled graph over a static cache when
         the steering is additive (``steer.decode_add``, see :class:`DecodeSlot`); anything that fails
-        there (compilation, graph capture, memory before a shape's graph first ran) switches the engine
+        there (compilation, graph capture, memory before a shape's graph is recorded) switches the engine
         to eager for good, with a log notice, and the run is redone eagerly from the same seed.
         """
         steps_reported = 0

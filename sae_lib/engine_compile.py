@@ -5,7 +5,7 @@
 cache, then decodes one token per call through a compiled graph that steers through a persistent
 :class:`DecodeSlot`. Anything that fails here raises :class:`_CompileProblem`, and the engine falls back
 to eager for good (:meth:`sae_lib.engine.Engine.sample`). Out of memory counts as such a failure until
-a shape's graph has run once; after that it is a real shortage and is raised as it is.
+a shape's graph is recorded (three compiled calls); after that it is a real shortage, raised as it is.
 """
 
 from __future__ import annotations
@@ -48,13 +48,16 @@ class StaticDecode:
                 raise _CompileProblem(f"torch.compile failed: {type(err).__name__}: {err}") from err
         compiled = self._compiled["decode"]
         caches = self._compiled.setdefault("caches", {})
-        captured = self._compiled.setdefault("captured", set())  # shapes whose graph ran once already
+        # Compiled calls that succeeded per shape. torch's CUDA graph trees run a new shape once to warm
+        # up, record it on the next call and replay it from the third: after three, nothing is set up.
+        runs = self._compiled.setdefault("runs", {})
         key = (batch, length)
         cache = caches.pop(key, None)
         if cache is None:
             while len(caches) >= 4:  # the least recently used goes: KV caches are large on an 8B model
-                captured.discard(next(iter(caches)))
-                caches.pop(next(iter(caches)))
+                old = next(iter(caches))
+                caches.pop(old)
+                runs.pop(old, None)
             cache = StaticCache(config=self.hf.config, max_cache_len=length)
         caches[key] = cache  # most recently used last
         cache.reset()
@@ -62,7 +65,7 @@ class StaticDecode:
         first = [True]
 
         def shortage(err: torch.OutOfMemoryError) -> Exception:
-            if key in captured:  # this shape's graph ran before: a real shortage, the caller's to report
+            if runs.get(key, 0) >= 3:  # this shape's graph is recorded: a real shortage, the caller's to report
                 return err
             # The static cache, compilation and graph capture need memory that eager decoding does not.
             return _CompileProblem(f"out of memory while setting up compiled decoding ({str(err)[:200]})")
@@ -85,7 +88,7 @@ class StaticDecode:
                 raise shortage(err) from err
             except Exception as err:  # a graph break dynamo cannot handle, a capture error, ...
                 raise _CompileProblem(f"compiled decode step failed: {type(err).__name__}: {str(err)[:300]}") from err
-            captured.add(key)
+            runs[key] = runs.get(key, 0) + 1
             return logits
 
         try:
