@@ -13,6 +13,7 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import torch
 from sae_lens import SAE
@@ -85,6 +86,39 @@ class Workspace:
             "index": "loaded" if self.index is not None else (self.index_problem or "none"),
             "engine": engine.mode if engine is not None and self.engine_notice is None else "TransformerLens",
         }
+
+
+@dataclass
+class PairSource:
+    """Which model and SAE to load: the flags shared by the scripts that index and explain latents."""
+
+    model: str = ""
+    """TransformerLens model name (Qwen/Qwen3-8B) or local Hugging Face folder; empty: the embedded demo model."""
+    sae: str = ""
+    """Local SAELens folder, Hub spec user/repo:sae_id[@revision], or SAELens registry sae-lens:RELEASE/SAE_ID; empty: the embedded demo SAE."""
+    device: str = ""
+    """cuda, cpu, ...; empty: cuda when available."""
+    dtype: str = ""
+    """Model dtype (float32, bfloat16, ...); empty: the loader's default."""
+
+    def load(self) -> "LoadedPair":
+        """Load the pair (the embedded demo's model/SAE where a source is empty), checked as the app's is."""
+        model_source, sae_source = self.model, self.sae
+        if not model_source or not sae_source:
+            demo_model, demo_sae = demo_sources()
+            model_source, sae_source = model_source or demo_model, sae_source or demo_sae
+        device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        model, loaded = load_checked_pair(model_source, sae_source, device, self.dtype or None)
+        return LoadedPair(model, loaded, model_source, sae_source, device)
+
+
+class LoadedPair(NamedTuple):
+    model: HookedTransformer
+    loaded: Any
+    """The SAE with where it came from (``sae_lib.sae.LoadedSAE``)."""
+    model_source: str
+    sae_source: str
+    device: str
 
 
 def load_checked_pair(model_source: str, sae_source: str, device: str | None, dtype: str | None):

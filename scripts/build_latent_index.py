@@ -29,6 +29,7 @@ from sae_lib import corpora, index_builds
 from sae_lib.errors import InputError, LatentLabError
 from sae_lib.corpora import CorpusSource
 from sae_lib.latent_index import IndexConfig, LatentIndex, save_index
+from sae_lib.workspace import PairSource
 
 DEMO = "demo"
 
@@ -37,10 +38,8 @@ DEMO = "demo"
 class BuildIndexConfig:
     """Which model, SAE and corpus to index, and where the index goes."""
 
-    model: str = ""
-    """TransformerLens model name (Qwen/Qwen3-8B) or local Hugging Face folder; empty: the embedded demo model."""
-    sae: str = ""
-    """Local SAELens folder, Hub spec user/repo:sae_id[@revision], or SAELens registry sae-lens:RELEASE/SAE_ID; empty: the embedded demo SAE."""
+    pair: PairSource = field(default_factory=PairSource)
+    """The model and SAE (--model, --sae, --device, --dtype)."""
     dataset: str = DEMO
     """'demo' (the demo corpus's held-out stories) or a Hugging Face dataset name, streamed."""
     dataset_split: str = "train"
@@ -55,10 +54,6 @@ class BuildIndexConfig:
     """Tokens per row; texts are joined with the end-of-text token and cut into rows of this length."""
     out: str = ""
     """Folder to write the index into; empty: the SAE's own folder (where the app looks for it)."""
-    device: str = ""
-    """cuda, cpu, ...; empty: cuda when available."""
-    dtype: str = ""
-    """Model dtype (float32, bfloat16, ...); empty: the loader's default."""
     index: IndexConfig = field(default_factory=IndexConfig)
     """What the pass computes (bins, top-k, windows, batch size, ...)."""
 
@@ -72,12 +67,10 @@ PRESETS: dict[str, BuildIndexConfig] = {
     # The write-up's setting: Qwen3-8B's layer-28 MLP output, FineWeb text. The first position of Qwen
     # rows is an attention sink with huge activations, so it is left out of the statistics.
     "qwen3-8b": BuildIndexConfig(
-        model="Qwen/Qwen3-8B",
-        sae="",
+        pair=PairSource(model="Qwen/Qwen3-8B", dtype="bfloat16"),
         dataset="HuggingFaceFW/fineweb",
         n_tokens=10_000_000,
         context_size=1024,
-        dtype="bfloat16",
         index=IndexConfig(batch_size=8, skip_positions=1),
     ),
 }
@@ -149,16 +142,9 @@ def build_and_save(
 
 def run(cfg: BuildIndexConfig, log: Callable[[str], None] = print) -> Path:
     """Load the model and SAE, tokenize the corpus, build and save the index; returns the folder written."""
-    if cfg.dataset != DEMO and not (cfg.sae and cfg.model):
+    if cfg.dataset != DEMO and not (cfg.pair.sae and cfg.pair.model):
         raise InputError("Indexing a Hub dataset needs --model and --sae: the demo pair is indexed on the demo corpus.")
-    from sae_lib.workspace import demo_sources, load_checked_pair
-
-    model_src, sae_src = cfg.model, cfg.sae
-    if not model_src or not sae_src:
-        demo_model, demo_sae = demo_sources()
-        model_src, sae_src = model_src or demo_model, sae_src or demo_sae
-    device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model, loaded = load_checked_pair(model_src, sae_src, device, cfg.dtype or None)
+    model, loaded, model_src, sae_src, device = cfg.pair.load()
     tokens = corpus_tokens(cfg, model.tokenizer)
     log(f"{model_src} + {sae_src}: indexing {tokens.numel():,} tokens of {cfg.dataset} on {device}.")
     if not cfg.out and loaded.local_dir is None:

@@ -21,21 +21,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import simple_parsing
-import torch
 
 from sae_lib.errors import InputError, LatentLabError
 from sae_lib.explain.explainer import ExplainConfig, explain_and_score, model_acts_fn
 from sae_lib.explain.store import explanations_path, load_explanations, save_explanations
+from sae_lib.workspace import PairSource
 
 
 @dataclass
 class ExplainLatentsConfig:
     """Which SAE's latents to explain, with which explainer, and how many at a time."""
 
-    model: str = ""
-    """TransformerLens model name or local Hugging Face folder; empty: the embedded demo model."""
-    sae: str = ""
-    """Local SAELens folder, Hub spec user/repo:sae_id[@revision], or SAELens registry sae-lens:RELEASE/SAE_ID; empty: the embedded demo SAE."""
+    pair: PairSource = field(default_factory=PairSource)
+    """The model and SAE (--model, --sae, --device, --dtype)."""
     explainer: str = ""
     """A local Hugging Face chat/base model folder (or a cached Hub name) to explain with; empty: the model itself."""
     min_density: float = 0.0
@@ -50,10 +48,6 @@ class ExplainLatentsConfig:
     """Latents per chunk: one batch of explanation prompts, one of scoring prompts, then a save."""
     batch_size: int = 16
     """Prompts per generation batch."""
-    device: str = ""
-    """cuda, cpu, ...; empty: cuda when available."""
-    dtype: str = ""
-    """Model dtype; empty: the loader's default."""
     out: str = ""
     """Folder of the index (where the parquet goes); empty: the SAE's folder."""
     explain: ExplainConfig = field(default_factory=ExplainConfig)
@@ -68,7 +62,7 @@ class ExplainLatentsConfig:
 
 PRESETS: dict[str, ExplainLatentsConfig] = {
     "demo": ExplainLatentsConfig(),
-    "qwen3-8b": ExplainLatentsConfig(model="Qwen/Qwen3-8B", dtype="bfloat16", chunk=64, batch_size=64),
+    "qwen3-8b": ExplainLatentsConfig(pair=PairSource(model="Qwen/Qwen3-8B", dtype="bfloat16"), chunk=64, batch_size=64),
 }
 
 
@@ -102,15 +96,8 @@ def run(cfg: ExplainLatentsConfig, log: Callable[[str], None] = print, gen=None)
     """Explain the selected latents chunk by chunk, saving after each; returns the parquet's path."""
     from sae_lib.explain.generator import HFGenerator, LoadedModelGenerator
     from sae_lib.latent_index import load_index
-    from sae_lib.workspace import demo_sources, load_checked_pair
-
-    model_src, sae_src = cfg.model, cfg.sae
-    if not model_src or not sae_src:
-        demo_model, demo_sae = demo_sources()
-        model_src, sae_src = model_src or demo_model, sae_src or demo_sae
-    device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
     # The same checked load as the app's (a registry SAE's own model included).
-    model, loaded = load_checked_pair(model_src, sae_src, device, cfg.dtype or None)
+    model, loaded, model_src, sae_src, device = cfg.pair.load()
     if cfg.out:
         index_dir = Path(cfg.out)
     elif loaded.local_dir is not None:
@@ -123,7 +110,7 @@ def run(cfg: ExplainLatentsConfig, log: Callable[[str], None] = print, gen=None)
     if index is None:
         raise InputError(f"No latent index in {index_dir}: build it first with scripts/build_latent_index.py.")
     if gen is None:
-        gen = HFGenerator(cfg.explainer, device=device, dtype=cfg.dtype or None, batch_size=cfg.batch_size) if cfg.explainer \
+        gen = HFGenerator(cfg.explainer, device=device, dtype=cfg.pair.dtype or None, batch_size=cfg.batch_size) if cfg.explainer \
             else LoadedModelGenerator(model, name=model_src, batch_size=cfg.batch_size)
     path = explanations_path(index_dir)
     table = load_explanations(path, index.meta.build_id)

@@ -21,7 +21,7 @@ from sae_lib import index_builds as ib
 from sae_lib import latent_index as li
 from sae_lib.latent_index import store
 from sae_lib.errors import InputError
-from sae_lib.workspace import load_workspace
+from sae_lib.workspace import PairSource, load_workspace
 from tests.helpers import make_hub_unreachable, use_hf_cache
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "build_latent_index.py"
@@ -194,8 +194,8 @@ def test_index_built_in_the_app_equals_the_scripts(script, cache, tmp_path, tiny
     sae.save_model(sae_dir)
     n_tokens, context = 2048, 64
     cfg = script.BuildIndexConfig(
-        model=str(tiny_hf_qwen3_dir), sae=str(sae_dir), n_tokens=n_tokens, context_size=context,
-        out=str(tmp_path / "script"), device="cpu", dtype="float32",
+        pair=PairSource(model=str(tiny_hf_qwen3_dir), sae=str(sae_dir), device="cpu", dtype="float32"),
+        n_tokens=n_tokens, context_size=context, out=str(tmp_path / "script"),
     )
     script.run(cfg, log=lambda _: None)
     ws = load_workspace(str(tiny_hf_qwen3_dir), str(sae_dir), device="cpu", dtype="float32", fallback=False)
@@ -218,7 +218,8 @@ def test_script_writes_a_registry_saes_index_where_the_app_finds_it(script, monk
 
     use_registry(monkeypatch, fake_scope_cache(monkeypatch, tmp_path / "hub", 64, [1], model=str(tiny_hf_qwen3_dir)))
     spec = "sae-lens:test-scope/layer1"
-    cfg = script.BuildIndexConfig(model=str(tiny_hf_qwen3_dir), sae=spec, n_tokens=1024, context_size=64, device="cpu", dtype="float32")
+    pair = PairSource(model=str(tiny_hf_qwen3_dir), sae=spec, device="cpu", dtype="float32")
+    cfg = script.BuildIndexConfig(pair=pair, n_tokens=1024, context_size=64)
     out = script.run(cfg, log=lambda _: None)
     assert out.parent == ib.cache_root()
     ws = load_workspace(str(tiny_hf_qwen3_dir), spec, device="cpu", dtype="float32", fallback=False)
@@ -236,8 +237,8 @@ def test_explain_script_finds_a_registry_saes_index_in_the_app_cache(script, mon
 
     use_registry(monkeypatch, fake_scope_cache(monkeypatch, tmp_path / "hub", 64, [1], model=str(tiny_hf_qwen3_dir)))
     spec = "sae-lens:test-scope/layer1"
-    built = script.run(script.BuildIndexConfig(model=str(tiny_hf_qwen3_dir), sae=spec, n_tokens=1024, context_size=64,
-                                               device="cpu", dtype="float32"), log=lambda _: None)  # fmt: skip
+    pair = PairSource(model=str(tiny_hf_qwen3_dir), sae=spec, device="cpu", dtype="float32")
+    built = script.run(script.BuildIndexConfig(pair=pair, n_tokens=1024, context_size=64), log=lambda _: None)
     explain_spec = importlib.util.spec_from_file_location("explain_latents_for_registry_test", REPO_ROOT / "scripts" / "explain_latents.py")
     explain = importlib.util.module_from_spec(explain_spec)
     sys.modules[explain_spec.name] = explain
@@ -246,7 +247,7 @@ def test_explain_script_finds_a_registry_saes_index_in_the_app_cache(script, mon
     def stand_in(prompts, max_new_tokens):  # explains with one word, answers every scoring question Yes
         return ["Yes" if "Explanation:" in messages[-1]["content"] else "Explanation: rockets" for messages in prompts]
 
-    cfg = explain.ExplainLatentsConfig(model=str(tiny_hf_qwen3_dir), sae=spec, device="cpu", dtype="float32", limit=2, chunk=2)
+    cfg = explain.ExplainLatentsConfig(pair=pair, limit=2, chunk=2)
     path = explain.run(cfg, log=lambda _: None, gen=FunctionGenerator(stand_in, "stand-in"))
     assert path.parent == built
     table = pd.read_parquet(path)

@@ -35,7 +35,7 @@ def test_help_explains_every_knob(script, capsys):
 
 def test_presets_and_overrides(script):
     cfg = script.parse_args(["--preset", "qwen3-8b", "--sae", "u/r:layer_28", "--top_k", "7"])
-    assert (cfg.model, cfg.sae, cfg.dtype) == ("Qwen/Qwen3-8B", "u/r:layer_28", "bfloat16")
+    assert (cfg.pair.model, cfg.pair.sae, cfg.pair.dtype) == ("Qwen/Qwen3-8B", "u/r:layer_28", "bfloat16")
     assert cfg.index.top_k == 7 and cfg.index.skip_positions == 1  # the override keeps the preset's other fields
     assert script.parse_args([]) == script.PRESETS["demo"]
 

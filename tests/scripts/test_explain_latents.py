@@ -34,7 +34,8 @@ def test_help_explains_every_knob(script, capsys):
     for flag in ("--preset", "--explainer", "--min_density", "--max_density", "--most_frequent", "--limit", "--chunk",
                  "--n_score", "--max_new_tokens"):  # fmt: skip
         assert flag in out
-    assert script.parse_args(["--preset", "qwen3-8b"]).model == "Qwen/Qwen3-8B"
+    assert script.parse_args(["--preset", "qwen3-8b"]).pair.model == "Qwen/Qwen3-8B"
+    assert script.parse_args(["--preset", "qwen3-8b", "--device", "cpu"]).pair.device == "cpu"
 
 
 def test_bad_settings_are_refused(script, capsys):
