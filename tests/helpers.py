@@ -1,7 +1,10 @@
 """Test helpers shared by several test modules (no fixtures here: those live in conftest.py)."""
 
+import functools
+import importlib.util
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import huggingface_hub.constants
@@ -46,3 +49,15 @@ def script_env(root: Path, **extra: str) -> dict[str, str]:
     (kept, not replaced, so packages found through PYTHONPATH stay importable)."""
     path = os.pathsep.join(p for p in (str(root), os.environ.get("PYTHONPATH", "")) if p)
     return {**os.environ, "PYTHONPATH": path, **extra}
+
+
+@functools.cache
+def load_script(name: str):
+    """``scripts/<name>.py`` as a module (``scripts/`` is not a package), loaded once per session."""
+    from sae_lib.constants import REPO_ROOT
+
+    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up by name while the file executes
+    spec.loader.exec_module(module)
+    return module

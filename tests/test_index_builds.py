@@ -2,12 +2,9 @@
 a full disk), and equality with scripts/build_latent_index.py on the same tokens."""
 
 import errno
-import importlib.util
 import io
 import json
-import sys
 import threading
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -22,9 +19,8 @@ from sae_lib import latent_index as li
 from sae_lib.latent_index import store
 from sae_lib.errors import InputError
 from sae_lib.workspace import PairSource, load_workspace
-from tests.helpers import make_hub_unreachable, use_hf_cache
+from tests.helpers import load_script, make_hub_unreachable, use_hf_cache
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "build_latent_index.py"
 SMALL = ib.Settings(16, li.IndexConfig(n_bins=16, top_k=3, n_lower_examples=2, window=8, window_before=4, batch_size=4))
 
 
@@ -175,11 +171,7 @@ def test_estimate_quotes_the_measurement_and_the_h100_rate(tiny_model, tiny_sae)
 
 @pytest.fixture
 def script():
-    spec = importlib.util.spec_from_file_location("build_latent_index_for_app_test", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("build_latent_index")
 
 
 @pytest.mark.slow
@@ -231,7 +223,6 @@ def test_explain_script_finds_a_registry_saes_index_in_the_app_cache(script, mon
     that build_latent_index.py put in the app's cache, after the same checked load as the app's."""
     import pandas as pd
 
-    from sae_lib.constants import REPO_ROOT
     from sae_lib.explain.generator import FunctionGenerator
     from tests.registry_helpers import fake_scope_cache, use_registry
 
@@ -239,10 +230,7 @@ def test_explain_script_finds_a_registry_saes_index_in_the_app_cache(script, mon
     spec = "sae-lens:test-scope/layer1"
     pair = PairSource(model=str(tiny_hf_qwen3_dir), sae=spec, device="cpu", dtype="float32")
     built = script.run(script.BuildIndexConfig(pair=pair, n_tokens=1024, context_size=64), log=lambda _: None)
-    explain_spec = importlib.util.spec_from_file_location("explain_latents_for_registry_test", REPO_ROOT / "scripts" / "explain_latents.py")
-    explain = importlib.util.module_from_spec(explain_spec)
-    sys.modules[explain_spec.name] = explain
-    explain_spec.loader.exec_module(explain)
+    explain = load_script("explain_latents")
 
     def stand_in(prompts, max_new_tokens):  # explains with one word, answers every scoring question Yes
         return ["Yes" if "Explanation:" in messages[-1]["content"] else "Explanation: rockets" for messages in prompts]

@@ -1,8 +1,5 @@
 """scripts/build_latent_index.py: presets and flags, and its build-and-save path on the tiny model."""
 
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -10,17 +7,13 @@ from sae_lib import latent_index as li
 from sae_lib.constants import INDEX_META_FILENAME
 from sae_lib.packing import pack_texts
 from tests.conftest import TINY_TEXTS
+from tests.helpers import load_script
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "build_latent_index.py"
 
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("build_latent_index", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
-    spec.loader.exec_module(module)
-    return module
+    return load_script("build_latent_index")
 
 
 def test_help_explains_every_knob(script, capsys):

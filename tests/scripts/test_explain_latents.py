@@ -1,29 +1,23 @@
 """scripts/explain_latents.py: flags, bad input, and kill -9 midway then resume, on the demo pair (copied)."""
 
-import importlib.util
 import shutil
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from sae_lib.constants import EXPLANATIONS_FILENAME, REPO_ROOT
 from sae_lib.explain.store import load_explanations
-from tests.helpers import script_env
+from tests.helpers import load_script, script_env
 
 SCRIPT = REPO_ROOT / "scripts" / "explain_latents.py"
 
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("explain_latents", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("explain_latents")
 
 
 def test_help_explains_every_knob(script, capsys):

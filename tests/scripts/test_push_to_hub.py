@@ -1,18 +1,12 @@
 """scripts/push_to_hub.py: dry run, missing token, not an SAE folder, token never printed."""
 
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
 from huggingface_hub import HfApi
 from sae_lens import SAE
+from tests.helpers import load_script
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "push_to_hub.py"
-spec = importlib.util.spec_from_file_location("push_to_hub", SCRIPT)
-push_to_hub = importlib.util.module_from_spec(spec)
-sys.modules["push_to_hub"] = push_to_hub  # dataclasses resolve the module by name
-spec.loader.exec_module(push_to_hub)
+push_to_hub = load_script("push_to_hub")
 
 
 @pytest.fixture

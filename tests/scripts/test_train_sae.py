@@ -1,6 +1,5 @@
 """scripts/train_sae.py: --help and bad input in process; kill -9 then --resume in subprocesses."""
 
-import importlib.util
 import json
 import signal
 import subprocess
@@ -15,15 +14,12 @@ from sae_lens import SAE
 from sae_lib import constants
 from sae_lib.training import latest_checkpoint
 from tests.conftest import TINY_HOOK
-from tests.helpers import script_env
+from tests.helpers import load_script, script_env
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "train_sae.py"
 STEPS = 200
-spec = importlib.util.spec_from_file_location("train_sae", SCRIPT)
-train_sae = importlib.util.module_from_spec(spec)
-sys.modules["train_sae"] = train_sae
-spec.loader.exec_module(train_sae)
+train_sae = load_script("train_sae")
 TINY_ARGS = [
     "--preset", "demo", "--hook_name", TINY_HOOK, "--context_size", "32", "--train_batch_size_tokens", "128",
     "--training_tokens", str(128 * STEPS), "--store_batch_size_prompts", "4", "--n_batches_in_buffer", "8",
