@@ -178,6 +178,8 @@ class Engine(StaticDecode):
             except _CompileProblem as err:  # out of memory while compiling or capturing included
                 self._give_up_compile(str(err))
             replayed = 0
+            if hasattr(steer, "restart"):  # a steering hook that counts positions starts counting again
+                steer.restart()
         return self._sample(*args, static=False)
 
     def _decode_add(self, steer: Steer | None, batch: int) -> Tensor | None | bool:

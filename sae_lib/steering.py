@@ -200,6 +200,11 @@ class SteeringHook:
         self.in_site: sae_hooks.HookSite | None = None
         self._input: Tensor | None = None
 
+    def restart(self) -> None:
+        """Count positions from the prompt again: the same run starts over (the engine's eager redo after
+        a failed compiled attempt, which already ran the prompt through this hook)."""
+        self._seen = 0
+
     def capture_input(self, act: Tensor, hook: object = None) -> Tensor:
         """Read-only hook at a transcoder's input hook: keep the activation the encoder reads."""
         self._input = act if self.in_site is None else sae_hooks.to_sae_space(self.in_site, act)

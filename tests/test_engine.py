@@ -451,3 +451,37 @@ def test_warm_up_does_nothing_without_compiled_decoding(loaded, sae, monkeypatch
 
     monkeypatch.setattr(engine_for(loaded), "compile_decode", False)
     assert warm_up(loaded, sae) is None
+
+
+def test_a_run_redone_eagerly_after_a_compile_failure_steers_only_generated_positions(loaded, device, monkeypatch):
+    """The failed compiled attempt already ran the prompt through the steering hook; the eager redo must
+    start counting positions again, or positions="generated" would steer the prompt too. (On layer 0, so
+    the prompt's steered keys and values would reach the next layer's attention.)"""
+    torch.manual_seed(1)
+    sae = JumpReLUSAE(JumpReLUSAEConfig(d_in=64, d_sae=128, metadata=SAEMetadata(hook_name="blocks.0.hook_mlp_out")))
+    with torch.no_grad():
+        sae.W_enc.normal_(0, 0.3)
+        sae.W_dec.copy_(sae.W_enc.T / sae.W_enc.T.norm(dim=1, keepdim=True))
+        sae.threshold.fill_(0.05)
+    sae = sae.eval().to(device)
+    engine = engine_for(loaded)
+    settings = GenerationSettings(max_new_tokens=6, n_samples=2, positions="generated")
+    eager = generate(loaded, sae, PROMPT, SPECS["add"], settings)
+    calls = []
+
+    def fails_in_the_steered_run(fn, **kwargs):
+        def run(*a, **k):
+            calls.append(1)
+            if len(calls) > settings.max_new_tokens - 1:  # the normal run's decode steps pass, the steered run's fail
+                raise RuntimeError("inductor: no working C++ compiler")
+            return fn(*a, **k)
+        return run
+
+    monkeypatch.setattr(torch, "compile", fails_in_the_steered_run)
+    monkeypatch.setattr(engine, "compile_decode", True)
+    monkeypatch.setattr(engine, "compile_failed", None)
+    engine.reset_compiled()
+    got = generate(loaded, sae, PROMPT, SPECS["add"], settings)
+    assert engine.compile_failed is not None and len(calls) == settings.max_new_tokens
+    assert torch.equal(got.normal_tokens, eager.normal_tokens)
+    assert torch.equal(got.steered_tokens, eager.steered_tokens)
