@@ -24,6 +24,7 @@ import torch
 
 from sae_lib.errors import LatentLabError
 from sae_lib.explain.prompts import Message, render_plain
+from sae_lib.published import public_name
 
 
 class ExplainerLoadError(LatentLabError):
@@ -70,13 +71,15 @@ class HFGenerator:
     def __init__(self, source: str, device: str | None = None, dtype: str | None = None, batch_size: int = 16):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        self.name, self.batch_size = source, batch_size
+        # The name goes into latent_explanations.parquet (pushed with the SAE, shown in the app): a local
+        # folder is named, never its path.
+        self.name, self.batch_size = public_name(source), batch_size
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         torch_dtype = getattr(torch, dtype) if dtype else (torch.bfloat16 if device.startswith("cuda") else torch.float32)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(source)
             self.model = AutoModelForCausalLM.from_pretrained(
-                source, torch_dtype=torch_dtype, use_safetensors=True, trust_remote_code=False
+                source, dtype=torch_dtype, use_safetensors=True, trust_remote_code=False
             ).to(device).eval()
         except Exception as err:  # transformers raises OSError, ValueError, ... for a bad source
             raise ExplainerLoadError(
@@ -136,7 +139,7 @@ class LoadedModelGenerator:
         if getattr(model, "tokenizer", None) is None:
             raise ExplainerLoadError("The loaded model has no tokenizer, so it cannot write explanations.")
         self.model, self.batch_size = model, batch_size
-        self.name = name or str(model.cfg.model_name)
+        self.name = public_name(name or str(model.cfg.model_name))  # as HFGenerator's: never a local path
         self.truncated = 0
 
     @torch.inference_mode()
