@@ -17,6 +17,7 @@ disk-full build leaves nothing a reader could mistake for an index, and a rerun 
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import shutil
 import threading
@@ -38,6 +39,9 @@ from sae_lib.errors import LatentLabError
 from sae_lib.latent_index.build import _Accumulator  # the pass's own statistics, for a faithful measurement
 from sae_lib.model_queue import queue_for
 from sae_lib.probe import encode_tokens
+from sae_lib.redact import redact_paths
+
+log = logging.getLogger(__name__)
 
 CACHE_SUBDIR = "latent-lab-indexes"
 """Folder of app-built indexes inside ``HF_HUB_CACHE``; one subfolder per SAE weight hash."""
@@ -277,12 +281,15 @@ class IndexBuild:
             self._set(state="done", seconds_left=0.0)
         except BuildCancelled as err:
             self._set(state="cancelled", message=str(err))
+        # Every visitor sees a build's message: paths (the Hugging Face cache, a dataset's files) are cut
+        # to names there; the operator's log keeps the whole error.
         except LatentLabError as err:
-            self._set(state="failed", message=str(err))
+            self._set(state="failed", message=redact_paths(str(err)))
         except torch.OutOfMemoryError:
             self._set(state="failed", message="Out of memory during the index pass: index fewer tokens.")
         except Exception as err:  # a bug: shown, never a dead thread holding the SAE's slot
-            self._set(state="failed", message=f"The build failed: {type(err).__name__}: {str(err)[:300]}")
+            log.exception("The index build failed")
+            self._set(state="failed", message=redact_paths(f"The build failed: {type(err).__name__}: {str(err)[:300]}"))
         finally:
             self.finished.set()
 

@@ -152,6 +152,20 @@ def test_a_full_disk_is_a_clear_message_and_writes_nothing(monkeypatch, cache, t
     assert _entries(cache) == []
 
 
+def test_a_failed_builds_message_names_no_server_path(monkeypatch, cache, tiny_model, tiny_sae, caplog):
+    """Every visitor sees a build's message: an unexpected error quoting a file is cut to its name there,
+    and the whole error goes to the operator's log."""
+    def broken(*args, **kwargs):
+        raise RuntimeError("cannot read /srv/hf-cache/datasets/secret/part-0.arrow")
+
+    monkeypatch.setattr(store, "save_file", broken)
+    build, _ = ib.BuildRegistry().start(tiny_model, tiny_sae, corpora.CorpusSource("demo"), 1024, SMALL)
+    with caplog.at_level("ERROR", logger="sae_lib.index_builds"):
+        status = _wait(build)
+    assert status.state == "failed" and "part-0.arrow" in status.message and "/srv" not in status.message
+    assert "/srv/hf-cache/datasets/secret/part-0.arrow" in caplog.text
+
+
 def test_a_build_from_an_unreachable_dataset_fails_with_the_offer(monkeypatch, cache, tiny_model, tiny_sae):
     make_hub_unreachable(monkeypatch)
     build, _ = ib.BuildRegistry().start(tiny_model, tiny_sae, corpora.CorpusSource("hub", name="someone/corpus"), 1024, SMALL)
