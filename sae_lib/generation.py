@@ -233,7 +233,7 @@ def engine_serving(model: HookedTransformer, sae: SAE) -> Engine | None:
     engine = engine_for(model)
     # A transcoder reads one hook and writes another, and a bridge name (``blocks.L.mlp.hook_in``) needs
     # sae_hooks's mapping: both stay on the TransformerLens path, which handles them.
-    if engine is None or sae_hooks.is_transcoder(sae) or hook_site(engine.hf, sae_hooks.input_hook(sae)) is None:
+    if engine is None or sae_hooks.is_transcoder(sae) or hook_site(engine.hf, sae_hooks.input_hook(sae), write=True) is None:
         return None
     return engine
 

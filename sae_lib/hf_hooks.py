@@ -35,16 +35,22 @@ class HookSite(NamedTuple):
 _HOOK_RE = re.compile(r"^blocks\.(\d+)\.(.+)$")
 
 
-def hook_site(hf_model: torch.nn.Module, hook_name: str) -> HookSite | None:
+def hook_site(hf_model: torch.nn.Module, hook_name: str, write: bool = False) -> HookSite | None:
     """The module (and side) whose activation equals TransformerLens's ``hook_name``, or None.
 
     TransformerLens's block: ``resid_pre -> ln1 -> attn -> attn_out; resid_mid = resid_pre + attn_out;
     mlp_in = resid_mid -> ln2 -> mlp -> mlp_out; resid_post = resid_mid + mlp_out``.
+
+    ``write``: a site where changing the activation changes what TransformerLens's change would. Not
+    ``hook_resid_mid``: Hugging Face keeps its residual before ``post_attention_layernorm``, so a change
+    at that norm's input reaches the MLP but not ``resid_post`` (it reads correctly, it steers wrongly).
     """
     match = _HOOK_RE.match(hook_name)
     if match is None:
         return None
     layer, rest = int(match[1]), match[2]
+    if write and rest == "hook_resid_mid":
+        return None
     layers = hf_model.model.layers
     if not 0 <= layer < len(layers):
         return None

@@ -51,15 +51,14 @@ class Workspace:
         """Why generation runs on TransformerLens instead of the fast engine (an unsupported architecture,
         or an SAE hook the engine has no module for); None when the engine serves."""
         from sae_lib.engine import engine_for, engine_notice
-        from sae_lib.hf_hooks import hook_site
+        from sae_lib.generation import engine_serving
 
-        engine = engine_for(self.model)
-        if engine is None:
+        if engine_for(self.model) is None:
             return engine_notice(self.model)
-        if hook_site(engine.hf, self.hook_name) is None:
+        if engine_serving(self.model, self.sae) is None:  # the rule generation itself follows
             return (
-                f"The fast generation engine has no module for hook {self.hook_name!r}: generation and the "
-                "SAE's forwards use TransformerLens (slower, same results)."
+                f"The fast generation engine cannot steer at {self.hook_name!r} (no module there, a hook it can "
+                "read but not write, or a transcoder): generation uses TransformerLens (slower, same results)."
             )
         return None
 

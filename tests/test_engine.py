@@ -20,7 +20,7 @@ from sae_lib.errors import InputError
 from sae_lib.model import load_model
 from sae_lib.model_queue import queue_for
 from sae_lib.dose_response import dose_response
-from sae_lib.generation import GenerationSettings, generate
+from sae_lib.generation import GenerationSettings, engine_serving, generate
 from sae_lib.steering import SteeringSpec
 
 HOOKS = ["hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_attn_out", "hook_mlp_out", "mlp.hook_post"]
@@ -453,17 +453,37 @@ def test_warm_up_does_nothing_without_compiled_decoding(loaded, sae, monkeypatch
     assert warm_up(loaded, sae) is None
 
 
-def test_a_run_redone_eagerly_after_a_compile_failure_steers_only_generated_positions(loaded, device, monkeypatch):
-    """The failed compiled attempt already ran the prompt through the steering hook; the eager redo must
-    start counting positions again, or positions="generated" would steer the prompt too. (On layer 0, so
-    the prompt's steered keys and values would reach the next layer's attention.)"""
+def _sae_on(hook_name: str, device: str) -> JumpReLUSAE:
+    """The module's SAE recipe on another hook of the tiny Qwen3 (d_in 64, d_sae 128)."""
     torch.manual_seed(1)
-    sae = JumpReLUSAE(JumpReLUSAEConfig(d_in=64, d_sae=128, metadata=SAEMetadata(hook_name="blocks.0.hook_mlp_out")))
+    sae = JumpReLUSAE(JumpReLUSAEConfig(d_in=64, d_sae=128, metadata=SAEMetadata(hook_name=hook_name)))
     with torch.no_grad():
         sae.W_enc.normal_(0, 0.3)
         sae.W_dec.copy_(sae.W_enc.T / sae.W_enc.T.norm(dim=1, keepdim=True))
         sae.threshold.fill_(0.05)
-    sae = sae.eval().to(device)
+    return sae.eval().to(device)
+
+
+def test_steering_at_resid_mid_writes_what_transformerlens_writes(loaded, device, monkeypatch):
+    """HF keeps its residual before post_attention_layernorm, so the norm's input (where resid_mid reads)
+    is no place to write it: such an SAE reads through the engine but steers on TransformerLens."""
+    sae = _sae_on("blocks.0.hook_resid_mid", device)
+    assert engine_serving(loaded, sae) is None and hook_site(engine_for(loaded).hf, "blocks.0.hook_resid_mid") is not None
+    settings = GenerationSettings(max_new_tokens=8, n_samples=2)
+    ours = generate(loaded, sae, PROMPT, SPECS["add"], settings)
+    ref = _tl_reference(loaded, sae, SPECS["add"], settings, monkeypatch)
+    assert torch.equal(ours.steered_tokens, ref.steered_tokens) and not torch.equal(ours.steered_tokens, ours.normal_tokens)
+    from sae_lib.workspace import Workspace
+
+    ws = Workspace(model=loaded, sae=sae, model_source="tiny", sae_source="tiny", sae_dir=None)
+    assert "cannot steer at 'blocks.0.hook_resid_mid'" in ws.engine_notice and ws.describe()["engine"] == "TransformerLens"
+
+
+def test_a_run_redone_eagerly_after_a_compile_failure_steers_only_generated_positions(loaded, device, monkeypatch):
+    """The failed compiled attempt already ran the prompt through the steering hook; the eager redo must
+    start counting positions again, or positions="generated" would steer the prompt too. (On layer 0, so
+    the prompt's steered keys and values would reach the next layer's attention.)"""
+    sae = _sae_on("blocks.0.hook_mlp_out", device)
     engine = engine_for(loaded)
     settings = GenerationSettings(max_new_tokens=6, n_samples=2, positions="generated")
     eager = generate(loaded, sae, PROMPT, SPECS["add"], settings)
