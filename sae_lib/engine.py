@@ -36,7 +36,7 @@ import weakref
 import torch
 from torch import Tensor
 
-from sae_lib.engine_compile import StaticDecode, _CompileProblem
+from sae_lib.engine_compile import DecodeSlot, StaticDecode, _CompileProblem
 from sae_lib.hf_hooks import _HOOK_RE, HookSite, Steer, hook_site, hooked
 
 log = logging.getLogger(__name__)
@@ -172,7 +172,10 @@ class Engine(StaticDecode):
 
         replayed = 0
         args = (tokens, max_new_tokens, temperature, freq_penalty, seed, stop_at_eos, hook_name, steer, step_once)
-        if self.compile_decode and self.compile_failed is None and self._decode_add(steer, tokens.shape[0]) is not False:
+        # The decode slot's buffer holds MAX_BATCH rows: a larger batch (limits raised by the operator)
+        # decodes eagerly rather than break the graph for everyone.
+        if (self.compile_decode and self.compile_failed is None and tokens.shape[0] <= DecodeSlot.MAX_BATCH
+                and self._decode_add(steer, tokens.shape[0]) is not False):
             try:
                 return self._sample(*args, static=True)
             except _CompileProblem as err:  # out of memory while compiling or capturing included
@@ -283,10 +286,6 @@ class Engine(StaticDecode):
 class NonFiniteLogits(RuntimeError):
     """The logits held NaN or infinity during a generation (steering far too strong)."""
 
-
-@contextmanager
-def _nothing() -> Iterator[None]:
-    yield
 
 
 # --- which model has which engine -------------------------------------------------------------------

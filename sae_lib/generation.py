@@ -218,7 +218,8 @@ def warm_up(model: HookedTransformer, sae: SAE, batch_sizes: Sequence[int] = (1,
     t0 = time.perf_counter()
     with queue_for(model).slot():
         for i, batch in enumerate(batch_sizes):
-            settings = GenerationSettings(max_new_tokens=8 * (4**i), n_samples=batch, stop_at_eos=False)
+            # Within the operator's limits (GenerationSettings checks them; the batch is the tokens' rows).
+            settings = GenerationSettings(max_new_tokens=min(8 * 4**i, LIMITS.max_new_tokens), n_samples=1, stop_at_eos=False)
             tokens = torch.zeros(batch, WARM_UP_PROMPT_TOKENS, dtype=torch.long)
             sample_tokens(model, sae, tokens, [], settings)
     seconds = time.perf_counter() - t0

@@ -505,3 +505,44 @@ def test_a_run_redone_eagerly_after_a_compile_failure_steers_only_generated_posi
     assert engine.compile_failed is not None and len(calls) == settings.max_new_tokens
     assert torch.equal(got.normal_tokens, eager.normal_tokens)
     assert torch.equal(got.steered_tokens, eager.steered_tokens)
+
+
+def test_a_batch_larger_than_the_decode_slot_decodes_eagerly(loaded, sae, monkeypatch):
+    """An operator may raise the sample limits past the compiled slot's rows: such a batch decodes eagerly,
+    same tokens, and compiled decoding stays on for everyone else."""
+    from sae_lib.engine_compile import DecodeSlot
+
+    engine = engine_for(loaded)
+    settings = GenerationSettings(max_new_tokens=6, n_samples=3)
+    eager = generate(loaded, sae, PROMPT, SPECS["add"], settings)
+    compiles = []
+    monkeypatch.setattr(torch, "compile", lambda fn, **k: compiles.append(1) or fn)
+    monkeypatch.setattr(DecodeSlot, "MAX_BATCH", 2)
+    monkeypatch.setattr(engine, "compile_decode", True)
+    monkeypatch.setattr(engine, "compile_failed", None)
+    engine.reset_compiled()
+    try:
+        got = generate(loaded, sae, PROMPT, SPECS["add"], settings)
+        assert compiles == [] and engine.compile_failed is None
+        assert torch.equal(got.steered_tokens, eager.steered_tokens)
+    finally:
+        engine.reset_compiled()
+
+
+def test_warm_up_keeps_within_the_operators_limits(loaded, sae, monkeypatch):
+    """LATENT_LAB_MAX_NEW_TOKENS / _MAX_SAMPLES below the warm-up's sizes must not kill it."""
+    import dataclasses
+
+    from sae_lib import generation
+    from sae_lib.generation import warm_up
+
+    engine = engine_for(loaded)
+    monkeypatch.setattr(generation, "LIMITS", dataclasses.replace(generation.LIMITS, max_new_tokens=4, max_samples=1))
+    monkeypatch.setattr(torch, "compile", lambda fn, **k: fn)
+    monkeypatch.setattr(engine, "compile_decode", True)
+    monkeypatch.setattr(engine, "compile_failed", None)
+    engine.reset_compiled()
+    try:
+        assert warm_up(loaded, sae) is not None and engine.compile_failed is None
+    finally:
+        engine.reset_compiled()
