@@ -328,7 +328,7 @@ def show_description(ws: Workspace, descriptions: Descriptions, latent: int) -> 
             st.session_state.setdefault("lb_explained", {})[(id(ws), latent)] = d
             st.rerun()
         except LatentLabError as err:
-            st.error(str(err))
+            show_error(err)
         finally:
             status.empty()
 

@@ -118,7 +118,7 @@ if view == OVERVIEW:
         if text_query.strip():
             table = table[table["latent"].isin(descriptions.search_text(text_query))]
     except LatentLabError as err:
-        st.error(str(err))
+        show_error(err)  # the message may quote the search
     table.insert(1, "explanation or label", descriptions.texts(table["latent"]))
     if explanations_problem:
         st.warning(f"The explanations next to this index were not loaded: {as_text(redact_paths(explanations_problem))}")

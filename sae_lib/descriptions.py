@@ -48,14 +48,6 @@ class Descriptions:
         self._by_latent = {int(r.latent): r for r in self.explanations.itertuples(index=False) if str(r.explanation)}
         self._labels_lower = np.array([s.lower() for s in self.labels], dtype=object)
 
-    def with_explanations(self, explanations: pd.DataFrame) -> "Descriptions":
-        """A new object with more explanations (e.g. one written just now); labels are reused."""
-        new = object.__new__(Descriptions)
-        new.index, new.labels, new._labels_lower = self.index, self.labels, self._labels_lower
-        new.explanations = explanations
-        new._by_latent = {int(r.latent): r for r in explanations.itertuples(index=False) if str(r.explanation)}
-        return new
-
     def describe(self, latent: int) -> Description:
         row = self._by_latent.get(int(latent))
         if row is not None:
@@ -68,9 +60,6 @@ class Descriptions:
     def texts(self, latents) -> list[str]:
         """The shown text of each latent in ``latents`` (for a table column)."""
         return [self.describe(int(i)).text for i in latents]
-
-    def has_explanation(self, latent: int) -> bool:
-        return int(latent) in self._by_latent
 
     def search_text(self, query: str) -> np.ndarray:
         """Latents whose explanation or label contains ``query`` literally (case-insensitive), by latent id."""

@@ -75,6 +75,9 @@ def build_parser(preset: str, architecture: str | None) -> tuple[ArgumentParser,
         argument_generation_mode=ArgumentGenerationMode.NESTED,
         nested_mode=NestedMode.WITHOUT_ROOT,
         add_option_string_dash_variants=DashVariant.UNDERSCORE_AND_DASH,
+        # parse_args tells a given flag from a default by its spelling (_given): an abbreviation
+        # (--llm_dev) would be parsed yet not seen as given, and silently replaced.
+        allow_abbrev=False,
     )
     parser.add_arguments(TrainJob, dest="job", default=TrainJob(preset=preset, architecture=architecture))
     config_class = _config_class(cfg)

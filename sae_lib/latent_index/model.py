@@ -141,9 +141,9 @@ class LatentIndex:
     logit_bottom_vals: torch.Tensor
     """(d_sae, n_logit) float32."""
     fingerprint: torch.Tensor = field(repr=False)
+    """(d_sae, 3) float32: W_dec row norms, W_enc column norms, b_enc; checks lower-precision loads."""
     counts: LatentCounts | None = field(default=None, repr=False)
     """Tokens each latent fires on and latents firing with it; None for an index built before they existed."""
-    """(d_sae, 3) float32: W_dec row norms, W_enc column norms, b_enc; checks lower-precision loads."""
 
     @property
     def d_sae(self) -> int:

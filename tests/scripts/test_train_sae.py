@@ -66,6 +66,8 @@ def test_flags_reach_saelens_config_and_devices_follow_device():
     assert "LR-0.0001-" in cfg.logger.run_name  # re-derived from the overridden lr
     _, apart = train_sae.parse_args(["--preset", "qwen3-8b", "--out", "x", "--device", "cuda:1", "--llm_device", "cuda:0"])
     assert (apart.device, apart.llm_device, apart.act_store_device) == ("cuda:1", "cuda:0", "cuda:1")
+    with pytest.raises(SystemExit):  # an abbreviation would be parsed, then overwritten by --device
+        train_sae.parse_args(["--preset", "qwen3-8b", "--out", "x", "--device", "cuda:1", "--llm_dev", "cuda:0"])
 
 
 @pytest.mark.slow
