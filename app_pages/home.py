@@ -42,10 +42,11 @@ if guide:
     from sae_lib.latent_index import steering_query
 
     descriptions, _ = get_descriptions(ws)
-    st.subheader("Guided tour: ten planted topics")
+    st.subheader(f"Guided tour: {len(guide)} planted topics")
     st.markdown(
-        "The demo's stories each stay on one of ten planted topics. For each topic, this is the latent most "
-        "selective for it (mean activation on that topic's stories minus its mean on any other topic), picked "
+        f"The demo's stories each stay on one of ten planted topics; {len(guide)} have a latent selective for "
+        "them. For each, this is the latent most selective for it (mean activation on that topic's stories minus "
+        "its largest mean on any other topic), picked "
         "among the five most selective for the one whose direction promotes the topic's words. Its label is "
         "statistical: the tokens it fires on far above their base rate, and what it promotes. The demo's tiny "
         "LM cannot write explanations (it only tells stories), so the labels stand in for them."
