@@ -81,15 +81,15 @@ class CountsAccumulator:
         self.budget = cofire_pairs_per_batch
         self.gen = torch.Generator(device=self.device).manual_seed(seed)
 
-    def update(self, tokens: torch.Tensor, feats: torch.Tensor) -> None:
-        """Fold in ``tokens`` (B, P) and their activations ``feats`` (B, P, d_sae): the positions that count."""
-        B, P, D = feats.shape
-        toks = tokens.to(self.device).reshape(B * P).long()
-        flat = feats.reshape(B * P, D)
-        pos, lat = (flat > 0).nonzero(as_tuple=True)  # (nnz,), sorted by position
+    def update(self, tokens: torch.Tensor, firing: tuple[torch.Tensor, torch.Tensor], n_pos: int) -> None:
+        """Fold in ``tokens`` (B, P), the positions that count, and their firing entries ``firing`` =
+        (position, latent), positions flat over (B, P) and sorted (``nonzero`` of the (B * P, d_sae)
+        activations, as the index pass's statistics find them)."""
+        pos, lat = firing  # (nnz,)
+        toks = tokens.to(self.device).reshape(n_pos).long()
         self.base += torch.bincount(toks.clamp(0, self.vocab - 1), minlength=self.vocab)
         self.tokens.update(lat, toks[pos])
-        self._cofire(pos, lat, B * P)
+        self._cofire(pos, lat, n_pos)
 
     def _cofire(self, pos: torch.Tensor, lat: torch.Tensor, n_pos: int) -> None:
         per_pos = torch.bincount(pos, minlength=n_pos)  # (n_pos,) latents firing at each position

@@ -36,10 +36,11 @@ from transformer_lens import HookedTransformer
 from sae_lib import latent_index as li
 from sae_lib.corpora import CorpusSource, corpus_tokens
 from sae_lib.errors import LatentLabError
-from sae_lib.latent_index.build import _Accumulator  # the pass's own statistics, for a faithful measurement
+from sae_lib.latent_index.build import PassStatistics  # the pass's own per-batch work, for a faithful measurement
 from sae_lib.model_queue import queue_for
 from sae_lib.probe import encode_tokens
 from sae_lib.redact import redact_paths
+from sae_lib.timing import sync
 
 log = logging.getLogger(__name__)
 
@@ -166,25 +167,21 @@ def write_atomic_folder(index: li.LatentIndex, final: Path) -> Path:
 
 def measure_tokens_per_s(model: HookedTransformer, sae: SAE, settings: Settings, n_rows: int = 2) -> float:
     """Index-pass throughput on this machine from ``n_rows`` rows of random tokens (after a warm-up row):
-    the model to the SAE's hook, the encoder and the per-latent statistics, as in the pass itself (the
-    one-off logit lens and hashing are left out). The basis of the UI's time estimate."""
+    the model to the SAE's hook, the encoder, the per-latent statistics and the co-occurrence counts,
+    as in the pass itself (the one-off logit lens and hashing are left out). The basis of the UI's time
+    estimate."""
     gen = torch.Generator().manual_seed(0)
     tokens = torch.randint(0, int(model.cfg.d_vocab), (n_rows + 1, settings.context_size), generator=gen)
-    acc = _Accumulator(int(sae.cfg.d_sae), settings.index, sae.device)
+    stats = PassStatistics(int(sae.cfg.d_sae), int(model.cfg.d_vocab), settings.index, sae.device)
+    device = next(model.parameters()).device
     with queue_for(model).slot():
-        acc.update(encode_tokens(model, sae, tokens[:1]), 0)  # warm-up: first-call allocations, kernels
-        _sync(model)
+        stats.update(tokens[:1], encode_tokens(model, sae, tokens[:1]), 0)  # warm-up: first-call allocations, kernels
+        sync(device)
         t0 = time.perf_counter()
         for row in range(1, n_rows + 1):
-            acc.update(encode_tokens(model, sae, tokens[row : row + 1]), row)
-        _sync(model)
+            stats.update(tokens[row : row + 1], encode_tokens(model, sae, tokens[row : row + 1]), row)
+        sync(device)
     return n_rows * settings.context_size / max(time.perf_counter() - t0, 1e-9)
-
-
-def _sync(model: HookedTransformer) -> None:
-    device = next(model.parameters()).device
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def estimate_text(n_tokens: int, tokens_per_s: float | None) -> str:

@@ -118,8 +118,10 @@ class _Accumulator:
         target = torch.arange(self.cfg.n_bins, device=self.device)[None, :] >> shift[:, None].long()
         self.hist = torch.zeros_like(self.hist).scatter_add_(1, target, self.hist)
 
-    def update(self, feats: torch.Tensor, row0: int) -> None:
-        """Fold in one batch of SAE activations, ``feats`` (B, ctx, d_sae), whose first row is ``row0``."""
+    def update(self, feats: torch.Tensor, row0: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fold in one batch of SAE activations, ``feats`` (B, ctx, d_sae), whose first row is ``row0``.
+        Returns the firing entries it found, ``(position, latent)`` over the counted positions, so the
+        co-occurrence counts reuse them instead of scanning the batch again."""
         cfg, D = self.cfg, self.d_sae
         feats = feats.float()
         stat = feats[:, cfg.skip_positions :]  # (B, P, d_sae): the positions that count
@@ -158,6 +160,24 @@ class _Accumulator:
         if cfg.n_lower_examples:
             keys = torch.rand(B, D, generator=self.gen, device=self.device)
             self.samples.update(torch.where(fires, keys, neg_inf), seq_max, seq_arg, feats, row0, cfg.window_before)
+        return tok, lat
+
+
+class PassStatistics:
+    """Everything the pass accumulates from a batch: the per-latent statistics and the co-occurrence
+    counts, from one scan of the batch's firing entries. ``measure`` runs this too, so the UI's time
+    estimate times what the pass does."""
+
+    def __init__(self, d_sae: int, vocab: int, cfg: IndexConfig, device: torch.device):
+        self.skip = cfg.skip_positions
+        self.acc = _Accumulator(d_sae, cfg, device)
+        self.counts = CountsAccumulator(d_sae, vocab, cfg.k_tokens, cfg.k_cofire, cfg.cofire_pairs_per_batch,
+                                        cfg.seed, device)  # fmt: skip
+
+    def update(self, tokens: torch.Tensor, feats: torch.Tensor, row0: int) -> None:
+        """``tokens`` (B, ctx) and their SAE activations ``feats`` (B, ctx, d_sae); the first row is ``row0``."""
+        firing = self.acc.update(feats, row0)
+        self.counts.update(tokens[:, self.skip :], firing, n_pos=tokens.shape[0] * (tokens.shape[1] - self.skip))
 
 
 ProgressFn = Callable[[int, int, float], None]
@@ -179,12 +199,8 @@ def build_index(
     n_seq, ctx = tokens.shape
     if cfg.skip_positions >= ctx:
         raise InputError(f"skip_positions ({cfg.skip_positions}) leaves nothing of a {ctx}-token context.")
-    device = sae.device
-    acc = _Accumulator(int(sae.cfg.d_sae), cfg, device)
-    counts = CountsAccumulator(
-        int(sae.cfg.d_sae), int(model.cfg.d_vocab), cfg.k_tokens, cfg.k_cofire, cfg.cofire_pairs_per_batch,
-        cfg.seed, device,
-    )  # fmt: skip
+    stats = PassStatistics(int(sae.cfg.d_sae), int(model.cfg.d_vocab), cfg, sae.device)
+    acc, counts = stats.acc, stats.counts
     total, t0 = n_seq * ctx, time.perf_counter()
     for row0 in range(0, n_seq, cfg.batch_size):
         batch = tokens[row0 : row0 + cfg.batch_size]
@@ -192,8 +208,7 @@ def build_index(
         # steering, whose hooks must never be on it during this forward pass.
         with queue_for(model).slot():
             feats = encode_tokens(model, sae, batch)
-        acc.update(feats, row0)
-        counts.update(batch[:, cfg.skip_positions :], feats[:, cfg.skip_positions :].float())
+        stats.update(batch, feats, row0)
         if progress is not None:
             progress(min(row0 + cfg.batch_size, n_seq) * ctx, total, time.perf_counter() - t0)
     lens = logit_lens(model, sae, cfg.n_logit_tokens)
