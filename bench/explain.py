@@ -22,11 +22,7 @@ import time
 import torch
 
 from sae_lib.explain.explainer import ExplainConfig, explain_and_score
-
-
-def _sync() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
+from sae_lib.timing import sync
 
 
 def qwen3_8b_shaped(tokenizer, device: str):
@@ -45,11 +41,11 @@ def qwen3_8b_shaped(tokenizer, device: str):
 
 
 def time_run(gen, index, latents, cfg: ExplainConfig, chunk: int) -> float:
-    _sync()
+    sync("cuda" if torch.cuda.is_available() else "cpu")
     t0 = time.perf_counter()
     for i in range(0, len(latents), chunk):
         explain_and_score(gen, index, latents[i : i + chunk], cfg, fallback_shuffled=lambda _: "text about something")
-    _sync()
+    sync("cuda" if torch.cuda.is_available() else "cpu")
     return time.perf_counter() - t0
 
 

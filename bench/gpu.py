@@ -226,7 +226,7 @@ def training(model, sae_hook: str, preset: Preset, device: str, compile_sae: boo
     from datasets import Dataset
     from sae_lens.config import LoggingConfig
 
-    from sae_lib.engine import hook_activations
+    from sae_lib.probe import hook_activations
     from sae_lib.training.runner import run_training
     from sae_lib.training.presets import PRESETS as TRAIN_PRESETS
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import time
 
 import numpy as np
 import torch
@@ -23,19 +22,7 @@ from sae_lib import latent_index as li
 from sae_lib.packing import pack_texts
 from sae_lib.probe import encode_tokens
 from sae_lib.random_models import QWEN3_8B, calibrated_sae, flagship_layer, random_model
-from sae_lib.timing import sync
-
-
-def best_of(repeats: int, fn, device: str = "cpu") -> float:
-    """Best wall-clock seconds of ``repeats`` calls, CUDA synchronized around each."""
-    times = []
-    for _ in range(repeats):
-        sync(device)
-        t0 = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - t0)
-    return min(times)
+from sae_lib.timing import timed
 
 
 @torch.no_grad()
@@ -93,8 +80,8 @@ def main(argv: list[str] | None = None) -> None:
     n_tok = tokens.numel()
 
     bare_pass(model, sae, tokens[: args.batch_size], args.batch_size)  # warm-up
-    t_bare = best_of(args.repeats, lambda: bare_pass(model, sae, tokens, args.batch_size), device)
-    t_index = best_of(args.repeats, lambda: li.build_index(model, sae, tokens, cfg), device)
+    t_bare = timed({"x": lambda: bare_pass(model, sae, tokens, args.batch_size)}, args.repeats, device, warmup=False)["x"]
+    t_index = timed({"x": lambda: li.build_index(model, sae, tokens, cfg)}, args.repeats, device, warmup=False)["x"]
     d_sae = int(sae.cfg.d_sae)
     sample = random.Random(0).sample(range(d_sae), args.n_latents_sample)
 
@@ -102,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
         for i in sample:
             naive_latent(model, sae, tokens, args.batch_size, i, cfg.top_k, cfg.n_bins)
 
-    t_naive_all = best_of(1, naive_sample, device) / len(sample) * d_sae
+    t_naive_all = timed({"x": naive_sample}, 1, device, warmup=False)["x"] / len(sample) * d_sae
     print(
         json.dumps(
             {

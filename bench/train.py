@@ -23,17 +23,13 @@ import torch
 from sae_lens.util import extract_stop_at_layer_from_tlens_hook_name
 
 from sae_lib.demo.data import demo_corpus_rows
+from sae_lib.timing import sync
 from sae_lib.training import TrainJob, preset_config, train
-
-
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
 
 
 def forward_tokens_per_s(model, rows: torch.Tensor, hook: str, batch_prompts: int, min_tokens: int, device: str) -> float:
     stop = extract_stop_at_layer_from_tlens_hook_name(hook)
-    _sync(device)
+    sync(device)
     done, t0, i = 0, time.perf_counter(), 0
     with torch.no_grad():
         while done < min_tokens:
@@ -41,7 +37,7 @@ def forward_tokens_per_s(model, rows: torch.Tensor, hook: str, batch_prompts: in
             model.run_with_cache(batch, names_filter=[hook], stop_at_layer=stop)
             done += batch.numel()
             i += batch_prompts
-    _sync(device)
+    sync(device)
     return done / (time.perf_counter() - t0)
 
 

@@ -37,7 +37,7 @@ import torch
 from torch import Tensor
 
 from sae_lib.engine_compile import DecodeSlot, StaticDecode, _CompileProblem
-from sae_lib.hf_hooks import _HOOK_RE, HookSite, Steer, hook_site, hooked
+from sae_lib.hf_hooks import HookSite, Steer, hook_site, hooked
 
 log = logging.getLogger(__name__)
 
@@ -346,25 +346,6 @@ def transformerlens_only(model: torch.nn.Module) -> Iterator[None]:
 def engine_notice(model: torch.nn.Module) -> str | None:
     """Why ``model`` has no engine, when its loader tried to give it one."""
     return _NOTICES.get(model)
-
-
-def hook_activations(model: torch.nn.Module, tokens: Tensor, hook_name: str) -> Tensor:
-    """Activations at ``hook_name`` for ``tokens`` (batch, pos), running the model only up to that hook:
-    through the engine when ``model`` has one, else TransformerLens's ``run_with_cache``.
-
-    The one forward every reader of SAE activations should call (the latent index pass, "what fires
-    here", the SAE checks), so they all run on the same kernels.
-    """
-    engine = engine_for(model)
-    if engine is not None and hook_site(engine.hf, hook_name) is not None:
-        return engine.activations(tokens, hook_name)
-    layer = _HOOK_RE.match(hook_name)
-    device = next(model.parameters()).device
-    with torch.inference_mode():
-        _, cache = model.run_with_cache(
-            tokens.to(device), names_filter=[hook_name], stop_at_layer=int(layer[1]) + 1 if layer else None
-        )
-    return cache[hook_name]
 
 
 class EngineActivations:

@@ -66,7 +66,7 @@ def calibrated_sae(model, hook: str, d_sae: int, tokens: torch.Tensor, l0: float
     from sae_lens import JumpReLUSAE, JumpReLUSAEConfig
     from sae_lens.saes.sae import SAEMetadata
 
-    from sae_lib.engine import hook_activations
+    from sae_lib.probe import hook_activations
 
     device = next(model.parameters()).device
     acts = hook_activations(model, tokens, hook).reshape(-1, model.cfg.d_model).float()  # (n, d_in)
@@ -89,7 +89,7 @@ def calibrated_sae(model, hook: str, d_sae: int, tokens: torch.Tensor, l0: float
 
 def l0_of(model, sae, tokens: torch.Tensor) -> float:
     """Mean number of latents firing per token on ``tokens``."""
-    from sae_lib.engine import hook_activations
+    from sae_lib.probe import hook_activations
 
     with torch.no_grad():
         acts = hook_activations(model, tokens, sae.cfg.metadata.hook_name)

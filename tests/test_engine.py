@@ -14,7 +14,8 @@ from sae_lens import JumpReLUSAE, JumpReLUSAEConfig
 from sae_lens.saes.sae import SAEMetadata
 
 from sae_lib import engine as engine_mod
-from sae_lib.engine import SUPPORTED_ARCHITECTURES, EngineActivations, engine_for, transformerlens_only, engine_notice, hook_activations
+from sae_lib.engine import SUPPORTED_ARCHITECTURES, EngineActivations, engine_for, transformerlens_only, engine_notice
+from sae_lib.probe import hook_activations
 from sae_lib.hf_hooks import hook_site
 from sae_lib.errors import InputError
 from sae_lib.model import load_model
