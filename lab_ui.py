@@ -10,6 +10,7 @@ Anything a visitor typed or put in a URL reaches the page as text, never as Mark
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 import re
 import sys
 
@@ -265,24 +266,29 @@ def _ws_key(ws: Workspace) -> tuple[str, str, str]:
 
 
 def get_descriptions(ws: Workspace) -> tuple[Descriptions | None, str | None]:
-    """Every latent's label plus the explanations shipped next to the index, and why none loaded."""
-    return _descriptions(ws, _ws_key(ws))
+    """Every latent's label plus the explanations next to the index being browsed (``current_index``:
+    the loaded one, or one built in the app), and why none loaded. Computed once per index."""
+    index = current_index(ws)
+    if index is None:
+        return None, None
+    # The loaded index's own folder, or the app's cache, where a build in the app (and
+    # build_latent_index.py / explain_latents.py for a registry SAE) put the index and its explanations.
+    folder = (ws.index_dir or ws.sae_dir) if index is ws.index else ib.cache_dir(ws.sae)
+    return _descriptions(index, str(folder or ""), index.meta.build_id)
 
 
-@st.cache_resource(show_spinner="Labelling the latents (once per process)...")
-def _descriptions(_ws: Workspace, key: tuple[str, str, str]) -> tuple[Descriptions | None, str | None]:
+@st.cache_resource(show_spinner="Labelling the latents (once per index)...")
+def _descriptions(_index, folder: str, build_id: str) -> tuple[Descriptions | None, str | None]:
     from sae_lib.constants import EXPLANATIONS_FILENAME
     from sae_lib.explain.store import load_explanations
 
-    if _ws.index is None:
-        return None, None
     problem, table = None, None
-    if _ws.sae_dir is not None:
+    if folder:
         try:
-            table = load_explanations(_ws.sae_dir / EXPLANATIONS_FILENAME, _ws.index.meta.build_id)
+            table = load_explanations(Path(folder) / EXPLANATIONS_FILENAME, build_id)
         except LatentLabError as err:
             problem = str(err)
-    return Descriptions(_ws.index, table), problem
+    return Descriptions(_index, table), problem
 
 
 def get_topic_guide(ws: Workspace):

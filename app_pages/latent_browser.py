@@ -12,7 +12,6 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 from lab_ui import as_text, current_index, get_descriptions, index_build_panel, seed_input, show_description, show_error, show_neighbours, sidebar, workspace_or_stop
-from sae_lib.descriptions import Descriptions
 from sae_lib import latent_index as li
 from sae_lib import probe, registry, sae_hooks
 from sae_lib.render import context_html
@@ -24,7 +23,7 @@ ws = workspace_or_stop()
 sidebar(ws)
 index = current_index(ws)
 # Labels and explanations of the loaded index (cached); an index built in the app gets labels now.
-descriptions, explanations_problem = get_descriptions(ws) if index is ws.index else (Descriptions(index) if index is not None else None, None)
+descriptions, explanations_problem = get_descriptions(ws)
 d_sae = int(ws.sae.cfg.d_sae)
 STEERING_PAGE = "app_pages/steering.py"
 OVERVIEW, LATENT, FIRES, SAMPLE = "Overview", "One latent", "What fires here", "Random sample"

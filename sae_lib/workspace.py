@@ -39,6 +39,8 @@ class Workspace:
     """Local folder holding the SAE's files (the Hub cache folder for a Hub SAE; None for a registry SAE)."""
     index: object | None = None
     """The latent index (``sae_lib.latent_index.LatentIndex``) when one ships with the SAE."""
+    index_dir: Path | None = None
+    """The folder the loaded index came from (the SAE's, or the app's index cache); its explanations sit there."""
     index_problem: str | None = None
     """Why no index is loaded (none built, or built for another SAE), for the pages to show."""
     fallback_reason: str | None = None
@@ -184,14 +186,16 @@ def _attach_index(ws: Workspace) -> None:
         ws.index = None if ws.sae_dir is None else load_index(ws.sae_dir, ws.sae)
         if ws.index is None:
             ws.index_problem = "none shipped with this SAE"
+        else:
+            ws.index_dir = ws.sae_dir
     except LatentLabError as err:
         ws.index_problem = str(err)
     if ws.index is None:  # one built in the app earlier (persistent cache keyed by the weights' hash)
-        from sae_lib.index_builds import load_cached
+        from sae_lib.index_builds import cache_dir, load_cached
 
         cached = load_cached(ws.sae)
         if cached is not None:
-            ws.index, ws.index_problem = cached, None
+            ws.index, ws.index_problem, ws.index_dir = cached, None, cache_dir(ws.sae)
 
 
 def demo_sources(build: bool = True) -> tuple[str, str]:

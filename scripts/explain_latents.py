@@ -22,6 +22,7 @@ from pathlib import Path
 
 import simple_parsing
 
+from sae_lib.constants import INDEX_META_FILENAME
 from sae_lib.errors import InputError, LatentLabError
 from sae_lib.explain.explainer import ExplainConfig, explain_and_score, model_acts_fn
 from sae_lib.explain.store import explanations_path, load_explanations, save_explanations
@@ -100,9 +101,9 @@ def run(cfg: ExplainLatentsConfig, log: Callable[[str], None] = print, gen=None)
     model, loaded, model_src, sae_src, device = cfg.pair.load()
     if cfg.out:
         index_dir = Path(cfg.out)
-    elif loaded.local_dir is not None:
+    elif loaded.local_dir is not None and (Path(loaded.local_dir) / INDEX_META_FILENAME).exists():
         index_dir = Path(loaded.local_dir)
-    else:  # a registry SAE has no folder: its index is where build_latent_index.py and the app put it
+    else:  # no index beside the SAE (a registry SAE has no folder): the app's cache, where the app reads too
         from sae_lib import index_builds
 
         index_dir = index_builds.cache_dir(loaded.sae)

@@ -254,3 +254,11 @@ def test_explain_script_finds_a_registry_saes_index_in_the_app_cache(script, mon
     assert path.parent == built
     table = pd.read_parquet(path)
     assert len(table) == 2 and set(table["explanation"]) == {"rockets"}
+    # ... and the app, loading the same pair, reads the index and those explanations from there.
+    import lab_ui
+
+    ws = load_workspace(str(tiny_hf_qwen3_dir), spec, device="cpu", dtype="float32", fallback=False)
+    assert ws.index_dir == built
+    descriptions, problem = lab_ui.get_descriptions(ws)
+    latent = int(table["latent"].iloc[0])
+    assert problem is None and descriptions.describe(latent).text == "rockets"
