@@ -353,6 +353,7 @@ def test_unsupported_architecture_falls_back_with_a_notice(tiny_hf_qwen3_dir, sa
     # Still serves every call, on the TransformerLens path.
     out = generate(model, sae, PROMPT, SPECS["add"], GenerationSettings(max_new_tokens=4, n_samples=2))
     assert out.steered_tokens.shape == (2, out.prompt_len + 4)
+    assert not torch.equal(out.steered_tokens, out.normal_tokens)  # the steering took effect there too
     acts = hook_activations(model, model.to_tokens(PROMPT, prepend_bos=False), HOOK)
     assert acts.shape[-1] == 64
     with pytest.raises(InputError):

@@ -119,7 +119,13 @@ def test_each_architecture_trains_on_the_demo_shape_and_loads(architecture, demo
     assert sae.cfg.architecture() == cfg.sae.get_inference_config_class().architecture()
     assert (sae.cfg.d_in, sae.cfg.d_sae, sae.cfg.metadata.hook_name) == (128, 1024, "blocks.2.hook_mlp_out")
     x = torch.randn(5, 128, device=DEVICE)
-    assert sae.decode(sae.encode(x)).shape == (5, 128)
+    z = sae.encode(x)
+    assert sae.decode(z).shape == (5, 128) and bool(torch.isfinite(sae.decode(z)).all())
+    assert int((z != 0).sum()) < z.numel()  # sparse codes
+    if architecture != "abstopk":  # abstopk keeps the k largest by magnitude, signs included
+        assert bool((z >= 0).all())
+    if getattr(sae.cfg, "k", None) is not None and architecture in ("topk", "abstopk"):
+        assert int((z != 0).sum(-1).max()) <= sae.cfg.k  # at most k latents per input
 
 
 def test_sparsity_histogram_every_window_does_not_kill_a_run_without_wandb_logging(shrunk_qwen3, tmp_path, monkeypatch):
