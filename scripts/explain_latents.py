@@ -93,6 +93,12 @@ def select_latents(index, cfg: ExplainLatentsConfig, done: set[int]) -> list[int
     return todo[: cfg.limit] if cfg.limit else todo
 
 
+def _other_explanation(table, latent: int) -> str:
+    """An explanation of another latent in ``table`` (picked by ``latent``, so reruns agree), or ""."""
+    others = table[table["latent"] != latent]["explanation"].astype(str).tolist()
+    return others[latent % len(others)] if others else ""
+
+
 def run(cfg: ExplainLatentsConfig, log: Callable[[str], None] = print, gen=None) -> Path:
     """Explain the selected latents chunk by chunk, saving after each; returns the parquet's path."""
     from sae_lib.explain.generator import HFGenerator, LoadedModelGenerator
@@ -121,9 +127,10 @@ def run(cfg: ExplainLatentsConfig, log: Callable[[str], None] = print, gen=None)
     t0, done = time.perf_counter(), 0
     for start in range(0, len(todo), cfg.chunk):
         chunk = todo[start : start + cfg.chunk]
-        if len(chunk) == 1 and len(todo) > 1:  # a lone last latent borrows a partner for its baseline
-            chunk = todo[-2:]
-        rows = explain_and_score(gen, index, chunk, cfg.explain, acts_fn=acts_fn)
+        # A lone last latent's shuffled baseline: another latent's explanation already written (not a
+        # second explanation of a latent already done).
+        rows = explain_and_score(gen, index, chunk, cfg.explain, acts_fn=acts_fn,
+                                 fallback_shuffled=lambda latent: _other_explanation(table, latent))
         table = save_explanations(path, index.meta.build_id, rows, table)
         done += len(chunk)
         rate = done / max(time.perf_counter() - t0, 1e-9) * 60

@@ -262,3 +262,36 @@ def test_explain_script_finds_a_registry_saes_index_in_the_app_cache(script, mon
     descriptions, problem = lab_ui.get_descriptions(ws)
     latent = int(table["latent"].iloc[0])
     assert problem is None and descriptions.describe(latent).text == "rockets"
+
+
+def test_explain_script_gives_a_lone_last_latent_another_latents_explanation_as_baseline(script, monkeypatch, tmp_path, tiny_hf_qwen3_dir):
+    """Three latents in chunks of two: the third is explained once (not its neighbour again), and its
+    shuffled baseline is an explanation already written for another latent."""
+    import pandas as pd
+
+    from sae_lib.explain import prompts as P
+    from sae_lib.explain.generator import FunctionGenerator
+    from tests.registry_helpers import fake_scope_cache, use_registry
+
+    use_registry(monkeypatch, fake_scope_cache(monkeypatch, tmp_path / "hub", 64, [1], model=str(tiny_hf_qwen3_dir)))
+    pair = PairSource(model=str(tiny_hf_qwen3_dir), sae="sae-lens:test-scope/layer1", device="cpu", dtype="float32")
+    script.run(script.BuildIndexConfig(pair=pair, n_tokens=1024, context_size=64), log=lambda _: None)
+    explain = load_script("explain_latents")
+    explained, baselines = [], []
+
+    def stand_in(prompts, max_new_tokens):
+        answers = []
+        for messages in prompts:
+            if messages[0]["content"] == P.EXPLAIN_SYSTEM:
+                explained.append(1)
+                answers.append(f"Explanation: topic{len(explained)}")
+            else:
+                baselines.append(messages[-1]["content"].split("\n")[0])
+                answers.append("Yes")
+        return answers
+
+    cfg = explain.ExplainLatentsConfig(pair=pair, limit=3, chunk=2)
+    table = pd.read_parquet(explain.run(cfg, log=lambda _: None, gen=FunctionGenerator(stand_in, "stand-in")))
+    assert len(explained) == 3 and len(table) == 3
+    assert set(table["explanation"]) == {"topic1", "topic2", "topic3"}
+    assert any(b in ("Explanation: topic1", "Explanation: topic2") for b in baselines[-10:])
