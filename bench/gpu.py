@@ -87,8 +87,9 @@ class GpuBenchConfig:
     """Also write the JSON to this file (e.g. docs/bench_gpu_h100.json)."""
     skip_load: bool = False
     """Skip the saved-folder load check even when there is time for it."""
-    compile_sae: bool = False
-    """Training step: train with SAELens's ``compile_sae`` (torch.compile of the SAE's training forward)."""
+    compile_sae: bool | None = None
+    """Training step: SAELens's ``compile_sae`` (torch.compile of the SAE's training forward); None: the
+    ``qwen3-8b`` preset's setting (on)."""
     only: tuple[str, ...] = ()
     """Run only these steps (generation, index, training, load); all by default."""
 
@@ -198,7 +199,7 @@ def index_pass(model, sae, preset: Preset, device: str) -> dict:
     def bare():
         with torch.no_grad():
             for row in range(short, tokens.shape[0], cfg.batch_size):
-                encode_tokens(model, sae, tokens[row : row + cfg.batch_size])
+                encode_tokens(model, sae, tokens[row : row + cfg.batch_size], tf32=cfg.tf32)
 
     s = timed({"bare": bare, "short": lambda: li.build_index(model, sae, tokens[:short], cfg),
                "long": lambda: li.build_index(model, sae, tokens, cfg)}, max(1, preset.repeats - 1), device)
@@ -210,13 +211,55 @@ def index_pass(model, sae, preset: Preset, device: str) -> dict:
         "index_stream_tokens_per_s": round(n / stream),
         "stats_over_bare": round(stream / s["bare"] - 1, 3),
         "per_build_fixed_s": round(s["short"] - stream * short / preset.index_rows, 2),
+        "per_batch_ms": index_parts(model, sae, tokens[short : short + cfg.batch_size], cfg, device, preset.repeats),
         "how": f"{preset.index_rows} rows' tokens / (build of {short + preset.index_rows} rows - build of {short}): "
                "per-build costs excluded, reported as per_build_fixed_s",
         "goals": {"index_stream_tokens_per_s": ">= 28500 (1.5 x 19k)", "stats_over_bare": "<= 0.10"},
     }
 
 
-def training(model, sae_hook: str, preset: Preset, device: str, compile_sae: bool = False) -> dict:
+def index_parts(model, sae, batch: torch.Tensor, cfg, device: str, repeats: int) -> dict:
+    """Where one index batch's time goes, each part timed alone on the same batch (ms): the forward to
+    the hook, the SAE's encode in IEEE float32 and in TF32 (what the pass uses on CUDA), the per-latent
+    statistics, and the two co-occurrence tables. Each part repeats on the same state, as a long pass's
+    later batches do (few top contexts still change), so together they approximate one streaming batch."""
+    from sae_lib.latent_index.build import PassStatistics
+    from sae_lib.probe import hook_activations, tf32_matmuls
+    from sae_lib.sae_hooks import input_hook
+
+    batch = batch.to(next(model.parameters()).device)
+    with torch.no_grad():
+        acts = hook_activations(model, batch, input_hook(sae)).to(sae.device)
+        feats = sae.encode(acts)
+    stats = PassStatistics(int(sae.cfg.d_sae), int(model.cfg.d_vocab), cfg, sae.device)
+    firing = stats.acc.update(feats, 0)
+    skip = cfg.skip_positions
+    toks = batch[:, skip:].reshape(-1).long()
+    n_pos = toks.numel()
+
+    def encode_tf32():
+        with torch.no_grad(), tf32_matmuls(sae.device):
+            sae.encode(acts)
+
+    def tokens_table():
+        pos, lat = firing
+        stats.counts.tokens.update(lat, toks.to(stats.counts.device)[pos])
+
+    parts = {
+        "forward_to_hook": lambda: hook_activations(model, batch, input_hook(sae)),
+        "encode_ieee": lambda: sae.encode(acts),
+        "encode_tf32": encode_tf32,
+        "statistics": lambda: stats.acc.update(feats, 0),
+        "token_counts": tokens_table,
+        "cofire_counts": lambda: stats.counts._cofire(*firing, n_pos),
+    }
+    with torch.no_grad():
+        s = timed(parts, repeats, device)
+    return {name: round(1000 * t, 2) for name, t in s.items()} | {
+        "firing_entries": int(firing[0].numel()), "tokens": int(batch.numel())}
+
+
+def training(model, sae_hook: str, preset: Preset, device: str, compile_sae: bool | None = None) -> dict:
     """SAELens's trainer through the app's runner (activations from the engine), against the bare
     forward to the hook.
 
@@ -238,6 +281,8 @@ def training(model, sae_hook: str, preset: Preset, device: str, compile_sae: boo
     rows = torch.randint(0, model.cfg.d_vocab, (n_rows, ctx), generator=torch.Generator().manual_seed(3))
     dataset = Dataset.from_dict({"input_ids": rows.tolist()})
     store_prompts = max(1, min(32, batch_tokens // ctx))
+    if compile_sae is None:
+        compile_sae = TRAIN_PRESETS["qwen3-8b"]().compile_sae
 
     def train(n_steps: int) -> float:
         base = TRAIN_PRESETS["qwen3-8b"]()  # the flagship preset's SAELens config, shrunk to the bench's run
@@ -368,11 +413,12 @@ def main(argv: list[str] | None = None) -> None:
                         help="flagship: Qwen3-8B's shape, bf16, one ~80 GB GPU; demo-shape: the demo's shape (CPU smoke test)")
     parser.add_argument("--out", default="", help="also write the JSON here (e.g. docs/bench_gpu_h100.json)")
     parser.add_argument("--skip-load", action="store_true", help="skip the saved-folder load check")
-    parser.add_argument("--compile-sae", action="store_true", help="train with SAELens's compile_sae (torch.compile of the SAE)")
+    parser.add_argument("--eager-sae", action="store_true",
+                        help="train without SAELens's compile_sae, which the qwen3-8b preset turns on (the eager baseline)")
     parser.add_argument("--only", nargs="+", default=[], choices=STEPS, help="run only these steps (default: all)")
     args = parser.parse_args(argv)
     report = run(GpuBenchConfig(preset=args.preset, out=args.out, skip_load=args.skip_load,
-                                compile_sae=args.compile_sae, only=tuple(args.only)))
+                                compile_sae=False if args.eager_sae else None, only=tuple(args.only)))
     text = json.dumps(report, indent=2)
     print(text)
     if args.out:

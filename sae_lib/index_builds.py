@@ -175,11 +175,11 @@ def measure_tokens_per_s(model: HookedTransformer, sae: SAE, settings: Settings,
     stats = PassStatistics(int(sae.cfg.d_sae), int(model.cfg.d_vocab), settings.index, sae.device)
     device = next(model.parameters()).device
     with queue_for(model).slot():
-        stats.update(tokens[:1], encode_tokens(model, sae, tokens[:1]), 0)  # warm-up: first-call allocations, kernels
+        stats.update(tokens[:1], encode_tokens(model, sae, tokens[:1], settings.index.tf32), 0)  # warm-up: first-call allocations, kernels
         sync(device)
         t0 = time.perf_counter()
         for row in range(1, n_rows + 1):
-            stats.update(tokens[row : row + 1], encode_tokens(model, sae, tokens[row : row + 1]), row)
+            stats.update(tokens[row : row + 1], encode_tokens(model, sae, tokens[row : row + 1], settings.index.tf32), row)
         sync(device)
     return n_rows * settings.context_size / max(time.perf_counter() - t0, 1e-9)
 

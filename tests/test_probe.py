@@ -39,3 +39,22 @@ def test_prompt_tokens_checks_the_context(tiny_model):
     assert probe.prompt_tokens(tiny_model, "The ship", 0).shape[0] == 1
     with pytest.raises(InputError, match="context of 128 tokens"):
         probe.prompt_tokens(tiny_model, "The ship", 127)
+
+
+def test_tf32_matmuls_is_scoped_and_cuda_only(tiny_model, tiny_sae):
+    matmul = torch.backends.cuda.matmul
+    before = matmul.fp32_precision
+    with probe.tf32_matmuls("cpu"):
+        assert matmul.fp32_precision == before  # the CPU has no TF32: nothing to switch
+    # The CUDA branch only sets torch's flag, so it is checked here without a GPU.
+    with probe.tf32_matmuls(torch.device("cuda")):
+        assert matmul.fp32_precision == "tf32"
+    assert matmul.fp32_precision == before
+    with pytest.raises(RuntimeError, match="boom"), probe.tf32_matmuls("cuda"):
+        raise RuntimeError("boom")
+    assert matmul.fp32_precision == before  # restored on the way out of a failure too
+    assert torch.get_float32_matmul_precision() in {"highest", "high", "medium"}  # torch still reads one consistent API
+    # On CPU the TF32 encode is the IEEE one, bit for bit.
+    tokens = tiny_model.to_tokens("The ship sailed across the ocean.")
+    assert torch.equal(probe.encode_tokens(tiny_model, tiny_sae, tokens, tf32=True),
+                       probe.encode_tokens(tiny_model, tiny_sae, tokens))

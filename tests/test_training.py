@@ -285,3 +285,36 @@ def test_training_and_its_evals_read_activations_through_the_engine(tmp_path, ti
     sae = SAE.load_from_disk(str(result.sae_dir))
     assert sae.cfg.metadata.hook_name == TINY_HOOK
     assert result.evals["summary"]["n_tokens"] > 0
+
+
+def test_fuse_adam_gives_the_foreach_update_and_survives_a_resume():
+    from sae_lib.training.runner import fuse_adam
+
+    torch.manual_seed(0)
+    start = [torch.randn(64, 32), torch.randn(32)]
+    grads = [[torch.randn_like(p) for p in start] for _ in range(3)]
+
+    def three_steps(fused: bool):
+        params = [torch.nn.Parameter(p.clone()) for p in start]
+        opt = torch.optim.Adam(params, lr=1e-2, betas=(0.9, 0.999))
+        if fused:
+            # The CPU has a fused Adam too, so the switch is checked here; the runner switches on CUDA only.
+            assert not fuse_adam(opt)
+            assert fuse_adam(opt, device_types=("cpu",))
+        for step in grads:
+            for p, g in zip(params, step):
+                p.grad = g.clone()
+            opt.step()
+        return params, opt
+
+    ref, _ = three_steps(fused=False)
+    got, opt = three_steps(fused=True)
+    for a, b in zip(got, ref):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert all(g["fused"] and not g["foreach"] for g in opt.param_groups)
+    # A checkpoint of the fused optimizer resumes fused.
+    params = [torch.nn.Parameter(p.detach().clone()) for p in got]
+    resumed = torch.optim.Adam(params, lr=1e-2)
+    resumed.load_state_dict(opt.state_dict())
+    assert resumed.param_groups[0]["fused"]
+    assert not fuse_adam(torch.optim.SGD(params, lr=0.1), device_types=("cpu",))  # only Adam is switched

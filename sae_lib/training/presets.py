@@ -77,6 +77,11 @@ def qwen3_8b() -> LanguageModelSAERunnerConfig[JumpReLUTrainingSAEConfig]:
         n_checkpoints=5,
         autocast=True,
         autocast_lm=True,
+        # torch.compile of the SAE's training forward fuses the elementwise work over the 4,096 x 65,536
+        # pre-activations (JumpReLU, tanh sparsity and pre-act losses) that eager mode runs as separate
+        # passes over ~1 GB tensors. On an H100 SAELens's progress bar read 24.5-25.6k tok/s with it against
+        # 22.4k measured without (issue 11's notes); it costs about a minute of compiling once per run.
+        compile_sae=True,
         seed=42,
         device="cuda",
         dtype="float32",

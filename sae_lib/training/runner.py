@@ -12,6 +12,8 @@ around, so it can be dropped when SAELens changes it:
   the step count is restored from the token count (one step = one batch).
 * A resumed trainer recomputes every checkpoint threshold from zero and would save again at once
   for each threshold already passed; those are dropped.
+* The trainer builds ``torch.optim.Adam`` with torch's default implementation (``foreach``: several
+  kernels per step over every parameter). On CUDA it is switched to the fused kernel (:func:`fuse_adam`).
 """
 
 from __future__ import annotations
@@ -58,6 +60,25 @@ class RunStats:
     """Set when a stop (SIGINT/SIGTERM or ``stop_after_steps``) ended the run: the checkpoint saved on the way out."""
 
 
+def fuse_adam(optimizer: torch.optim.Optimizer, device_types: tuple[str, ...] = ("cuda",)) -> bool:
+    """Switch a built ``Adam`` to torch's fused kernel when all its parameters are on ``device_types``;
+    returns whether it did.
+
+    Why: at Qwen3-8B's 65,536 latents the SAE has 537M float32 parameters. The default (``foreach``)
+    Adam reads and writes them, their gradients and both moments in several passes per step; the fused
+    kernel does it in one, the same update to rounding. Adam reads ``fused``/``foreach`` from its param
+    groups at every step, and saves them with its state, so a resumed run stays fused.
+    """
+    if not isinstance(optimizer, torch.optim.Adam):
+        return False
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    if not params or any(p.device.type not in device_types or not p.is_floating_point() for p in params):
+        return False
+    for group in optimizer.param_groups:
+        group["foreach"], group["fused"] = False, True
+    return True
+
+
 class StopRequest:
     """SIGINT/SIGTERM ask the loop to stop at the next step boundary; a second signal stops at once."""
 
@@ -98,6 +119,7 @@ class ResumableRunner(LanguageModelSAETrainingRunner):
             self.stats.resumed_at_tokens = trainer.n_training_samples
             self.log(f"resuming from {self.cfg.resume_from_checkpoint} at step {trainer.n_training_steps:,} "
                      f"({trainer.n_training_samples:,} tokens)")
+        fuse_adam(trainer.optimizer)
         start = trainer.n_training_samples
         progress = Progress(self.cfg.training_tokens, start, self.cfg.total_training_steps, self.log, self.progress_every_s)
         stop = StopRequest(self.log)
