@@ -13,7 +13,7 @@ from sae_lens import SAE
 
 from sae_lib import constants
 from sae_lib.training import latest_checkpoint
-from tests.conftest import TINY_HOOK
+from tests.conftest import TINY_HOOK, TINY_TEXTS
 from tests.helpers import load_script, script_env
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -145,3 +145,27 @@ def test_kill_then_resume_continues_from_the_checkpoint(tmp_path, hf_model_dir):
 
     # Bad input on the finished folder: refused (before any model is loaded) without --overwrite.
     assert train_sae.main(args) == 2
+
+
+@pytest.mark.slow
+def test_qwen3_8b_preset_runs_through_the_script_on_a_local_text_dataset(tmp_path, hf_model_dir):
+    # The flagship preset as a user runs it: raw text streamed and tokenized by SAELens (the preset's
+    # fineweb settings), its compiled SAE step, 4,096-token batches and 640-row buffer, the evals; only
+    # the model (a local folder, hook at the same relative depth), the SAE's width (16x) and the run's
+    # length differ. --help alone would not show that the preset trains.
+    data = tmp_path / "text"
+    data.mkdir()
+    (data / "train.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in TINY_TEXTS * 5))
+    out = tmp_path / "run"
+    proc = run(["--preset", "qwen3-8b", "--model", str(hf_model_dir), "--dataset_path", str(data), "--device", "cpu",
+                "--hook_name", "blocks.1.hook_mlp_out", "--sae.d_sae", "512", "--training_tokens", str(2 * 4096),
+                "--n_batches_for_norm_estimate", "4", "--eval-batches", "1", "--out", str(out)])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "step 2/2" in proc.stdout and "explained variance" in proc.stdout
+    sae = SAE.load_from_disk(str(out))
+    assert (sae.cfg.d_in, sae.cfg.d_sae, sae.cfg.metadata.hook_name) == (32, 512, "blocks.1.hook_mlp_out")
+    runner_cfg = json.loads((out / "runner_cfg.json").read_text())
+    assert runner_cfg["compile_sae"] and runner_cfg["train_batch_size_tokens"] == 4096
+    assert runner_cfg["n_batches_in_buffer"] == 640 and runner_cfg["streaming"]
+    for name in (constants.SAE_CFG_FILENAME, "runner_cfg.json"):  # published files name no local path
+        assert str(tmp_path) not in (out / name).read_text(), name
