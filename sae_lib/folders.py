@@ -2,13 +2,16 @@
 
 A folder must exist and be a folder, its JSON config must parse, its safetensors headers must be
 intact, and pickle checkpoints are recognised only to explain why they are refused (they can run
-arbitrary code when loaded, so nothing here or in the loaders ever unpickles them).
+arbitrary code when loaded, so nothing here or in the loaders ever unpickles them). Files written into
+artifact folders go through :func:`atomic_write`.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+import os
+import uuid
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +19,19 @@ from sae_lib.errors import LatentLabError
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 """Checkpoint formats that unpickle on load: never read, only recognised to explain a refusal."""
+
+
+def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
+    """``write(tmp)`` into a temporary file beside ``path``, then ``os.replace`` it onto ``path``: a reader,
+    or a job killed mid-write, never sees half a file (the old one stays until the new one is whole)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
 def check_folder(folder: Path, what: str, error: type[LatentLabError], give: str, holds: str) -> None:

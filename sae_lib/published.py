@@ -16,6 +16,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from sae_lib.folders import atomic_write
+
 LOCAL_ONLY_KEYS = frozenset({"output_path", "checkpoint_path", "resume_from_checkpoint", "cached_activations_path"})
 """runner_cfg.json fields that only ever name this machine's folders: dropped (set to null) when published."""
 MEASURED_KEYS = ("l0", "num_dead_features")
@@ -81,6 +83,4 @@ def rewrite_public(folder: Path, names: tuple[str, ...], evals_summary: dict[str
         if not path.is_file():
             continue
         data = public_cfg(json.loads(path.read_text()), evals_summary)
-        tmp = path.with_name(f".{name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(data, indent=2))
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2)))

@@ -12,31 +12,29 @@ import re
 from pathlib import Path
 
 from sae_lib import constants
+from sae_lib.published import is_local_path
+from sae_lib.published import public_name as published_name
 
 # An absolute POSIX path: a "/" that does not continue a word, a URL ("https://") or a relative path
 # ("user/repo"), then everything up to whitespace, a quote or a bracket, less trailing punctuation.
 _ABSOLUTE_PATH = re.compile(r"(?<![\w:/.~-])/(?:[^\s'\"`()\[\]{}<>,;]*[^\s'\"`()\[\]{}<>,;.:!?])")
 
 
-def _is_local(source: str) -> bool:
-    return Path(source).is_absolute() or source.startswith(("./", "../", "~")) or Path(source).exists()
-
-
 def public_name(source: str) -> str:
     """How a model or SAE source is named to visitors.
 
     A Hub id (``Qwen/Qwen3-8B``, ``user/repo:sae_id@rev``) is already a name and is returned as is;
-    a local folder is named by its last component, and the embedded default's folders as such.
+    a local folder is named by its last component (:func:`sae_lib.published.public_name`, the rule the
+    published files follow), and the embedded default's folders as such.
     """
-    if not _is_local(source):
+    if not is_local_path(source):
         return source
-    path = Path(source).expanduser()
     try:
-        if path.resolve().is_relative_to(constants.demo_dir().resolve()):
-            return f"embedded demo ({path.name})"
+        if Path(source).expanduser().resolve().is_relative_to(constants.demo_dir().resolve()):
+            return f"embedded demo ({Path(source).name})"
     except OSError:
         pass
-    return path.name or str(source)
+    return published_name(source) or "a local folder"
 
 
 def redact_paths(text: str) -> str:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from pathlib import Path
 import torch
 
 from sae_lib.demo.corpus import TOPICS, topic_words
+from sae_lib.folders import atomic_write
 
 N_CANDIDATES = 5
 """Most selective latents per topic among which the logit lens picks."""
@@ -125,10 +125,8 @@ def build_guide(model, sae, stories: Sequence[tuple[str, str]], n_candidates: in
 
 def save_guide(guide: Sequence[TopicLatent], path: Path, build_id: str) -> None:
     """Write the guide as JSON atomically, tied to the index build ``build_id``."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"index_build_id": build_id, "topics": [dataclasses.asdict(g) for g in guide]}, indent=1))
-    os.replace(tmp, path)
+    text = json.dumps({"index_build_id": build_id, "topics": [dataclasses.asdict(g) for g in guide]}, indent=1)
+    atomic_write(Path(path), lambda tmp: tmp.write_text(text))
 
 
 def load_guide(path: Path, build_id: str) -> list[TopicLatent] | None:

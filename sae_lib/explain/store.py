@@ -9,8 +9,6 @@ the previous complete file, and a rerun continues from it.
 from __future__ import annotations
 
 import dataclasses
-import os
-import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -21,6 +19,7 @@ import pyarrow.parquet as pq
 from sae_lib.constants import EXPLANATIONS_FILENAME
 from sae_lib.errors import CompatibilityError
 from sae_lib.explain.explainer import Explanation
+from sae_lib.folders import atomic_write
 
 COLUMNS = [f.name for f in dataclasses.fields(Explanation)]
 _SCHEMA = pa.schema(
@@ -68,11 +67,5 @@ def save_explanations(path: Path, build_id: str, rows: Iterable[Explanation], ex
     merged = merged.drop_duplicates("latent", keep="last").sort_values("latent").reset_index(drop=True)
     table = pa.Table.from_pandas(merged, schema=_SCHEMA, preserve_index=False)
     table = table.replace_schema_metadata({"index_build_id": build_id})
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp))
     return merged

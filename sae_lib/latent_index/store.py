@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -25,19 +22,11 @@ from sae_lens import SAE
 from sae_lib.constants import INDEX_CONTEXTS_FILENAME, INDEX_COUNTS_FILENAME, INDEX_META_FILENAME, INDEX_STATS_FILENAME
 from sae_lib.cooccurrence import COUNT_FIELDS, LatentCounts
 from sae_lib.errors import CompatibilityError
+from sae_lib.folders import atomic_write
 from sae_lib.latent_index.identity import check_index_matches_sae
 from sae_lib.latent_index.model import FORMAT_VERSION, KIND_SAMPLE, KIND_TOP, Contexts, IndexMeta, LatentIndex
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Write through a temporary file in the same folder and ``os.replace`` it: readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 _STAT_FIELDS = (
@@ -74,15 +63,15 @@ def save_index(index: LatentIndex, sae_dir: Path) -> None:
     sae_dir.mkdir(parents=True, exist_ok=True)
     build = {"build_id": index.meta.build_id}
     tensors = {name: getattr(index, name).contiguous() for name in _STAT_FIELDS}
-    _atomic_write(sae_dir / INDEX_STATS_FILENAME, lambda p: save_file(tensors, str(p), metadata=build))
+    atomic_write(sae_dir / INDEX_STATS_FILENAME, lambda p: save_file(tensors, str(p), metadata=build))
     table = pa.concat_tables([_contexts_table(index.top, KIND_TOP), _contexts_table(index.samples, KIND_SAMPLE)])
     table = table.replace_schema_metadata(build)
-    _atomic_write(sae_dir / INDEX_CONTEXTS_FILENAME, lambda p: pq.write_table(table, p))
+    atomic_write(sae_dir / INDEX_CONTEXTS_FILENAME, lambda p: pq.write_table(table, p))
     if index.counts is not None:
         counts = index.counts.tensors()
-        _atomic_write(sae_dir / INDEX_COUNTS_FILENAME, lambda p: save_file(counts, str(p), metadata=build))
+        atomic_write(sae_dir / INDEX_COUNTS_FILENAME, lambda p: save_file(counts, str(p), metadata=build))
     meta_text = json.dumps(dataclasses.asdict(index.meta), ensure_ascii=False)
-    _atomic_write(sae_dir / INDEX_META_FILENAME, lambda p: p.write_text(meta_text, encoding="utf-8"))
+    atomic_write(sae_dir / INDEX_META_FILENAME, lambda p: p.write_text(meta_text, encoding="utf-8"))
 
 
 def _contexts_from_table(table: pa.Table, kind: str, d_sae: int, k: int, window: int) -> Contexts:
