@@ -16,7 +16,8 @@ Two bounded tables, filled batch by batch beside the index's other statistics:
 Memory: ``d_sae x k x 2`` int64 per table and ``vocab`` counters, independent of the tokens streamed;
 at 65,536 latents and k = 32 that is 34 MB per table. A table whose full ``d_sae x items`` size is
 small (the demo's 1,024 latents) is counted exactly instead (:func:`sae_lib.heavy_hitters.counter`),
-which is also faster than merging summaries.
+which is also faster than merging summaries; its co-firing pairs are then counted by one sparse product
+(:meth:`~sae_lib.heavy_hitters.ExactCounts.update_cooccurring`) instead of being listed.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
-from sae_lib.heavy_hitters import counter
+from sae_lib.heavy_hitters import ExactCounts, counter
 
 COUNT_FIELDS = (
     "token_ids", "token_counts", "token_seen", "token_base",
@@ -104,6 +105,9 @@ class CountsAccumulator:
         if pos.numel() == 0:
             return
         self.fired += torch.bincount(lat, minlength=self.d_sae)
+        if isinstance(self.cofire, ExactCounts) and len(per_pos) < 1 << 24:
+            self.cofire.update_cooccurring(pos, lat, n_pos)
+            return
         sizes = per_pos[pos]  # (E,) firing latents at each entry's position
         starts = torch.searchsorted(pos, pos)  # (E,) first entry of that position
         entry = torch.repeat_interleave(torch.arange(len(pos), device=self.device), sizes)  # (pairs,)

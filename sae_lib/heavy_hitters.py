@@ -112,6 +112,31 @@ class ExactCounts:
         self.seen += torch.bincount(rows, minlength=self.n_rows)
         self.table += torch.bincount(rows * self.n_items + items, minlength=self.table.numel())
 
+    def update_cooccurring(self, groups: torch.Tensor, items: torch.Tensor, n_groups: int) -> None:
+        """Count every ordered pair of distinct items that share a group, ``(row a, item b)``, as
+        ``update`` would from the pairs themselves (rows and items one id space: a square table).
+        ``(groups[j], items[j])`` must be distinct.
+
+        Why not the pairs: a group of ``s`` items has ``s^2`` pairs, and building them costs several index
+        passes each; here it is one sparse x dense product, (rows x groups) @ (groups x items), whose cost
+        is (entries x n_items) multiply-adds, a third of the pair route's time on the demo's index pass.
+        """
+        if self.n_rows != self.n_items:
+            raise ValueError("co-occurrence needs a square table (rows and items one id space)")
+        if items.numel() == 0:
+            return
+        dev = self.table.device
+        groups, items = groups.to(dev).long(), items.to(dev).long()
+        ones = torch.ones(len(items), device=dev)
+        by_row = torch.sparse_coo_tensor(torch.stack([items, groups]), ones, (self.n_rows, n_groups), check_invariants=False)
+        dense = torch.zeros(n_groups, self.n_items, device=dev)
+        dense[groups, items] = 1.0
+        pairs = torch.sparse.mm(by_row, dense)  # (n_rows, n_items): groups shared; exact, each <= n_groups < 2^24
+        pairs.fill_diagonal_(0)  # an item is not its own partner
+        pairs = pairs.round().long()
+        self.seen += pairs.sum(1)
+        self.table += pairs.view(-1)
+
     def top(self) -> TopItems:
         counts, ids = self.table.view(self.n_rows, self.n_items).topk(self.k, dim=1)
         ids = ids.masked_fill(counts == 0, -1)

@@ -2,6 +2,7 @@
 
 from collections import Counter
 
+import pytest
 import torch
 
 from sae_lib.heavy_hitters import HeavyHitters
@@ -75,3 +76,29 @@ def test_exact_counts_and_the_choice_between_them():
     assert isinstance(counter(1024, 1024, 32), ExactCounts)
     assert isinstance(counter(65_536, 151_936, 32), HeavyHitters)  # 10^10 cells: bounded instead
     assert 1024 * 2048 <= DENSE_MAX_CELLS < 65_536 * 65_536
+
+
+def test_cooccurring_pairs_by_product_equal_the_pairs_counted_one_by_one():
+    from sae_lib.heavy_hitters import ExactCounts
+
+    g = torch.Generator().manual_seed(3)
+    n_groups, n = 40, 30
+    groups = torch.randint(0, n_groups, (400,), generator=g)
+    items = torch.randint(0, n, (400,), generator=g)
+    key = torch.unique(groups * n + items)  # distinct (group, item) entries, as nonzero() gives them
+    groups, items = key // n, key % n
+    rows, partners = [], []  # naive: every ordered pair of distinct items in each group
+    for grp in range(n_groups):
+        members = items[groups == grp].tolist()
+        for a in members:
+            for b in members:
+                if a != b:
+                    rows.append(a)
+                    partners.append(b)
+    by_pairs, by_product = ExactCounts(n, n, k=n), ExactCounts(n, n, k=n)
+    by_pairs.update(torch.tensor(rows), torch.tensor(partners))
+    by_product.update_cooccurring(groups, items, n_groups)
+    assert len(rows) > 500 and torch.equal(by_product.table, by_pairs.table)
+    assert torch.equal(by_product.seen, by_pairs.seen)
+    with pytest.raises(ValueError, match="square"):
+        ExactCounts(n, n + 1, k=2).update_cooccurring(groups, items, n_groups)
