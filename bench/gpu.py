@@ -241,9 +241,11 @@ def index_parts(model, sae, batch: torch.Tensor, cfg, device: str, repeats: int)
         with torch.no_grad(), tf32_matmuls(sae.device):
             sae.encode(acts)
 
-    def tokens_table():
+    def tokens_table():  # with a merge, which the pass does only every few batches (HeavyHitters.merge_at)
         pos, lat = firing
-        stats.counts.tokens.update(lat, toks.to(stats.counts.device)[pos])
+        table = stats.counts.tokens
+        table.update(lat, toks.to(stats.counts.device)[pos])
+        getattr(table, "_merge", lambda: None)()
 
     parts = {
         "forward_to_hook": lambda: hook_activations(model, batch, input_hook(sae)),

@@ -9,7 +9,7 @@ is stored. Memory is ``n_rows x k`` whatever the stream's length or the number o
 
 Batches are merged as mergeable summaries (Agarwal et al., 2012): add the batch's exact counts to
 the table, then in each row subtract the ``(k + 1)``-th largest count from all and keep the ``k`` that
-stay positive. Everything is vectorised over rows (one ``torch.unique`` and one sort per batch), so
+stay positive. Everything is vectorised over rows (one ``torch.unique`` and one sort per merge), so
 it runs on the device the SAE activations are on.
 """
 
@@ -36,7 +36,8 @@ COUNT_LIMIT = 1 << 40
 class HeavyHitters:
     """``k`` Misra-Gries counters for each of ``n_rows`` rows, items in ``[0, n_items)``."""
 
-    def __init__(self, n_rows: int, n_items: int, k: int, device: torch.device | str = "cpu"):
+    def __init__(self, n_rows: int, n_items: int, k: int, device: torch.device | str = "cpu",
+                 merge_at: int | None = None):
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
         if n_rows >= (1 << 63) // COUNT_LIMIT:
@@ -46,6 +47,14 @@ class HeavyHitters:
         self.counts = torch.zeros(n_rows, k, dtype=torch.long, device=device)
         self.seen = torch.zeros(n_rows, dtype=torch.long, device=device)
         """(n_rows,) items seen per row (the ``n`` of the error bound)."""
+        self.merge_at = n_rows * k if merge_at is None else merge_at
+        """Occurrences held back before a merge. Each merge sorts the whole table with them, so merging a
+        batch far smaller than the table mostly re-sorts the table: batches wait until they add up to
+        this many (default: the table's size, so a merge sorts at most about twice the new items; the
+        flagship's co-firing pairs, ~4M a batch, merge every batch, its ~600k token firings every fourth).
+        Memory: ``merge_at`` plus one batch of int64 keys."""
+        self._pending: list[torch.Tensor] = []
+        self._n_pending = 0
 
     def update(self, rows: torch.Tensor, items: torch.Tensor) -> None:
         """Count one occurrence of ``items[j]`` in row ``rows[j]`` (both (n,) int64, same device)."""
@@ -54,17 +63,28 @@ class HeavyHitters:
         dev = self.ids.device
         rows, items = rows.to(dev).long(), items.to(dev).long()
         self.seen += torch.bincount(rows, minlength=self.n_rows)
+        self._pending.append(rows * self.n_items + items)
+        self._n_pending += rows.numel()
+        if self._n_pending >= self.merge_at:
+            self._merge()
+
+    def _merge(self) -> None:
+        """Fold the held-back occurrences into the table: add their exact counts to the stored ones, then
+        in each row subtract the (k + 1)-th largest count and keep the k that stay positive. Merging
+        several batches at once is one larger batch, with the same guarantee."""
+        if not self._pending:
+            return
+        dev = self.ids.device
+        new = torch.cat(self._pending)
+        self._pending, self._n_pending = [], 0
         held = self.ids >= 0
         held_rows = held.nonzero()[:, 0]
-        keys = torch.cat([held_rows * self.n_items + self.ids[held], rows * self.n_items + items])
-        weights = torch.cat([self.counts[held], torch.ones_like(rows)])
+        keys = torch.cat([held_rows * self.n_items + self.ids[held], new])
+        weights = torch.cat([self.counts[held], torch.ones_like(new)])
         uniq, inverse = torch.unique(keys, return_inverse=True)
         summed = torch.zeros(len(uniq), dtype=torch.long, device=dev).scatter_add_(0, inverse, weights)
         row = uniq // self.n_items
-        # By row, then by count descending, in one sort of a composite key (a sort is most of this
-        # method's time on a GPU); ties keep ``uniq``'s order, item ascending. Counts stay below
-        # COUNT_LIMIT (2^40 tokens), so the key fits int64 for up to 2^23 rows.
-        order = (row * COUNT_LIMIT + (COUNT_LIMIT - 1 - summed)).argsort(stable=True)
+        order = self._by_row_then_count(row, summed)
         uniq, row, summed = uniq[order], row[order], summed[order]
         item = uniq % self.n_items
         first = torch.searchsorted(row, row)  # index of each row's first entry
@@ -79,12 +99,21 @@ class HeavyHitters:
         self.ids[row[keep], rank[keep]] = item[keep]
         self.counts[row[keep], rank[keep]] = reduced[keep]
 
+    @staticmethod
+    def _by_row_then_count(row: torch.Tensor, summed: torch.Tensor) -> torch.Tensor:
+        """The order of entries by row, then by count descending; ties keep their order (item ascending).
+        One sort of a composite key (a sort is most of a merge's time on a GPU): counts stay below
+        COUNT_LIMIT (2^40), so the key fits int64 for up to 2^23 rows."""
+        return (row * COUNT_LIMIT + (COUNT_LIMIT - 1 - summed)).argsort(stable=True)
+
     def top(self) -> TopItems:
         """The table on CPU, each row's items by descending count (as stored)."""
+        self._merge()
         return TopItems(self.ids.cpu(), self.counts.cpu())
 
     def error_bound(self) -> torch.Tensor:
         """(n_rows,) float64: the most any stored count can be below the true count, ``(n - stored) / (k + 1)``."""
+        self._merge()
         return (self.seen - self.counts.sum(1)).double().cpu() / (self.k + 1)
 
 

@@ -25,9 +25,15 @@ def _exact(rows, items):
     return out
 
 
-def test_exact_when_every_item_fits():
+# merge_at: every batch merges (the table's size, 30 or 12, is below a batch), every fourth batch, or
+# only when the table is read: the counts and the guarantees are the same.
+MERGE_AT = [None, 1000, 10**9]
+
+
+@pytest.mark.parametrize("merge_at", MERGE_AT)
+def test_exact_when_every_item_fits(merge_at):
     rows, items = _stream(5, 6, 2000, 0)
-    hh = HeavyHitters(5, 6, k=6)
+    hh = HeavyHitters(5, 6, k=6, merge_at=merge_at)
     for chunk in range(0, 2000, 300):  # batches of several sizes (the last is short)
         hh.update(rows[chunk : chunk + 300], items[chunk : chunk + 300])
     top = hh.top()
@@ -40,10 +46,11 @@ def test_exact_when_every_item_fits():
     assert hh.error_bound().tolist() == [0.0] * 5
 
 
-def test_misra_gries_guarantees_with_few_slots():
+@pytest.mark.parametrize("merge_at", MERGE_AT)
+def test_misra_gries_guarantees_with_few_slots(merge_at):
     n_rows, n_items, k = 4, 50, 3
     rows, items = _stream(n_rows, n_items, 5000, 1)
-    hh = HeavyHitters(n_rows, n_items, k)
+    hh = HeavyHitters(n_rows, n_items, k, merge_at=merge_at)
     for chunk in range(0, 5000, 250):
         hh.update(rows[chunk : chunk + 250], items[chunk : chunk + 250])
     top, bound = hh.top(), hh.error_bound()
@@ -102,3 +109,13 @@ def test_cooccurring_pairs_by_product_equal_the_pairs_counted_one_by_one():
     assert torch.equal(by_product.seen, by_pairs.seen)
     with pytest.raises(ValueError, match="square"):
         ExactCounts(n, n + 1, k=2).update_cooccurring(groups, items, n_groups)
+
+
+def test_one_sort_orders_entries_as_two_stable_sorts_do():
+    # Entries as a merge sees them (sorted by row, then item), with many tied counts.
+    g = torch.Generator().manual_seed(5)
+    row = torch.randint(0, 50, (5000,), generator=g).sort().values
+    summed = torch.randint(1, 6, (5000,), generator=g)
+    reference = summed.argsort(descending=True, stable=True)  # by count, then stably by row
+    reference = reference[row[reference].argsort(stable=True)]
+    assert torch.equal(HeavyHitters._by_row_then_count(row, summed), reference)
