@@ -318,3 +318,28 @@ def test_fuse_adam_gives_the_foreach_update_and_survives_a_resume():
     resumed.load_state_dict(opt.state_dict())
     assert resumed.param_groups[0]["fused"]
     assert not fuse_adam(torch.optim.SGD(params, lr=0.1), device_types=("cpu",))  # only Adam is switched
+
+
+def test_a_failing_sae_compile_falls_back_to_eager_with_a_notice(tmp_path, tiny_model, monkeypatch):
+    from torch._inductor.exc import InductorError
+
+    compiled_calls = []
+
+    def broken_compile(fn, **kwargs):  # what torch.compile gives where inductor cannot build its kernels
+        def run(*args, **kw):
+            compiled_calls.append(1)
+            raise InductorError(RuntimeError("CppCompileError: C++ compile error (no compiler found)"), None)
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    lines: list[str] = []
+    torch.manual_seed(0)
+    result = train(tiny_job(tmp_path / "run"), tiny_cfg(compile_sae=True), tiny_model, log=lines.append)
+    assert result.stats.n_training_steps == 12  # the run finished, eagerly
+    assert compiled_calls == [1]  # tried once, then never again
+    notice = [line for line in lines if "compiling the SAE's training step failed" in line]
+    assert len(notice) == 1 and "InductorError" in notice[0] and "--compile_sae false" in notice[0], lines
+    # An error that is not the compiler's still ends the run.
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: lambda *a, **k: (_ for _ in ()).throw(ValueError("bad batch")))
+    with pytest.raises(ValueError, match="bad batch"):
+        train(tiny_job(tmp_path / "again"), tiny_cfg(compile_sae=True), tiny_model, log=QUIET)

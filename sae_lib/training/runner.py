@@ -14,6 +14,9 @@ around, so it can be dropped when SAELens changes it:
   for each threshold already passed; those are dropped.
 * The trainer builds ``torch.optim.Adam`` with torch's default implementation (``foreach``: several
   kernels per step over every parameter). On CUDA it is switched to the fused kernel (:func:`fuse_adam`).
+* With ``compile_sae`` a compiler failure (no C++ compiler, a Triton or inductor error) raises out of the
+  first training step and ends the run. Here the step falls back to the eager SAE with a notice instead:
+  a run must not die at step 1 for want of an optimisation.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch._dynamo
 from sae_lens import LanguageModelSAERunnerConfig, LanguageModelSAETrainingRunner
 from sae_lens.saes.sae import TrainingSAE
 from sae_lens.training._interruption import InterruptedException
@@ -108,6 +112,29 @@ class ResumableRunner(LanguageModelSAETrainingRunner):
         self.progress_every_s = progress_every_s
         self.stop_after_steps = stop_after_steps
         self.stats = RunStats()
+
+    def _compile_sae_if_needed(self) -> None:
+        eager = self.sae.training_forward_pass
+        super()._compile_sae_if_needed()
+        compiled = self.sae.training_forward_pass
+        if compiled is eager:
+            return
+        sae, log = self.sae, self.log
+
+        def first_calls(*args: Any, **kwargs: Any):
+            # Compilation happens on the first call (and again for a new input shape: the last,
+            # partial batch), so the guard stays until the run ends; the step is a pure function of
+            # its inputs, so running it again eagerly after a failure changes nothing else.
+            try:
+                return compiled(*args, **kwargs)
+            except torch._dynamo.exc.TorchDynamoException as err:
+                reason = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
+                log(f"compiling the SAE's training step failed ({type(err).__name__}: {reason}); "
+                    "training continues with the eager SAE (pass --compile_sae false to skip compiling).")
+                sae.training_forward_pass = eager  # type: ignore[method-assign]
+                return eager(*args, **kwargs)
+
+        sae.training_forward_pass = first_calls  # type: ignore[method-assign]
 
     def run_trainer_with_interruption_handling(self, trainer: SAETrainer[Any, Any]) -> TrainingSAE[Any]:
         batch = self.cfg.train_batch_size_tokens
