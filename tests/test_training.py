@@ -343,3 +343,17 @@ def test_a_failing_sae_compile_falls_back_to_eager_with_a_notice(tmp_path, tiny_
     monkeypatch.setattr(torch, "compile", lambda fn, **kw: lambda *a, **k: (_ for _ in ()).throw(ValueError("bad batch")))
     with pytest.raises(ValueError, match="bad batch"):
         train(tiny_job(tmp_path / "again"), tiny_cfg(compile_sae=True), tiny_model, log=QUIET)
+
+
+def test_compile_llm_leaves_the_engines_forward_uncompiled_with_a_notice(tmp_path, tiny_hf_qwen3_dir):
+    # SAELens's compile_llm compiles run_with_cache; compiled, the engine's forward (which stops at the
+    # hook by raising) failed on the first batch with an IndexError. The run now trains, uncompiled.
+    from sae_lib.model import load_model
+
+    model = load_model(str(tiny_hf_qwen3_dir), device="cpu", dtype="float32")
+    cfg = tiny_cfg(compile_llm=True)
+    cfg = dataclasses.replace(cfg, sae=dataclasses.replace(cfg.sae, d_in=64, d_sae=64))
+    lines: list[str] = []
+    result = train(tiny_job(tmp_path / "sae"), cfg, model, log=lines.append)
+    assert result.stats.n_training_steps == 12
+    assert sum("--compile_llm is not applied" in line for line in lines) == 1, lines

@@ -14,6 +14,9 @@ around, so it can be dropped when SAELens changes it:
   for each threshold already passed; those are dropped.
 * The trainer builds ``torch.optim.Adam`` with torch's default implementation (``foreach``: several
   kernels per step over every parameter). On CUDA it is switched to the fused kernel (:func:`fuse_adam`).
+* With ``compile_llm`` SAELens compiles the model's ``run_with_cache``. Ours is the engine's forward to
+  the hook (:class:`~sae_lib.engine.EngineActivations`), which stops by raising at the hook: compiled, the
+  first batch failed with an IndexError. It is left uncompiled, with a notice.
 * With ``compile_sae`` a compiler failure (no C++ compiler, a Triton or inductor error) raises out of the
   first training step and ends the run. Here the step falls back to the eager SAE with a notice instead:
   a run must not die at step 1 for want of an optimisation.
@@ -37,7 +40,7 @@ from sae_lens.training.sae_trainer import SAETrainer
 from sae_lens.util import temporary_seed
 from transformer_lens import HookedTransformer
 
-from sae_lib.engine import EngineActivations
+from sae_lib.engine import EngineActivations, engine_for
 from sae_lib.errors import LatentLabError
 from sae_lib.training.progress import Log, Progress
 
@@ -107,11 +110,20 @@ class ResumableRunner(LanguageModelSAETrainingRunner):
 
     def __init__(self, cfg: LanguageModelSAERunnerConfig[Any], *, log: Log, progress_every_s: float,
                  stop_after_steps: int | None = None, **kwargs: Any):
+        self.log = log  # before SAELens's __init__, which calls _compile_llm_if_needed
         super().__init__(cfg, **kwargs)
-        self.log = log
         self.progress_every_s = progress_every_s
         self.stop_after_steps = stop_after_steps
         self.stats = RunStats()
+
+    def _compile_llm_if_needed(self) -> None:
+        if self.cfg.compile_llm and isinstance(self.model, EngineActivations) and engine_for(self.model.model) is not None:
+            # SAELens compiles ``model.run_with_cache``; the engine answers it with a forward that stops at
+            # the hook by raising out of it, which a compiled graph cannot do (the first batch fails).
+            self.log("--compile_llm is not applied: activations come from the generation engine's forward, "
+                     "which stops at the hook and runs uncompiled.")
+            return
+        super()._compile_llm_if_needed()
 
     def _compile_sae_if_needed(self) -> None:
         eager = self.sae.training_forward_pass
