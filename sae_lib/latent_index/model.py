@@ -48,8 +48,9 @@ class IndexConfig:
     cofire_pairs_per_batch: int = 1 << 22
     """At most this many (latent, latent) pairs counted per batch: positions are subsampled past it."""
     tf32: bool = True
-    """On CUDA, a float32 SAE's encode runs its matmuls in TF32 (tensor cores; activations within about
-    1e-3 relative of IEEE float32): several times faster at Qwen3-8B's width. No effect on CPU."""
+    """On CUDA, a float32 SAE's encode runs its matmuls in TF32 (tensor cores; inputs rounded to a 10-bit
+    mantissa, so activations differ from IEEE float32 by about 1e-3 relative; ``bench/gpu.py`` reports the
+    difference and the firing decisions it flips): several times faster at Qwen3-8B's width. No effect on CPU."""
 
     def __post_init__(self) -> None:
         if self.n_bins < 2 or self.n_bins & (self.n_bins - 1):
