@@ -90,6 +90,9 @@ class GpuBenchConfig:
     compile_sae: bool | None = None
     """Training step: SAELens's ``compile_sae`` (torch.compile of the SAE's training forward); None: the
     ``qwen3-8b`` preset's setting (on)."""
+    compile_llm: bool = False
+    """Training step: SAELens's ``compile_llm`` (the engine's forward to the hook, compiled), and the bare
+    forward timed compiled as well."""
     only: tuple[str, ...] = ()
     """Run only these steps (generation, index, training, load); all by default."""
 
@@ -268,7 +271,8 @@ def index_parts(model, sae, batch: torch.Tensor, cfg, device: str, repeats: int)
         "firing_entries": int(firing[0].numel()), "tokens": int(batch.numel())} | accuracy
 
 
-def training(model, sae_hook: str, preset: Preset, device: str, compile_sae: bool | None = None) -> dict:
+def training(model, sae_hook: str, preset: Preset, device: str, compile_sae: bool | None = None,
+             compile_llm: bool = False) -> dict:
     """SAELens's trainer through the app's runner (activations from the engine), against the bare
     forward to the hook.
 
@@ -304,7 +308,7 @@ def training(model, sae_hook: str, preset: Preset, device: str, compile_sae: boo
             llm_device=device, act_store_device=device,
             autocast=device == "cuda", autocast_lm=device == "cuda", store_batch_size_prompts=store_prompts,
             n_batches_in_buffer=n_batches_in_buffer, n_batches_for_norm_estimate=norm_batches,
-            logger=LoggingConfig(log_to_wandb=False), output_path=None, compile_sae=compile_sae,
+            logger=LoggingConfig(log_to_wandb=False), output_path=None, compile_sae=compile_sae, compile_llm=compile_llm,
         )
         sync(device)
         t0 = time.perf_counter()
@@ -323,11 +327,27 @@ def training(model, sae_hook: str, preset: Preset, device: str, compile_sae: boo
             for row in range(0, (steps - short) * batch_tokens // ctx, store_prompts):
                 hook_activations(model, rows[row : row + store_prompts], sae_hook)
 
-    t_bare = timed({"bare": bare}, 1, device)["bare"]
+    forwards = {"bare": bare}
+    if compile_llm:  # the same forward through the engine's compiled copy up to the hook (compiled by the runs above)
+        from sae_lib.engine import engine_for
+
+        engine = engine_for(model)
+
+        def bare_compiled():
+            with torch.no_grad(), torch.autocast("cuda", torch.bfloat16, enabled=device == "cuda"):
+                for row in range(0, (steps - short) * batch_tokens // ctx, store_prompts):
+                    engine.activations(rows[row : row + store_prompts], sae_hook, compiled=True)
+
+        forwards["bare_compiled"] = bare_compiled
+    t = timed(forwards, 1, device)
+    t_bare = t["bare"]
     n = (steps - short) * batch_tokens
     per_step = max(t_long - t_short, 1e-9)
+    compiled_forward = {"bare_forward_compiled_tokens_per_s": round(n / t["bare_compiled"]),
+                        "compiled_over_eager_forward": round(t_bare / t["bare_compiled"], 3)} if compile_llm else {}
     return {
         "steps": steps, "batch_tokens": batch_tokens, "d_sae": preset.d_sae, "compile_sae": compile_sae,
+        "compile_llm": compile_llm, **compiled_forward,
         "train_tokens_per_s": round(n / per_step),
         "bare_forward_tokens_per_s": round(n / t_bare),
         "train_over_bare": round(t_bare / per_step, 3),
@@ -389,7 +409,7 @@ def run(cfg: GpuBenchConfig) -> dict:
     bw = report["bandwidth"].get("gb_per_s") if device == "cuda" else None
     for name, fn in (("generation", lambda: generation(model, sae, preset, device, bw)),
                      ("index", lambda: index_pass(model, sae, preset, device)),
-                     ("training", lambda: training(model, hook, preset, device, cfg.compile_sae))):
+                     ("training", lambda: training(model, hook, preset, device, cfg.compile_sae, cfg.compile_llm))):
         elapsed = time.perf_counter() - start
         if cfg.only and name not in cfg.only:
             continue
@@ -424,10 +444,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--skip-load", action="store_true", help="skip the saved-folder load check")
     parser.add_argument("--eager-sae", action="store_true",
                         help="train without SAELens's compile_sae, which the qwen3-8b preset turns on (the eager baseline)")
+    parser.add_argument("--compile-llm", action="store_true",
+                        help="train with compile_llm (the engine's forward to the hook compiled) and time that forward too")
     parser.add_argument("--only", nargs="+", default=[], choices=STEPS, help="run only these steps (default: all)")
     args = parser.parse_args(argv)
     report = run(GpuBenchConfig(preset=args.preset, out=args.out, skip_load=args.skip_load,
-                                compile_sae=False if args.eager_sae else None, only=tuple(args.only)))
+                                compile_sae=False if args.eager_sae else None,
+                                compile_llm=args.compile_llm, only=tuple(args.only)))
     text = json.dumps(report, indent=2)
     print(text)
     if args.out:

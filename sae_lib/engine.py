@@ -34,9 +34,11 @@ from dataclasses import dataclass, field
 import weakref
 
 import torch
+import torch._dynamo
 from torch import Tensor
 
 from sae_lib.engine_compile import DecodeSlot, StaticDecode, _CompileProblem
+from sae_lib.engine_prefix import compiled_prefix
 from sae_lib.hf_hooks import HookSite, Steer, hook_site, hooked
 
 log = logging.getLogger(__name__)
@@ -67,6 +69,7 @@ class Engine(StaticDecode):
     """Why the compiled decode step was given up (then every run is eager), for the log and the benches."""
     _compiled: dict = field(default_factory=dict, repr=False)
     _slots: dict = field(default_factory=dict, repr=False)
+    _prefixes: dict = field(default_factory=dict, repr=False)
 
     @property
     def device(self) -> torch.device:
@@ -95,10 +98,22 @@ class Engine(StaticDecode):
     # --- forwards -----------------------------------------------------------------------------
 
     @torch.no_grad()  # not inference_mode: SAE training keeps these activations in its buffer
-    def activations(self, tokens: Tensor, hook_name: str) -> Tensor:
+    def activations(self, tokens: Tensor, hook_name: str, compiled: bool = False) -> Tensor:
         """Activations at ``hook_name`` for ``tokens`` (batch, pos) -> (batch, pos, d); the layers above
-        the hook never run (nor the unembedding)."""
+        the hook never run (nor the unembedding). ``compiled``: through a ``torch.compile``d copy of the
+        decoder up to the hook (:mod:`sae_lib.engine_prefix`; the first call per batch shape compiles;
+        a compiler failure falls back to this eager forward with a log notice)."""
         site = self.site(hook_name)
+        if compiled and self._prefixes.get(hook_name) is not False:
+            prefix = self._prefixes.get(hook_name)
+            if prefix is None:  # (not ``or``: a compiled module has no truth value)
+                prefix = self._prefixes[hook_name] = compiled_prefix(self.hf, site)
+            try:
+                return prefix(tokens.to(self.device))
+            except torch._dynamo.exc.TorchDynamoException as err:
+                log.warning("Compiled forward to %s disabled, running it eagerly from now on: %s",
+                            hook_name, str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__)
+                self._prefixes[hook_name] = False
         got: list[Tensor] = []
 
         def capture(act: Tensor) -> None:
@@ -358,8 +373,10 @@ class EngineActivations:
     model (``override_model=EngineActivations(model)``); without an engine it changes nothing.
     """
 
-    def __init__(self, model: torch.nn.Module) -> None:
+    def __init__(self, model: torch.nn.Module, compiled: bool = False) -> None:
         self.model = model
+        self.compiled = compiled
+        """Read through the engine's compiled forward to the hook (what ``compile_llm`` turns on)."""
 
     def __getattr__(self, name: str):
         return getattr(self.model, name)
@@ -378,7 +395,7 @@ class EngineActivations:
             and len(names) == 1
             and hook_site(engine.hf, names[0]) is not None
         ):
-            return None, {names[0]: engine.activations(tokens, names[0])}
+            return None, {names[0]: engine.activations(tokens, names[0], compiled=self.compiled)}
         return self.model.run_with_cache(
             tokens, *args, names_filter=names_filter, stop_at_layer=stop_at_layer, prepend_bos=prepend_bos, **kwargs
         )

@@ -548,3 +548,54 @@ def test_warm_up_keeps_within_the_operators_limits(loaded, sae, monkeypatch):
         assert warm_up(loaded, sae) is not None and engine.compile_failed is None
     finally:
         engine.reset_compiled()
+
+
+@pytest.mark.parametrize("hook", HOOKS)
+def test_forward_to_the_hook_as_one_module_equals_the_engines(loaded, hook):
+    # What compile_llm compiles: a copy of the decoder up to the hook's layer returning the hook's
+    # activation. Traced by Dynamo (backend "eager": the graph capture without code generation) it must
+    # give the engine's activations bit for bit, and leave the model itself as it was.
+    from sae_lib.engine_prefix import PrefixForward, compiled_prefix
+
+    engine = engine_for(loaded)
+    name = f"blocks.1.{hook}"
+    tokens = loaded.to_tokens(["The ship sailed across the ocean", "She baked bread in the kitchen"],
+                              prepend_bos=False, padding_side="left")[:, -5:]
+    site = engine.site(name)
+    modules_before = [id(m) for m in engine.hf.modules()]
+    with torch.no_grad():
+        ref = engine.activations(tokens, name)
+        assert torch.equal(PrefixForward(engine.hf, site)(tokens.to(engine.device)), ref)
+        traced = compiled_prefix(engine.hf, site, backend="eager")
+        assert torch.equal(traced(tokens.to(engine.device)), ref)
+        assert traced._orig_mod.tap.act is None  # the activation is not kept alive after the call
+    assert [id(m) for m in engine.hf.modules()] == modules_before and _hooks_on(engine.hf) == 0
+    assert engine.activations(tokens, name).equal(ref)  # the model still runs every layer it had
+
+
+def test_compiled_forward_to_the_hook_matches_and_falls_back_on_a_compiler_failure(loaded, monkeypatch, caplog):
+    engine = engine_for(loaded)
+    tokens = loaded.to_tokens(PROMPT, prepend_bos=False)
+    eager = engine.activations(tokens, HOOK)
+    monkeypatch.setattr(engine, "_prefixes", {})
+    # The real compiler (inductor): float32 sums may be reassociated, nothing more.
+    for _ in range(2):  # compiles, then reuses the compiled module
+        torch.testing.assert_close(engine.activations(tokens, HOOK, compiled=True), eager, atol=1e-5, rtol=1e-5)
+
+    from torch._inductor.exc import InductorError
+
+    calls = []
+
+    def broken(hf, site, backend="inductor"):
+        def run(*args):
+            calls.append(1)
+            raise InductorError(RuntimeError("C++ compile error"), None)
+        return run
+
+    monkeypatch.setattr(engine, "_prefixes", {})
+    monkeypatch.setattr(engine_mod, "compiled_prefix", broken)
+    with caplog.at_level(logging.WARNING, logger="sae_lib.engine"):
+        first = engine.activations(tokens, HOOK, compiled=True)
+        second = engine.activations(tokens, HOOK, compiled=True)
+    assert torch.equal(first, eager) and torch.equal(second, eager) and calls == [1]  # tried once
+    assert "Compiled forward to blocks.1.hook_mlp_out disabled" in caplog.text and "C++ compile error" in caplog.text

@@ -345,15 +345,25 @@ def test_a_failing_sae_compile_falls_back_to_eager_with_a_notice(tmp_path, tiny_
         train(tiny_job(tmp_path / "again"), tiny_cfg(compile_sae=True), tiny_model, log=QUIET)
 
 
-def test_compile_llm_leaves_the_engines_forward_uncompiled_with_a_notice(tmp_path, tiny_hf_qwen3_dir):
+def test_compile_llm_compiles_the_engines_forward_to_the_hook(tmp_path, tiny_hf_qwen3_dir):
     # SAELens's compile_llm compiles run_with_cache; compiled, the engine's forward (which stops at the
-    # hook by raising) failed on the first batch with an IndexError. The run now trains, uncompiled.
+    # hook by raising) failed on the first batch with an IndexError. The engine's own compilable forward
+    # to the hook serves it instead, and trains the SAE the eager run trains (to float32 rounding).
+    from sae_lib.engine import engine_for
     from sae_lib.model import load_model
 
     model = load_model(str(tiny_hf_qwen3_dir), device="cpu", dtype="float32")
-    cfg = tiny_cfg(compile_llm=True)
-    cfg = dataclasses.replace(cfg, sae=dataclasses.replace(cfg.sae, d_in=64, d_sae=64))
-    lines: list[str] = []
-    result = train(tiny_job(tmp_path / "sae"), cfg, model, log=lines.append)
-    assert result.stats.n_training_steps == 12
-    assert sum("--compile_llm is not applied" in line for line in lines) == 1, lines
+    runs = {}
+    for compile_llm in (False, True):
+        cfg = tiny_cfg(compile_llm=compile_llm)
+        cfg = dataclasses.replace(cfg, sae=dataclasses.replace(cfg.sae, d_in=64, d_sae=64))
+        lines: list[str] = []
+        torch.manual_seed(0)
+        result = train(tiny_job(tmp_path / f"sae{int(compile_llm)}"), cfg, model, log=lines.append)
+        assert result.stats.n_training_steps == 12
+        runs[compile_llm] = (SAE.load_from_disk(str(result.sae_dir)), lines)
+    assert sum("--compile_llm: activations come from a torch.compile'd copy" in line for line in runs[True][1]) == 1
+    assert not any("--compile_llm" in line for line in runs[False][1])
+    prefix = engine_for(model)._prefixes.get(TINY_HOOK)
+    assert prefix is not None and prefix is not False  # compiled, and it held
+    torch.testing.assert_close(runs[True][0].W_enc, runs[False][0].W_enc, atol=1e-3, rtol=1e-3)

@@ -16,7 +16,8 @@ around, so it can be dropped when SAELens changes it:
   kernels per step over every parameter). On CUDA it is switched to the fused kernel (:func:`fuse_adam`).
 * With ``compile_llm`` SAELens compiles the model's ``run_with_cache``. Ours is the engine's forward to
   the hook (:class:`~sae_lib.engine.EngineActivations`), which stops by raising at the hook: compiled, the
-  first batch failed with an IndexError. It is left uncompiled, with a notice.
+  first batch failed with an IndexError. The engine's compilable forward to the hook
+  (:mod:`sae_lib.engine_prefix`) is used instead.
 * With ``compile_sae`` a compiler failure (no C++ compiler, a Triton or inductor error) raises out of the
   first training step and ends the run. Here the step falls back to the eager SAE with a notice instead:
   a run must not die at step 1 for want of an optimisation.
@@ -119,9 +120,11 @@ class ResumableRunner(LanguageModelSAETrainingRunner):
     def _compile_llm_if_needed(self) -> None:
         if self.cfg.compile_llm and isinstance(self.model, EngineActivations) and engine_for(self.model.model) is not None:
             # SAELens compiles ``model.run_with_cache``; the engine answers it with a forward that stops at
-            # the hook by raising out of it, which a compiled graph cannot do (the first batch fails).
-            self.log("--compile_llm is not applied: activations come from the generation engine's forward, "
-                     "which stops at the hook and runs uncompiled.")
+            # the hook by raising out of it, which a compiled graph cannot do (the first batch failed).
+            # The engine compiles its own forward to the hook instead (sae_lib.engine_prefix).
+            self.model.compiled = True
+            self.log("--compile_llm: activations come from a torch.compile'd copy of the model up to the hook "
+                     "(the first batch compiles it).")
             return
         super()._compile_llm_if_needed()
 
