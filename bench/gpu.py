@@ -92,7 +92,7 @@ class GpuBenchConfig:
     ``qwen3-8b`` preset's setting (on)."""
     compile_llm: bool = False
     """Training step: SAELens's ``compile_llm`` (the engine's forward to the hook, compiled), and the bare
-    forward timed compiled as well."""
+    forward timed compiled as well; index step: that compiled forward among the per-batch parts."""
     only: tuple[str, ...] = ()
     """Run only these steps (generation, index, training, load); all by default."""
 
@@ -184,7 +184,7 @@ def generation(model, sae, preset: Preset, device: str, bandwidth_gbs: float | N
     return out
 
 
-def index_pass(model, sae, preset: Preset, device: str) -> dict:
+def index_pass(model, sae, preset: Preset, device: str, compile_llm: bool = False) -> dict:
     """The latent index pass against the bare forward it rests on (model to the hook + SAE encode).
 
     Two builds, 2 batches and 2 + ``index_rows / batch`` batches: the difference of their times is the
@@ -214,14 +214,15 @@ def index_pass(model, sae, preset: Preset, device: str) -> dict:
         "index_stream_tokens_per_s": round(n / stream),
         "stats_over_bare": round(stream / s["bare"] - 1, 3),
         "per_build_fixed_s": round(s["short"] - stream * short / preset.index_rows, 2),
-        "per_batch_ms": index_parts(model, sae, tokens[short : short + cfg.batch_size], cfg, device, preset.repeats),
+        "per_batch_ms": index_parts(model, sae, tokens[short : short + cfg.batch_size], cfg, device, preset.repeats,
+                                    compiled=compile_llm),
         "how": f"{preset.index_rows} rows' tokens / (build of {short + preset.index_rows} rows - build of {short}): "
                "per-build costs excluded, reported as per_build_fixed_s",
         "goals": {"index_stream_tokens_per_s": ">= 28500 (1.5 x 19k)", "stats_over_bare": "<= 0.10"},
     }
 
 
-def index_parts(model, sae, batch: torch.Tensor, cfg, device: str, repeats: int) -> dict:
+def index_parts(model, sae, batch: torch.Tensor, cfg, device: str, repeats: int, compiled: bool = False) -> dict:
     """Where one index batch's time goes, each part timed alone on the same batch (ms): the forward to
     the hook, the SAE's encode in IEEE float32 and in TF32 (what the pass uses on CUDA), the per-latent
     statistics, and the two co-occurrence tables. Each part repeats on the same state, as a long pass's
@@ -252,6 +253,8 @@ def index_parts(model, sae, batch: torch.Tensor, cfg, device: str, repeats: int)
 
     parts = {
         "forward_to_hook": lambda: hook_activations(model, batch, input_hook(sae)),
+        **({"forward_to_hook_compiled": lambda: hook_activations(model, batch, input_hook(sae), compiled=True)}
+           if compiled else {}),  # the engine's compiled copy up to the hook (--compile-llm)
         "encode_ieee": lambda: sae.encode(acts),
         "encode_tf32": encode_tf32,
         "statistics": lambda: stats.acc.update(feats, 0),
@@ -408,7 +411,7 @@ def run(cfg: GpuBenchConfig) -> dict:
                      "l0_goal": "100-150"}
     bw = report["bandwidth"].get("gb_per_s") if device == "cuda" else None
     for name, fn in (("generation", lambda: generation(model, sae, preset, device, bw)),
-                     ("index", lambda: index_pass(model, sae, preset, device)),
+                     ("index", lambda: index_pass(model, sae, preset, device, cfg.compile_llm)),
                      ("training", lambda: training(model, hook, preset, device, cfg.compile_sae, cfg.compile_llm))):
         elapsed = time.perf_counter() - start
         if cfg.only and name not in cfg.only:
@@ -445,7 +448,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--eager-sae", action="store_true",
                         help="train without SAELens's compile_sae, which the qwen3-8b preset turns on (the eager baseline)")
     parser.add_argument("--compile-llm", action="store_true",
-                        help="train with compile_llm (the engine's forward to the hook compiled) and time that forward too")
+                        help="train with compile_llm (the engine's forward to the hook compiled) and time that forward too, "
+                             "also among the index step's per-batch parts")
     parser.add_argument("--only", nargs="+", default=[], choices=STEPS, help="run only these steps (default: all)")
     args = parser.parse_args(argv)
     report = run(GpuBenchConfig(preset=args.preset, out=args.out, skip_load=args.skip_load,

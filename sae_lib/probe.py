@@ -44,12 +44,13 @@ def prompt_tokens(
     return tokens
 
 
-def hook_activations(model: HookedTransformer, tokens: torch.Tensor, hook_name: str) -> torch.Tensor:
+def hook_activations(model: HookedTransformer, tokens: torch.Tensor, hook_name: str, compiled: bool = False) -> torch.Tensor:
     """Activations at ``hook_name`` for ``tokens`` (B, ctx), running the model only up to that hook's layer
     (on the generation engine's Hugging Face kernels when the model has one and a module for the hook:
     ``sae_lib.engine``; otherwise TransformerLens, where names that are not plain hook points,
-    ``blocks.L.mlp.hook_in``, are mapped by :mod:`sae_lib.sae_hooks`)."""
-    return sae_hooks.read_activations(model, hook_name, tokens)
+    ``blocks.L.mlp.hook_in``, are mapped by :mod:`sae_lib.sae_hooks`). ``compiled``: the engine's forward
+    to the hook through ``torch.compile`` (:mod:`sae_lib.engine_prefix`)."""
+    return sae_hooks.read_activations(model, hook_name, tokens, compiled=compiled)
 
 
 @torch.no_grad()
@@ -75,11 +76,13 @@ def tf32_matmuls(device: torch.device | str) -> Iterator[None]:
         matmul.fp32_precision = previous
 
 
-def encode_tokens(model: HookedTransformer, sae: SAE, tokens: torch.Tensor, tf32: bool = False) -> torch.Tensor:
+def encode_tokens(model: HookedTransformer, sae: SAE, tokens: torch.Tensor, tf32: bool = False,
+                  compiled: bool = False) -> torch.Tensor:
     """SAE activations (B, ctx, d_sae) for tokens (B, ctx): model to the SAE's input hook (for a transcoder
     the hook it reads, not the one it writes), then ``sae.encode`` (with ``tf32``: its float32 matmuls in
-    TF32 on CUDA, :func:`tf32_matmuls`; the model's forward is untouched)."""
-    acts = hook_activations(model, tokens.to(model_device(model)), sae_hooks.input_hook(sae))
+    TF32 on CUDA, :func:`tf32_matmuls`; the model's forward is untouched; ``compiled``: that forward
+    compiled, :func:`hook_activations`)."""
+    acts = hook_activations(model, tokens.to(model_device(model)), sae_hooks.input_hook(sae), compiled=compiled)
     if not tf32:
         return sae.encode(acts.to(sae.device))
     with tf32_matmuls(sae.device):

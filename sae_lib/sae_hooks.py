@@ -138,15 +138,16 @@ def to_model_space(site: HookSite, delta: torch.Tensor) -> torch.Tensor:
     return delta / gain
 
 
-def read_activations(model: HookedTransformer, name: str, tokens: torch.Tensor) -> torch.Tensor:
+def read_activations(model: HookedTransformer, name: str, tokens: torch.Tensor, compiled: bool = False) -> torch.Tensor:
     """Activations at hook ``name`` (as an SAE names it) for ``tokens`` (batch, pos), running the model
-    only up to that hook's layer. Shape (batch, pos, width) or, for per-head hooks, (batch, pos, head, d_head)."""
+    only up to that hook's layer. Shape (batch, pos, width) or, for per-head hooks, (batch, pos, head, d_head).
+    ``compiled``: the engine's compiled forward to the hook (:mod:`sae_lib.engine_prefix`) where it serves."""
     from sae_lib.engine import engine_for, hook_site  # the engine never imports this module: no cycle
 
     site = resolve(model, name)
     engine = engine_for(model)
     if engine is not None and hook_site(engine.hf, site.model_hook) is not None:
-        return to_sae_space(site, engine.activations(tokens, site.model_hook))  # the engine's forward
+        return to_sae_space(site, engine.activations(tokens, site.model_hook, compiled=compiled))  # the engine's forward
     enable_hook(model, site.model_hook)  # a no-op once the SAE's loader has prepared the model
     stop = extract_stop_at_layer_from_tlens_hook_name(site.model_hook)
     _, cache = model.run_with_cache(

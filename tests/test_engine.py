@@ -573,6 +573,7 @@ def test_forward_to_the_hook_as_one_module_equals_the_engines(loaded, hook):
     assert engine.activations(tokens, name).equal(ref)  # the model still runs every layer it had
 
 
+@pytest.mark.slow  # compiles with inductor on the CPU (~10-20 s)
 def test_compiled_forward_to_the_hook_matches_and_falls_back_on_a_compiler_failure(loaded, monkeypatch, caplog):
     engine = engine_for(loaded)
     tokens = loaded.to_tokens(PROMPT, prepend_bos=False)
@@ -599,3 +600,24 @@ def test_compiled_forward_to_the_hook_matches_and_falls_back_on_a_compiler_failu
         second = engine.activations(tokens, HOOK, compiled=True)
     assert torch.equal(first, eager) and torch.equal(second, eager) and calls == [1]  # tried once
     assert "Compiled forward to blocks.1.hook_mlp_out disabled" in caplog.text and "C++ compile error" in caplog.text
+
+
+@pytest.mark.slow  # compiles with inductor on the CPU (~10-20 s)
+def test_index_pass_through_the_compiled_forward_matches_the_eager_pass(loaded, sae, monkeypatch):
+    from sae_lib import latent_index as li
+
+    engine = engine_for(loaded)
+    monkeypatch.setattr(engine, "_prefixes", {})
+    g = torch.Generator().manual_seed(7)
+    tokens = torch.randint(0, loaded.cfg.d_vocab, (8, 12), generator=g)  # two whole batches: one compiled shape
+    cfg = dict(batch_size=4, top_k=3, n_lower_examples=0, window=4, window_before=2, n_logit_tokens=2)
+    eager = li.build_index(loaded, sae, tokens, li.IndexConfig(**cfg))
+    compiled = li.build_index(loaded, sae, tokens, li.IndexConfig(compile=True, **cfg))
+    assert HOOK in engine._prefixes and engine._prefixes[HOOK] is not False  # it did run compiled
+    assert int(eager.count.sum()) > 100  # a real amount of firing to compare
+    # The compiled forward differs by float32 rounding only (within 1e-5): the same latents fire, with
+    # the same statistics to that precision, and the same top contexts.
+    assert torch.equal(compiled.count, eager.count)
+    torch.testing.assert_close(compiled.max_act, eager.max_act, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(compiled.sum_act, eager.sum_act, atol=1e-3, rtol=1e-4)
+    assert torch.equal(compiled.top.row, eager.top.row)

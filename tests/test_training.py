@@ -345,6 +345,7 @@ def test_a_failing_sae_compile_falls_back_to_eager_with_a_notice(tmp_path, tiny_
         train(tiny_job(tmp_path / "again"), tiny_cfg(compile_sae=True), tiny_model, log=QUIET)
 
 
+@pytest.mark.slow  # compiles with inductor on the CPU
 def test_compile_llm_compiles_the_engines_forward_to_the_hook(tmp_path, tiny_hf_qwen3_dir):
     # SAELens's compile_llm compiles run_with_cache; compiled, the engine's forward (which stops at the
     # hook by raising) failed on the first batch with an IndexError. The engine's own compilable forward

@@ -207,7 +207,7 @@ def build_index(
         # One batch at a time in the model's queue: an index built in the app shares the model with
         # steering, whose hooks must never be on it during this forward pass.
         with queue_for(model).slot():
-            feats = encode_tokens(model, sae, batch, tf32=cfg.tf32)
+            feats = encode_tokens(model, sae, batch, tf32=cfg.tf32, compiled=cfg.compile)
         stats.update(batch, feats, row0)
         if progress is not None:
             progress(min(row0 + cfg.batch_size, n_seq) * ctx, total, time.perf_counter() - t0)

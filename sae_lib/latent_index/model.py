@@ -47,6 +47,10 @@ class IndexConfig:
     """Co-firing latents counted per latent (heavy-hitter slots), for its neighbours."""
     cofire_pairs_per_batch: int = 1 << 22
     """At most this many (latent, latent) pairs counted per batch: positions are subsampled past it."""
+    compile: bool = False
+    """Run the model's forward to the hook through ``torch.compile`` (:mod:`sae_lib.engine_prefix`: a copy
+    of the decoder up to the hook's layer; the first batch, and a last partial one, compile). Off until a
+    GPU measurement says what it gives at Qwen3-8B's shape (``bench/gpu.py --compile-llm``)."""
     tf32: bool = True
     """On CUDA, a float32 SAE's encode runs its matmuls in TF32 (tensor cores; inputs rounded to a 10-bit
     mantissa, so activations differ from IEEE float32 by about 1e-3 relative; ``bench/gpu.py`` reports the
