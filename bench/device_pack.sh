@@ -7,7 +7,7 @@
 # wheels, at the versions this checkout's .venv has, installs them into one folder without
 # dependencies (so no CUDA torch is pulled), drops what no test or bench reads (wandb's service
 # binary, Streamlit's web assets, plotly's JupyterLab extension), and compresses it: about 19 MB,
-# under the 64 MiB a device call carries. Ignore .whl/ (echo /.whl/ >> .git/info/exclude) and carry it.
+# under the 64 MiB a device call carries. .whl/ is git-ignored: name it in the call's carry.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
