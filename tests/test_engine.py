@@ -37,13 +37,7 @@ def loaded(tiny_hf_qwen3_dir, device):
 @pytest.fixture(scope="module")
 def sae(device):
     """A JumpReLU SAE on the tiny Qwen3's ``blocks.1.hook_mlp_out`` (d_in 64, d_sae 128)."""
-    torch.manual_seed(1)
-    sae = JumpReLUSAE(JumpReLUSAEConfig(d_in=64, d_sae=128, metadata=SAEMetadata(hook_name=HOOK)))
-    with torch.no_grad():
-        sae.W_enc.normal_(0, 0.3)
-        sae.W_dec.copy_(sae.W_enc.T / sae.W_enc.T.norm(dim=1, keepdim=True))
-        sae.threshold.fill_(0.05)
-    return sae.eval().to(device)
+    return _sae_on(HOOK, device)
 
 
 def _hooks_on(module: torch.nn.Module) -> int:
@@ -456,7 +450,7 @@ def test_warm_up_does_nothing_without_compiled_decoding(loaded, sae, monkeypatch
 
 
 def _sae_on(hook_name: str, device: str) -> JumpReLUSAE:
-    """The module's SAE recipe on another hook of the tiny Qwen3 (d_in 64, d_sae 128)."""
+    """A JumpReLU SAE on ``hook_name`` of the tiny Qwen3 (d_in 64, d_sae 128), seeded: the module's recipe."""
     torch.manual_seed(1)
     sae = JumpReLUSAE(JumpReLUSAEConfig(d_in=64, d_sae=128, metadata=SAEMetadata(hook_name=hook_name)))
     with torch.no_grad():

@@ -188,6 +188,19 @@ def script():
     return load_script("build_latent_index")
 
 
+REGISTRY_SAE = "sae-lens:test-scope/layer1"
+
+
+@pytest.fixture
+def registry_pair(monkeypatch, tmp_path, tiny_hf_qwen3_dir):
+    """A registry SAE (Qwen-Scope's layout, in a pre-filled Hub cache; only the network is mocked) for
+    the tiny Qwen3 folder, as the scripts' --model/--sae/--device/--dtype flags give it."""
+    from tests.registry_helpers import fake_scope_cache, use_registry
+
+    use_registry(monkeypatch, fake_scope_cache(monkeypatch, tmp_path / "hub", 64, [1], model=str(tiny_hf_qwen3_dir)))
+    return PairSource(model=str(tiny_hf_qwen3_dir), sae=REGISTRY_SAE, device="cpu", dtype="float32")
+
+
 @pytest.mark.slow
 def test_index_built_in_the_app_equals_the_scripts(script, cache, tmp_path, tiny_hf_qwen3_dir):
     sae_dir = tmp_path / "sae"
@@ -219,12 +232,8 @@ def test_index_built_in_the_app_equals_the_scripts(script, cache, tmp_path, tiny
     assert a_meta == s_meta
 
 
-def test_script_writes_a_registry_saes_index_where_the_app_finds_it(script, monkeypatch, tmp_path, tiny_hf_qwen3_dir):
-    from tests.registry_helpers import fake_scope_cache, use_registry
-
-    use_registry(monkeypatch, fake_scope_cache(monkeypatch, tmp_path / "hub", 64, [1], model=str(tiny_hf_qwen3_dir)))
-    spec = "sae-lens:test-scope/layer1"
-    pair = PairSource(model=str(tiny_hf_qwen3_dir), sae=spec, device="cpu", dtype="float32")
+def test_script_writes_a_registry_saes_index_where_the_app_finds_it(script, registry_pair, tiny_hf_qwen3_dir):
+    spec, pair = REGISTRY_SAE, registry_pair
     cfg = script.BuildIndexConfig(pair=pair, n_tokens=1024, context_size=64)
     out = script.run(cfg, log=lambda _: None)
     assert out.parent == ib.cache_root()
@@ -232,17 +241,14 @@ def test_script_writes_a_registry_saes_index_where_the_app_finds_it(script, monk
     assert ws.index is not None and out == ib.cache_dir(ws.sae) and ws.index.meta.n_tokens == 1024
 
 
-def test_explain_script_finds_a_registry_saes_index_in_the_app_cache(script, monkeypatch, tmp_path, tiny_hf_qwen3_dir):
+def test_explain_script_finds_a_registry_saes_index_in_the_app_cache(script, registry_pair, tiny_hf_qwen3_dir):
     """A registry SAE has no folder: explain_latents.py without --out reads (and writes next to) the index
     that build_latent_index.py put in the app's cache, after the same checked load as the app's."""
     import pandas as pd
 
     from sae_lib.explain.generator import FunctionGenerator
-    from tests.registry_helpers import fake_scope_cache, use_registry
 
-    use_registry(monkeypatch, fake_scope_cache(monkeypatch, tmp_path / "hub", 64, [1], model=str(tiny_hf_qwen3_dir)))
-    spec = "sae-lens:test-scope/layer1"
-    pair = PairSource(model=str(tiny_hf_qwen3_dir), sae=spec, device="cpu", dtype="float32")
+    spec, pair = REGISTRY_SAE, registry_pair
     built = script.run(script.BuildIndexConfig(pair=pair, n_tokens=1024, context_size=64), log=lambda _: None)
     explain = load_script("explain_latents")
 
@@ -264,17 +270,15 @@ def test_explain_script_finds_a_registry_saes_index_in_the_app_cache(script, mon
     assert problem is None and descriptions.describe(latent).text == "rockets"
 
 
-def test_explain_script_gives_a_lone_last_latent_another_latents_explanation_as_baseline(script, monkeypatch, tmp_path, tiny_hf_qwen3_dir):
+def test_explain_script_gives_a_lone_last_latent_another_latents_explanation_as_baseline(script, registry_pair):
     """Three latents in chunks of two: the third is explained once (not its neighbour again), and its
     shuffled baseline is an explanation already written for another latent."""
     import pandas as pd
 
     from sae_lib.explain import prompts as P
     from sae_lib.explain.generator import FunctionGenerator
-    from tests.registry_helpers import fake_scope_cache, use_registry
 
-    use_registry(monkeypatch, fake_scope_cache(monkeypatch, tmp_path / "hub", 64, [1], model=str(tiny_hf_qwen3_dir)))
-    pair = PairSource(model=str(tiny_hf_qwen3_dir), sae="sae-lens:test-scope/layer1", device="cpu", dtype="float32")
+    pair = registry_pair
     script.run(script.BuildIndexConfig(pair=pair, n_tokens=1024, context_size=64), log=lambda _: None)
     explain = load_script("explain_latents")
     explained, baselines = [], []
