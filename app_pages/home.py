@@ -39,15 +39,17 @@ guide = get_topic_guide(ws)
 if guide:
     import pandas as pd
 
+    from sae_lib.demo.corpus import TOPICS
+    from sae_lib.demo.guide import N_CANDIDATES
     from sae_lib.latent_index import steering_query
 
     descriptions, _ = get_descriptions(ws)
     st.subheader(f"Guided tour: {len(guide)} planted topics")
     st.markdown(
-        f"The demo's stories each stay on one of ten planted topics; {len(guide)} have a latent selective for "
+        f"The demo's stories each stay on one of {len(TOPICS)} planted topics; {len(guide)} have a latent selective for "
         "them. For each, this is the latent most selective for it (mean activation on that topic's stories minus "
         "its largest mean on any other topic), picked "
-        "among the five most selective for the one whose direction promotes the topic's words. Its label is "
+        f"among the {N_CANDIDATES} most selective for the one whose direction promotes the topic's words. Its label is "
         "statistical: the tokens it fires on far above their base rate, and what it promotes. The demo's tiny "
         "LM cannot write explanations (it only tells stories), so the labels stand in for them."
     )

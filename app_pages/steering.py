@@ -249,8 +249,8 @@ if "sweep_result" in st.session_state:
     )
 
 if ws.warm_up is not None and ws.warm_up.is_alive():
-    st.caption("The generation engine is compiling its decode step (once per server start, a minute or two "
-               "on a GPU); a generation asked for now starts right after it.")
+    st.caption("The generation engine is compiling its decode step (once per server start, about two "
+               "minutes for Qwen3-8B on an H100); a generation asked for now starts right after it.")
 queue_ahead = queue_for(ws.model).ahead_of_new_arrival()
 if queue_ahead:
     st.caption(f"{queue_ahead} run(s) are using or waiting for the model right now.")

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
-from sae_lib.heavy_hitters import ExactCounts, counter
+from sae_lib.heavy_hitters import counter
 
 COUNT_FIELDS = (
     "token_ids", "token_counts", "token_seen", "token_base",
@@ -105,16 +105,7 @@ class CountsAccumulator:
         if pos.numel() == 0:
             return
         self.fired += torch.bincount(lat, minlength=self.d_sae)
-        if isinstance(self.cofire, ExactCounts) and len(per_pos) < 1 << 24:
-            self.cofire.update_cooccurring(pos, lat, n_pos)
-            return
-        sizes = per_pos[pos]  # (E,) firing latents at each entry's position
-        starts = torch.searchsorted(pos, pos)  # (E,) first entry of that position
-        entry = torch.repeat_interleave(torch.arange(len(pos), device=self.device), sizes)  # (pairs,)
-        offset = torch.arange(len(entry), device=self.device) - torch.repeat_interleave(sizes.cumsum(0) - sizes, sizes)
-        partner = starts[entry] + offset
-        distinct = entry != partner
-        self.cofire.update(lat[entry[distinct]], lat[partner[distinct]])
+        self.cofire.update_cooccurring(pos, lat, n_pos)  # every pair of latents firing at a sampled position
 
     def finish(self) -> LatentCounts:
         tokens, cofire = self.tokens.top(), self.cofire.top()

@@ -87,12 +87,15 @@ class Engine(StaticDecode):
             return f"Hugging Face ({attn}, static cache + torch.compile)"
         return f"Hugging Face ({attn}, eager)"
 
-    def site(self, hook_name: str) -> HookSite:
-        site = hook_site(self.hf, hook_name)
+    def site(self, hook_name: str, write: bool = False) -> HookSite:
+        """The module for ``hook_name``; ``write``: one where a change is the change TransformerLens's
+        hook would make (:func:`hook_site`: not ``hook_resid_mid``), for every caller that steers."""
+        site = hook_site(self.hf, hook_name, write=write)
         if site is None:
             from sae_lib.errors import CompatibilityError
 
-            raise CompatibilityError(f"The generation engine has no module for hook {hook_name!r}.")
+            what = "to steer at" if write else "for"
+            raise CompatibilityError(f"The generation engine has no module {what} hook {hook_name!r}.")
         return site
 
     # --- forwards -----------------------------------------------------------------------------
@@ -143,7 +146,7 @@ class Engine(StaticDecode):
 
         if hook_name is None or (steer is None and not capture):
             return self.hf(input_ids=tokens.to(self.device), use_cache=False).logits, None
-        with hooked(self.site(hook_name), at_hook):
+        with hooked(self.site(hook_name, write=steer is not None), at_hook):
             logits = self.hf(input_ids=tokens.to(self.device), use_cache=False).logits
         return logits, (got[0] if capture else None)
 
@@ -243,12 +246,12 @@ class Engine(StaticDecode):
         rows = torch.arange(batch, device=device)
         eos = self.eos_token_id if stop_at_eos else None
         out = [tokens]
-        site = self.site(hook_name) if steer is not None and hook_name else None
+        site = self.site(hook_name, write=True) if steer is not None and hook_name else None
         with contextlib.ExitStack() as stack:
             if static:
                 # Steered or not, the same graph: its slot adds zeros when nothing steers (exact, and one
                 # compilation per batch size instead of two).
-                slot_site = hook_site(self.hf, hook_name) if hook_name else None
+                slot_site = hook_site(self.hf, hook_name, write=True) if hook_name else None
                 step = stack.enter_context(self._static_stepper(batch, n + max_new_tokens, slot_site, steer))
             else:
                 if site is not None:
@@ -300,7 +303,6 @@ class Engine(StaticDecode):
 
 class NonFiniteLogits(RuntimeError):
     """The logits held NaN or infinity during a generation (steering far too strong)."""
-
 
 
 # --- which model has which engine -------------------------------------------------------------------

@@ -68,6 +68,22 @@ class HeavyHitters:
         if self._n_pending >= self.merge_at:
             self._merge()
 
+    def update_cooccurring(self, groups: torch.Tensor, items: torch.Tensor, n_groups: int) -> None:
+        """Count every ordered pair of distinct items that share a group, ``(row a, item b)`` (rows and
+        items one id space), by listing the pairs: a group of ``s`` items gives ``s^2 - s``.
+        ``groups`` sorted, ``(groups[j], items[j])`` distinct (``nonzero``'s order gives both)."""
+        if items.numel() == 0:
+            return
+        dev = self.ids.device
+        groups, items = groups.to(dev).long(), items.to(dev).long()
+        sizes = torch.bincount(groups, minlength=n_groups)[groups]  # (E,) items in each entry's group
+        starts = torch.searchsorted(groups, groups)  # (E,) first entry of that group
+        entry = torch.repeat_interleave(torch.arange(len(groups), device=dev), sizes)  # (pairs,)
+        offset = torch.arange(len(entry), device=dev) - torch.repeat_interleave(sizes.cumsum(0) - sizes, sizes)
+        partner = starts[entry] + offset
+        distinct = entry != partner
+        self.update(items[entry[distinct]], items[partner[distinct]])
+
     def _merge(self) -> None:
         """Fold the held-back occurrences into the table: add their exact counts to the stored ones, then
         in each row subtract the (k + 1)-th largest count and keep the k that stay positive. Merging
@@ -148,10 +164,13 @@ class ExactCounts:
 
         Why not the pairs: a group of ``s`` items has ``s^2`` pairs, and building them costs several index
         passes each; here it is one sparse x dense product, (rows x groups) @ (groups x items), whose cost
-        is (entries x n_items) multiply-adds, a third of the pair route's time on the demo's index pass.
+        is (entries x n_items) multiply-adds, a third of the pair route's time (:meth:`HeavyHitters.update_cooccurring`)
+        on the demo's index pass.
         """
         if self.n_rows != self.n_items:
             raise ValueError("co-occurrence needs a square table (rows and items one id space)")
+        if n_groups >= 1 << 24:
+            raise ValueError("at most 2^24 groups per call: the product's float32 counts are exact below that")
         if items.numel() == 0:
             return
         dev = self.table.device

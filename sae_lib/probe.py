@@ -53,7 +53,6 @@ def hook_activations(model: HookedTransformer, tokens: torch.Tensor, hook_name: 
     return sae_hooks.read_activations(model, hook_name, tokens, compiled=compiled)
 
 
-@torch.no_grad()
 @contextmanager
 def tf32_matmuls(device: torch.device | str) -> Iterator[None]:
     """float32 matmuls on ``device`` in TF32 for the block (CUDA only; a no-op elsewhere), then as before.
@@ -76,6 +75,7 @@ def tf32_matmuls(device: torch.device | str) -> Iterator[None]:
         matmul.fp32_precision = previous
 
 
+@torch.no_grad()
 def encode_tokens(model: HookedTransformer, sae: SAE, tokens: torch.Tensor, tf32: bool = False,
                   compiled: bool = False) -> torch.Tensor:
     """SAE activations (B, ctx, d_sae) for tokens (B, ctx): model to the SAE's input hook (for a transcoder

@@ -107,6 +107,10 @@ def test_cooccurring_pairs_by_product_equal_the_pairs_counted_one_by_one():
     by_product.update_cooccurring(groups, items, n_groups)
     assert len(rows) > 500 and torch.equal(by_product.table, by_pairs.table)
     assert torch.equal(by_product.seen, by_pairs.seen)
+    # The bounded table lists the pairs itself; with a slot per item nothing is evicted: the same counts.
+    listed = HeavyHitters(n, n, k=n)
+    listed.update_cooccurring(groups, items, n_groups)
+    assert torch.equal(listed.top().counts, by_pairs.top().counts) and torch.equal(listed.seen, by_pairs.seen)
     with pytest.raises(ValueError, match="square"):
         ExactCounts(n, n + 1, k=2).update_cooccurring(groups, items, n_groups)
 

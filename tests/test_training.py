@@ -318,6 +318,14 @@ def test_fuse_adam_gives_the_foreach_update_and_survives_a_resume():
     resumed.load_state_dict(opt.state_dict())
     assert resumed.param_groups[0]["fused"]
     assert not fuse_adam(torch.optim.SGD(params, lr=0.1), device_types=("cpu",))  # only Adam is switched
+    # A foreach checkpoint resumed fused: its step counters move beside the parameters, in float32.
+    _, foreach_opt = three_steps(fused=False)
+    params = [torch.nn.Parameter(p.detach().clone()) for p in ref]
+    switched = torch.optim.Adam(params, lr=1e-2)
+    switched.load_state_dict(foreach_opt.state_dict())
+    assert fuse_adam(switched, device_types=("cpu",))
+    steps = [switched.state[p]["step"] for p in params]
+    assert all(s.dtype == torch.float32 and s.device == p.device and float(s) == 3 for s, p in zip(steps, params))
 
 
 def test_a_failing_sae_compile_falls_back_to_eager_with_a_notice(tmp_path, tiny_model, monkeypatch):

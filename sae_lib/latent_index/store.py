@@ -27,8 +27,6 @@ from sae_lib.latent_index.identity import check_index_matches_sae
 from sae_lib.latent_index.model import FORMAT_VERSION, KIND_SAMPLE, KIND_TOP, Contexts, IndexMeta, LatentIndex
 
 
-
-
 _STAT_FIELDS = (
     "count", "sum_act", "max_act", "hist", "hist_exp",
     "logit_top_ids", "logit_top_vals", "logit_bottom_ids", "logit_bottom_vals", "fingerprint",

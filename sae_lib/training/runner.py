@@ -42,6 +42,7 @@ from sae_lens.util import temporary_seed
 from transformer_lens import HookedTransformer
 
 from sae_lib.engine import EngineActivations, engine_for
+from sae_lib.hf_hooks import hook_site
 from sae_lib.errors import LatentLabError
 from sae_lib.training.progress import Log, Progress
 
@@ -84,6 +85,12 @@ def fuse_adam(optimizer: torch.optim.Optimizer, device_types: tuple[str, ...] = 
         return False
     for group in optimizer.param_groups:
         group["foreach"], group["fused"] = False, True
+    # A state loaded from a foreach checkpoint (or made on the CPU) keeps its step counters on the CPU,
+    # where torch puts them for that implementation; the fused kernel wants float32 steps beside the
+    # parameters (as Adam creates them for a fused group), or it fails on the first step of a resume.
+    for p, state in optimizer.state.items():
+        if "step" in state:
+            state["step"] = torch.as_tensor(state["step"], dtype=torch.float32).to(p.device)
     return True
 
 
@@ -118,7 +125,8 @@ class ResumableRunner(LanguageModelSAETrainingRunner):
         self.stats = RunStats()
 
     def _compile_llm_if_needed(self) -> None:
-        if self.cfg.compile_llm and isinstance(self.model, EngineActivations) and engine_for(self.model.model) is not None:
+        engine = engine_for(self.model.model) if isinstance(self.model, EngineActivations) else None
+        if self.cfg.compile_llm and engine is not None and hook_site(engine.hf, self.cfg.hook_name) is not None:
             # SAELens compiles ``model.run_with_cache``; the engine answers it with a forward that stops at
             # the hook by raising out of it, which a compiled graph cannot do (the first batch failed).
             # The engine compiles its own forward to the hook instead (sae_lib.engine_prefix).
@@ -131,9 +139,9 @@ class ResumableRunner(LanguageModelSAETrainingRunner):
     def _compile_sae_if_needed(self) -> None:
         eager = self.sae.training_forward_pass
         super()._compile_sae_if_needed()
-        compiled = self.sae.training_forward_pass
-        if compiled is eager:
+        if not self.cfg.compile_sae:
             return
+        compiled = self.sae.training_forward_pass
         sae, log = self.sae, self.log
 
         def first_calls(*args: Any, **kwargs: Any):
