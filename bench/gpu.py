@@ -17,7 +17,8 @@ around every timing, each figure against a baseline measured in this same run:
 - ``index``: the latent index pass (``sae_lib.latent_index.build_index``) tokens/s against the bare
   forward it rests on (model to the hook + SAE encode), its fixed costs (SAE hash, logit lens) apart;
 - ``training``: SAELens's trainer (the ``qwen3-8b`` preset's SAE settings, activations from the
-  engine) tokens/s over 200 steps against the bare forward to the hook;
+  engine) tokens/s over 200 steps against the bare forward to the hook, and a profile of one SAE step
+  (its device time and top kernels, ``sae_step_profile``);
 - ``load`` (when time is left): a saved random 8B folder loaded by ``sae_lib.model.load_model``:
   seconds and peak resident memory.
 
@@ -321,8 +322,10 @@ def training(model, sae_hook: str, preset: Preset, device: str, compile_sae: boo
         sync(device)
         return time.perf_counter() - t0
 
-    if compile_sae:
-        train(short)  # compiles the SAE's training forward once; the timed runs below reuse it
+    # An untimed run first: it compiles the SAE's training forward (compile_sae) once for the timed runs
+    # below, and the profiler reads where one SAE step's device time goes in its later steps.
+    with sae_step_profile(range(short // 2, short), device) as profile:
+        train(short)
     t_short, t_long = train(short), train(steps)
 
     def bare():
@@ -355,9 +358,54 @@ def training(model, sae_hook: str, preset: Preset, device: str, compile_sae: boo
         "bare_forward_tokens_per_s": round(n / t_bare),
         "train_over_bare": round(t_bare / per_step, 3),
         "run_s": {f"{short}_steps": round(t_short, 1), f"{steps}_steps": round(t_long, 1)},
+        "step_ms": round(1000 * per_step / (steps - short), 1),
+        "sae_step_profile": profile,
         "how": f"({steps} - {short}) steps' tokens / (time of {steps} steps - time of {short}): setup excluded",
         "goals": {"train_tokens_per_s": ">= 30000"},
     }
+
+
+@contextlib.contextmanager
+def sae_step_profile(steps: range, device: str, top: int = 12):
+    """Profile SAELens's ``SAETrainer._train_step`` (the SAE's forward, firing statistics, backward,
+    gradient clipping, Adam) at the trainer steps in ``steps``; yields a dict filled on exit: its device
+    time per step (CUDA kernels on a GPU, operators on the CPU) and the ``top`` kernels by that time, so a
+    run says which part of the SAE step to cut. The language model's forward is outside the window."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from sae_lens.training.sae_trainer import SAETrainer
+
+    result: dict = {"steps": [steps.start, steps.stop]}
+    inner = SAETrainer._train_step
+    prof = profile(activities=[ProfilerActivity.CUDA if device == "cuda" else ProfilerActivity.CPU])
+
+    def train_step(trainer, sae, sae_in):
+        first, last = trainer.n_training_steps == steps.start, trainer.n_training_steps == steps.stop - 1
+        if first:
+            sync(device)
+            prof.start()
+        out = inner(trainer, sae, sae_in)
+        if last and prof.profiler is not None:
+            sync(device)
+            prof.stop()
+        return out
+
+    SAETrainer._train_step = train_step
+    try:
+        yield result
+    finally:
+        SAETrainer._train_step = inner
+    if prof.profiler is None:  # the run ended before the window
+        result["error"] = "the profiled steps were not reached"
+        return
+    n = len(steps)
+    if device == "cuda":
+        rows = [(e.key, e.self_device_time_total) for e in prof.key_averages() if e.self_device_time_total > 0]
+    else:
+        rows = [(e.key, e.self_cpu_time_total) for e in prof.key_averages() if e.self_cpu_time_total > 0]
+    rows.sort(key=lambda r: -r[1])
+    result["device_ms_per_step"] = round(sum(t for _, t in rows) / n / 1000, 2)
+    result["top_ms_per_step"] = {key[:90]: round(t / n / 1000, 2) for key, t in rows[:top]}
 
 
 def load_check(preset: Preset, device: str) -> dict:

@@ -34,6 +34,9 @@ def test_every_step_runs_and_reports(report):
     assert gen["batch_5"]["transformerlens_tokens_per_s"] > 0
     assert report["index"]["bare_tokens_per_s"] > 0 and report["index"]["index_stream_tokens_per_s"] > 0
     assert report["training"]["train_tokens_per_s"] > 0 and report["training"]["steps"] == 20
+    profile = report["training"]["sae_step_profile"]  # where one SAE step's time goes, from the untimed run
+    assert "error" not in profile and profile["device_ms_per_step"] > 0
+    assert 0 < sum(profile["top_ms_per_step"].values()) <= profile["device_ms_per_step"] + 0.05
     assert "skipped" in report["load"]  # the fresh-interpreter load check is for the flagship run
 
 

@@ -548,7 +548,7 @@ def test_warm_up_keeps_within_the_operators_limits(loaded, sae, monkeypatch):
 def test_forward_to_the_hook_as_one_module_equals_the_engines(loaded, hook):
     # What compile_llm compiles: a copy of the decoder up to the hook's layer returning the hook's
     # activation. Traced by Dynamo (backend "eager": the graph capture without code generation) it must
-    # give the engine's activations bit for bit, and leave the model itself as it was.
+    # give the engine's activations (bit for bit on the CPU), and leave the model itself as it was.
     from sae_lib.engine_prefix import PrefixForward, compiled_prefix
 
     engine = engine_for(loaded)
@@ -561,7 +561,10 @@ def test_forward_to_the_hook_as_one_module_equals_the_engines(loaded, hook):
         ref = engine.activations(tokens, name)
         assert torch.equal(PrefixForward(engine.hf, site)(tokens.to(engine.device)), ref)
         traced = compiled_prefix(engine.hf, site, backend="eager")
-        assert torch.equal(traced(tokens.to(engine.device)), ref)
+        if engine.device.type == "cpu":
+            assert torch.equal(traced(tokens.to(engine.device)), ref)
+        else:  # on CUDA the traced graph may get other kernels (H100: up to float32 rounding, not bit-equal)
+            torch.testing.assert_close(traced(tokens.to(engine.device)), ref, atol=1e-4, rtol=1e-4)
         assert traced._orig_mod.tap.act is None  # the activation is not kept alive after the call
     assert [id(m) for m in engine.hf.modules()] == modules_before and _hooks_on(engine.hf) == 0
     assert engine.activations(tokens, name).equal(ref)  # the model still runs every layer it had
