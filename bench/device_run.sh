@@ -8,7 +8,8 @@
 #   compile  bench/gpu.py --only index training --compile-llm (about 4)  -> bench_gpu_h100_compile_llm.json
 #   suite    the non-demo, non-browser suite on CUDA with the time left  -> pytest_cuda.log
 # Default STEPS="gpu explain suite" (one 600 s call: the suite gets what is left of TOTAL_S, 570 s);
-# a second call can run STEPS="compile suite". GPU_S, EXPLAIN_S and COMPILE_S bound the bench steps;
+# a second call can run STEPS="compile suite" (the compiled forward in the index pass too). GPU_S, EXPLAIN_S and
+# COMPILE_S bound the bench steps;
 # GPU_ARGS adds arguments to bench/gpu.py (e.g. "--only index training").
 T0=$(date +%s)
 OUT=${OUT:-/tmp/out}

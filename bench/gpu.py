@@ -91,9 +91,10 @@ class GpuBenchConfig:
     compile_sae: bool | None = None
     """Training step: SAELens's ``compile_sae`` (torch.compile of the SAE's training forward); None: the
     ``qwen3-8b`` preset's setting (on)."""
-    compile_llm: bool = False
+    compile_llm: bool | None = None
     """Training step: SAELens's ``compile_llm`` (the engine's forward to the hook, compiled), and the bare
-    forward timed compiled as well; index step: that compiled forward among the per-batch parts."""
+    forward timed compiled as well; None: the ``qwen3-8b`` preset's setting (on). True also times that
+    compiled forward among the index step's per-batch parts."""
     only: tuple[str, ...] = ()
     """Run only these steps (generation, index, training, load); all by default."""
 
@@ -266,17 +267,20 @@ def index_parts(model, sae, batch: torch.Tensor, cfg, device: str, repeats: int,
         s = timed(parts, repeats, device)
         with tf32_matmuls(sae.device):
             fast = sae.encode(acts)
-    # What TF32 costs in accuracy on this batch: the largest activation difference relative to the
-    # largest activation, and the share of (token, latent) firing decisions that differ.
+    # What TF32 costs in accuracy on this batch: the share of (token, latent) firing decisions that
+    # differ, and, where both fire, the largest activation difference relative to the largest activation.
+    # (A flip near a JumpReLU threshold changes an activation by the whole threshold, so the two apart.)
     fires, fires_fast = feats > 0, fast > 0
-    accuracy = {"tf32_max_abs_diff_over_max_act": float((fast - feats).abs().max() / feats.abs().max().clamp(min=1e-12)),
-                "tf32_firing_flips_per_firing": float((fires != fires_fast).sum() / fires.sum().clamp(min=1))}
+    both = fires & fires_fast
+    accuracy = {"tf32_firing_flips_per_firing": float((fires != fires_fast).sum() / fires.sum().clamp(min=1)),
+                "tf32_max_abs_diff_where_both_fire_over_max_act":
+                    float(((fast - feats) * both).abs().max() / feats.abs().max().clamp(min=1e-12))}
     return {name: round(1000 * t, 2) for name, t in s.items()} | {
         "firing_entries": int(firing[0].numel()), "tokens": int(batch.numel())} | accuracy
 
 
 def training(model, sae_hook: str, preset: Preset, device: str, compile_sae: bool | None = None,
-             compile_llm: bool = False) -> dict:
+             compile_llm: bool | None = None) -> dict:
     """SAELens's trainer through the app's runner (activations from the engine), against the bare
     forward to the hook.
 
@@ -300,6 +304,8 @@ def training(model, sae_hook: str, preset: Preset, device: str, compile_sae: boo
     store_prompts = max(1, min(32, batch_tokens // ctx))
     if compile_sae is None:
         compile_sae = TRAIN_PRESETS["qwen3-8b"]().compile_sae
+    if compile_llm is None:
+        compile_llm = TRAIN_PRESETS["qwen3-8b"]().compile_llm
 
     def train(n_steps: int) -> float:
         base = TRAIN_PRESETS["qwen3-8b"]()  # the flagship preset's SAELens config, shrunk to the bench's run
@@ -368,26 +374,36 @@ def training(model, sae_hook: str, preset: Preset, device: str, compile_sae: boo
 @contextlib.contextmanager
 def sae_step_profile(steps: range, device: str, top: int = 12):
     """Profile SAELens's ``SAETrainer._train_step`` (the SAE's forward, firing statistics, backward,
-    gradient clipping, Adam) at the trainer steps in ``steps``; yields a dict filled on exit: its device
-    time per step (CUDA kernels on a GPU, operators on the CPU) and the ``top`` kernels by that time, so a
-    run says which part of the SAE step to cut. The language model's forward is outside the window."""
+    gradient clipping, Adam) at the trainer steps in ``steps``; yields a dict filled on exit: the step's
+    wall time and device time (CUDA kernels on a GPU, operators on the CPU) per step, and the ``top``
+    kernels by that time, so a run says which part of the SAE step to cut. Each step is profiled alone:
+    the language model's forward (between steps) is outside the window."""
     from torch.profiler import ProfilerActivity, profile
 
     from sae_lens.training.sae_trainer import SAETrainer
 
     result: dict = {"steps": [steps.start, steps.stop]}
     inner = SAETrainer._train_step
-    prof = profile(activities=[ProfilerActivity.CUDA if device == "cuda" else ProfilerActivity.CPU])
+    totals: dict[str, float] = {}  # microseconds per kernel (shortened name) over the profiled steps
+    wall = [0.0, 0]  # seconds, steps
 
     def train_step(trainer, sae, sae_in):
-        first, last = trainer.n_training_steps == steps.start, trainer.n_training_steps == steps.stop - 1
-        if first:
+        if trainer.n_training_steps not in steps:
+            return inner(trainer, sae, sae_in)
+        # One profiler per step, started and stopped inside it: the activation store's forward through
+        # the language model between two steps stays out of the figures.
+        prof = profile(activities=[ProfilerActivity.CUDA if device == "cuda" else ProfilerActivity.CPU])
+        sync(device)
+        t0 = time.perf_counter()
+        with prof:
+            out = inner(trainer, sae, sae_in)
             sync(device)
-            prof.start()
-        out = inner(trainer, sae, sae_in)
-        if last and prof.profiler is not None:
-            sync(device)
-            prof.stop()
+        wall[0] += time.perf_counter() - t0
+        wall[1] += 1
+        for e in prof.key_averages():
+            t = e.self_device_time_total if device == "cuda" else e.self_cpu_time_total
+            if t > 0:
+                totals[e.key[:90]] = totals.get(e.key[:90], 0.0) + t
         return out
 
     SAETrainer._train_step = train_step
@@ -395,17 +411,15 @@ def sae_step_profile(steps: range, device: str, top: int = 12):
         yield result
     finally:
         SAETrainer._train_step = inner
-    if prof.profiler is None:  # the run ended before the window
+    if not wall[1]:  # the run ended before the window
         result["error"] = "the profiled steps were not reached"
         return
-    n = len(steps)
-    if device == "cuda":
-        rows = [(e.key, e.self_device_time_total) for e in prof.key_averages() if e.self_device_time_total > 0]
-    else:
-        rows = [(e.key, e.self_cpu_time_total) for e in prof.key_averages() if e.self_cpu_time_total > 0]
-    rows.sort(key=lambda r: -r[1])
+    n = wall[1]
+    rows = sorted(totals.items(), key=lambda r: -r[1])
+    result["profiled_steps"] = n
+    result["wall_ms_per_step"] = round(1000 * wall[0] / n, 2)  # profiler overhead included
     result["device_ms_per_step"] = round(sum(t for _, t in rows) / n / 1000, 2)
-    result["top_ms_per_step"] = {key[:90]: round(t / n / 1000, 2) for key, t in rows[:top]}
+    result["top_ms_per_step"] = {key: round(t / n / 1000, 2) for key, t in rows[:top]}
 
 
 def load_check(preset: Preset, device: str) -> dict:
@@ -459,7 +473,7 @@ def run(cfg: GpuBenchConfig) -> dict:
                      "l0_goal": "100-150"}
     bw = report["bandwidth"].get("gb_per_s") if device == "cuda" else None
     for name, fn in (("generation", lambda: generation(model, sae, preset, device, bw)),
-                     ("index", lambda: index_pass(model, sae, preset, device, cfg.compile_llm)),
+                     ("index", lambda: index_pass(model, sae, preset, device, cfg.compile_llm is True)),
                      ("training", lambda: training(model, hook, preset, device, cfg.compile_sae, cfg.compile_llm))):
         elapsed = time.perf_counter() - start
         if cfg.only and name not in cfg.only:
@@ -495,14 +509,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--skip-load", action="store_true", help="skip the saved-folder load check")
     parser.add_argument("--eager-sae", action="store_true",
                         help="train without SAELens's compile_sae, which the qwen3-8b preset turns on (the eager baseline)")
-    parser.add_argument("--compile-llm", action="store_true",
-                        help="train with compile_llm (the engine's forward to the hook compiled) and time that forward too, "
-                             "also among the index step's per-batch parts")
+    llm = parser.add_mutually_exclusive_group()
+    llm.add_argument("--compile-llm", action="store_true",
+                     help="train with compile_llm (the engine's forward to the hook compiled, the qwen3-8b preset's "
+                          "setting) and also time that compiled forward among the index step's per-batch parts")
+    llm.add_argument("--eager-llm", action="store_true",
+                     help="train without compile_llm, which the qwen3-8b preset turns on (the eager-forward baseline)")
     parser.add_argument("--only", nargs="+", default=[], choices=STEPS, help="run only these steps (default: all)")
     args = parser.parse_args(argv)
     report = run(GpuBenchConfig(preset=args.preset, out=args.out, skip_load=args.skip_load,
                                 compile_sae=False if args.eager_sae else None,
-                                compile_llm=args.compile_llm, only=tuple(args.only)))
+                                compile_llm=True if args.compile_llm else False if args.eager_llm else None,
+                                only=tuple(args.only)))
     text = json.dumps(report, indent=2)
     print(text)
     if args.out:

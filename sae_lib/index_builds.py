@@ -47,11 +47,11 @@ log = logging.getLogger(__name__)
 CACHE_SUBDIR = "latent-lab-indexes"
 """Folder of app-built indexes inside ``HF_HUB_CACHE``; one subfolder per SAE weight hash."""
 
-H100_TOKENS_PER_S = 20_000
+H100_TOKENS_PER_S = 32_000
 """Index-pass throughput on one H100 at Qwen3-8B's shape (d_model 4096, 65,536 latents on
-``blocks.28.hook_mlp_out``, batches of 32 x 128 tokens): 20,139 tokens/s streaming in ``bench/gpu.py``
-(docs/bench_gpu_h100_run2.json), plus about 7 s per build. What the UI quotes next to its own
-measurement (10M tokens: about 8 minutes)."""
+``blocks.28.hook_mlp_out``, batches of 32 x 128 tokens, TF32 encode): 32,140 tokens/s streaming in
+``bench/gpu.py`` (docs/bench_gpu_h100_run3.json), plus about 7 s per build. What the UI quotes next to
+its own measurement (10M tokens: about 5 minutes)."""
 
 class BuildCancelled(LatentLabError):
     """The build was cancelled; nothing was written."""

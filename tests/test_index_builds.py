@@ -177,7 +177,7 @@ def test_estimate_quotes_the_measurement_and_the_h100_rate(tiny_model, tiny_sae)
     rate = ib.measure_tokens_per_s(tiny_model, tiny_sae, SMALL)
     assert rate > 0
     text = ib.estimate_text(10_000_000, rate)
-    assert f"{rate:,.0f} tokens/s" in text and "20,000 tokens/s" in text and "8 min" in text
+    assert f"{rate:,.0f} tokens/s" in text and "32,000 tokens/s" in text and "5 min" in text
 
 
 # --- the app's path equals the script's --------------------------------------------------------------

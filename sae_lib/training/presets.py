@@ -79,9 +79,13 @@ def qwen3_8b() -> LanguageModelSAERunnerConfig[JumpReLUTrainingSAEConfig]:
         autocast_lm=True,
         # torch.compile of the SAE's training forward fuses the elementwise work over the 4,096 x 65,536
         # pre-activations (JumpReLU, tanh sparsity and pre-act losses) that eager mode runs as separate
-        # passes over ~1 GB tensors. On an H100 SAELens's progress bar read 24.5-25.6k tok/s with it against
-        # 22.4k measured without (issue 11's notes); it costs about a minute of compiling once per run.
+        # passes over ~1 GB tensors; compile_llm compiles the engine's forward to the hook (layers 0-28
+        # only), fusing the norms, rotary and SwiGLU elementwise work. One H100 at this shape
+        # (bench/gpu.py): 22.4k tok/s with neither, 27.4k with compile_sae, 33.9k with both (the forward
+        # alone 37.3k -> 50.9k tok/s). Each costs about a minute of compiling once per run; a compiler
+        # failure falls back to eager with a notice in the log.
         compile_sae=True,
+        compile_llm=True,
         seed=42,
         device="cuda",
         dtype="float32",

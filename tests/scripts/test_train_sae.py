@@ -150,7 +150,7 @@ def test_kill_then_resume_continues_from_the_checkpoint(tmp_path, hf_model_dir):
 @pytest.mark.slow
 def test_qwen3_8b_preset_runs_through_the_script_on_a_local_text_dataset(tmp_path, hf_model_dir):
     # The flagship preset as a user runs it: raw text streamed and tokenized by SAELens (the preset's
-    # fineweb settings), its compiled SAE step, 4,096-token batches and 640-row buffer, the evals; only
+    # fineweb settings), its compiled SAE step and forward to the hook, 4,096-token batches and 640-row buffer, the evals; only
     # the model (a local folder, hook at the same relative depth), the SAE's width (16x) and the run's
     # length differ. --help alone would not show that the preset trains.
     data = tmp_path / "text"
@@ -165,7 +165,8 @@ def test_qwen3_8b_preset_runs_through_the_script_on_a_local_text_dataset(tmp_pat
     sae = SAE.load_from_disk(str(out))
     assert (sae.cfg.d_in, sae.cfg.d_sae, sae.cfg.metadata.hook_name) == (32, 512, "blocks.1.hook_mlp_out")
     runner_cfg = json.loads((out / "runner_cfg.json").read_text())
-    assert runner_cfg["compile_sae"] and runner_cfg["train_batch_size_tokens"] == 4096
+    assert runner_cfg["compile_sae"] and runner_cfg["compile_llm"] and runner_cfg["train_batch_size_tokens"] == 4096
+    assert "--compile_llm: activations come from a torch.compile'd copy" in proc.stdout  # the engine's forward
     assert runner_cfg["n_batches_in_buffer"] == 640 and runner_cfg["streaming"]
     for name in (constants.SAE_CFG_FILENAME, "runner_cfg.json"):  # published files name no local path
         assert str(tmp_path) not in (out / name).read_text(), name
