@@ -94,9 +94,19 @@ def select_latents(index, cfg: ExplainLatentsConfig, done: set[int]) -> list[int
 
 
 def _other_explanation(table, latent: int) -> str:
-    """An explanation of another latent in ``table`` (picked by ``latent``, so reruns agree), or ""."""
-    others = table[table["latent"] != latent]["explanation"].astype(str).tolist()
+    """A non-empty explanation of another latent in ``table`` (picked by ``latent``, so reruns agree), or ""."""
+    others = [e for e in table[table["latent"] != latent]["explanation"].astype(str).tolist() if e.strip()]
     return others[latent % len(others)] if others else ""
+
+
+def finished_latents(table, explainer: str) -> set[int]:
+    """Latents a rerun skips: those whose stored row this run would write again, i.e. by the current
+    method (``METHOD``) and the same explainer. Rows by an older method (explainer-v1 saw fewer excerpts
+    and was scored on fewer) or by another explainer are explained again; the newest row wins."""
+    from sae_lib.explain.explainer import METHOD
+
+    same = (table["method"] == METHOD) & (table["explainer"] == explainer)
+    return set(table.loc[same, "latent"].tolist())
 
 
 def run(cfg: ExplainLatentsConfig, log: Callable[[str], None] = print, gen=None) -> Path:
@@ -121,8 +131,11 @@ def run(cfg: ExplainLatentsConfig, log: Callable[[str], None] = print, gen=None)
             else LoadedModelGenerator(model, name=model_src, batch_size=cfg.batch_size)
     path = explanations_path(index_dir)
     table = load_explanations(path, index.meta.build_id)
-    todo = select_latents(index, cfg, set(table["latent"].tolist()))
-    log(f"{len(table):,} latents already explained in {path.name}; {len(todo):,} to go with {gen.name} on {device}.")
+    finished = finished_latents(table, gen.name)
+    todo = select_latents(index, cfg, finished)
+    redo = f" ({len(table) - len(finished):,} more by an older method or another explainer are redone if selected)" \
+        if len(table) > len(finished) else ""
+    log(f"{len(finished):,} latents already explained in {path.name}{redo}; {len(todo):,} to go with {gen.name} on {device}.")
     acts_fn = model_acts_fn(model, loaded.sae)
     t0, done = time.perf_counter(), 0
     for start in range(0, len(todo), cfg.chunk):

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import pandas as pd
 import pytest
 
 from sae_lib.constants import EXPLANATIONS_FILENAME, REPO_ROOT
@@ -30,6 +31,24 @@ def test_help_explains_every_knob(script, capsys):
         assert flag in out
     assert script.parse_args(["--preset", "qwen3-8b"]).pair.model == "Qwen/Qwen3-8B"
     assert script.parse_args(["--preset", "qwen3-8b", "--device", "cpu"]).pair.device == "cpu"
+
+
+def test_a_rerun_redoes_rows_of_an_older_method_or_another_explainer(script):
+    # What "already explained" means on a rerun: the current method by the same explainer. An
+    # explainer-v1 row (fewer excerpts, fewer scored) or another explainer's row is explained again.
+    from sae_lib.explain.explainer import METHOD
+    from sae_lib.explain.store import empty_table
+
+    table = pd.concat([empty_table(), pd.DataFrame({
+        "latent": [1, 2, 3, 4], "explanation": ["ships", "bread", "", "the moon"],
+        "method": [METHOD, "explainer-v1", METHOD, METHOD], "explainer": ["demo", "demo", "demo", "Qwen/Qwen3-8B"],
+    })], ignore_index=True)
+    assert script.finished_latents(table, "demo") == {1, 3}
+    assert script.finished_latents(table, "Qwen/Qwen3-8B") == {4}
+    assert script.finished_latents(empty_table(), "demo") == set()
+    # A lone latent's shuffled baseline is another latent's explanation, never an empty one.
+    assert {script._other_explanation(table, latent) for latent in range(9)} == {"ships", "bread", "the moon"}
+    assert script._other_explanation(table[table["latent"] == 3], 5) == ""  # nothing usable: no baseline text
 
 
 def test_bad_settings_are_refused(script, capsys):
