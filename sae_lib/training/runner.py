@@ -134,7 +134,27 @@ class ResumableRunner(LanguageModelSAETrainingRunner):
             self.log("--compile_llm: activations come from a torch.compile'd copy of the model up to the hook "
                      "(the first batch compiles it).")
             return
+        # A model the engine does not serve (TransformerLens alone): SAELens's own compile of
+        # run_with_cache, with the same fallback as the SAE step's, since the qwen3-8b preset turns
+        # compile_llm on for whatever model it is given.
+        model, log = self.model, self.log
+        eager = model.run_with_cache
         super()._compile_llm_if_needed()
+        if not self.cfg.compile_llm:
+            return
+        compiled = model.run_with_cache
+
+        def first_calls(*args: Any, **kwargs: Any):
+            try:
+                return compiled(*args, **kwargs)
+            except torch._dynamo.exc.TorchDynamoException as err:
+                reason = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
+                log(f"compiling the model's forward failed ({type(err).__name__}: {reason}); training continues "
+                    "with the eager forward (pass --compile_llm false to skip compiling).")
+                model.run_with_cache = eager  # type: ignore[method-assign]
+                return eager(*args, **kwargs)
+
+        model.run_with_cache = first_calls  # type: ignore[method-assign]
 
     def _compile_sae_if_needed(self) -> None:
         eager = self.sae.training_forward_pass
