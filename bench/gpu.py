@@ -388,22 +388,32 @@ def sae_step_profile(steps: range, device: str, top: int = 12):
     wall = [0.0, 0]  # seconds, steps
 
     def train_step(trainer, sae, sae_in):
-        if trainer.n_training_steps not in steps:
+        if trainer.n_training_steps not in steps or "error" in result:
             return inner(trainer, sae, sae_in)
         # One profiler per step, started and stopped inside it: the activation store's forward through
         # the language model between two steps stays out of the figures.
-        prof = profile(activities=[ProfilerActivity.CUDA if device == "cuda" else ProfilerActivity.CPU])
+        try:
+            prof = profile(activities=[ProfilerActivity.CUDA if device == "cuda" else ProfilerActivity.CPU])
+            prof.start()
+        except Exception as err:  # the profile is extra: a profiler that cannot start must not cost the run
+            result["error"] = f"{type(err).__name__}: {str(err)[:300]}"
+            return inner(trainer, sae, sae_in)
         sync(device)
         t0 = time.perf_counter()
-        with prof:
+        try:
             out = inner(trainer, sae, sae_in)
             sync(device)
+        finally:
+            prof.stop()
         wall[0] += time.perf_counter() - t0
         wall[1] += 1
-        for e in prof.key_averages():
-            t = e.self_device_time_total if device == "cuda" else e.self_cpu_time_total
-            if t > 0:
-                totals[e.key[:90]] = totals.get(e.key[:90], 0.0) + t
+        try:
+            for e in prof.key_averages():
+                t = e.self_device_time_total if device == "cuda" else e.self_cpu_time_total
+                if t > 0:
+                    totals[e.key[:90]] = totals.get(e.key[:90], 0.0) + t
+        except Exception as err:
+            result["error"] = f"{type(err).__name__}: {str(err)[:300]}"
         return out
 
     SAETrainer._train_step = train_step
@@ -411,6 +421,8 @@ def sae_step_profile(steps: range, device: str, top: int = 12):
         yield result
     finally:
         SAETrainer._train_step = inner
+    if "error" in result:
+        return
     if not wall[1]:  # the run ended before the window
         result["error"] = "the profiled steps were not reached"
         return

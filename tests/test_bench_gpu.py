@@ -68,3 +68,18 @@ def test_training_step_leaves_the_signal_handlers_as_it_found_them():
     report = gpu.run(gpu.GpuBenchConfig(preset="demo-shape", only=("training",)))
     assert "error" not in report["training"], report["training"]
     assert {sig: signal.getsignal(sig) for sig in before} == before
+
+
+def test_a_profiler_that_cannot_start_costs_only_the_profile(monkeypatch):
+    # The SAE-step profile is an extra: where torch's profiler fails, the training figures still come.
+    import torch.profiler
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("CUPTI_ERROR_NOT_INITIALIZED")
+
+    monkeypatch.setattr(torch.profiler, "profile", broken)
+    report = gpu.run(gpu.GpuBenchConfig(preset="demo-shape", only=("training",)))
+    training = report["training"]
+    assert "error" not in training and training["train_tokens_per_s"] > 0, training
+    assert training["sae_step_profile"]["error"] == "RuntimeError: CUPTI_ERROR_NOT_INITIALIZED"
+    assert "device_ms_per_step" not in training["sae_step_profile"]
