@@ -8,9 +8,9 @@
 #   compile  bench/gpu.py --only index training --compile-llm (about 4)  -> bench_gpu_h100_compile_llm.json
 #   suite    the non-demo, non-browser suite on CUDA with the time left  -> pytest_cuda.log
 # Default STEPS="gpu explain suite" (one 600 s call: the suite gets what is left of TOTAL_S, 570 s);
-# a second call can run STEPS="compile suite" (the compiled forward in the index pass too). GPU_S, EXPLAIN_S and
-# COMPILE_S bound the bench steps;
-# GPU_ARGS adds arguments to bench/gpu.py (e.g. "--only index training").
+# a second call can run STEPS="compile suite" (the compiled forward in the index pass too). GPU_S,
+# EXPLAIN_S and COMPILE_S bound the bench steps; GPU_ARGS adds arguments to bench/gpu.py
+# (e.g. "--only index training").
 T0=$(date +%s)
 OUT=${OUT:-/tmp/out}
 STEPS=${STEPS:-gpu explain suite}
@@ -37,7 +37,7 @@ if wants suite; then
   LEFT=$(( ${TOTAL_S:-570} - $(elapsed) ))
   echo "the suite gets $LEFT s"
   if [ "$LEFT" -gt 30 ]; then
-    timeout "$LEFT" OMP_NUM_THREADS=2 python3 -m pytest -m "not e2e and not demo" -n 12 --dist loadfile --ignore=tests/e2e -v \
+    OMP_NUM_THREADS=2 timeout "$LEFT" python3 -m pytest -m "not e2e and not demo" -n 12 --dist loadfile --ignore=tests/e2e -v \
       -p no:cacheprovider -rfE > "$OUT/pytest_cuda.log" 2>&1
     echo "pytest rc=$?"; grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/pytest_cuda.log" | tail -n 40
   fi

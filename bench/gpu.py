@@ -302,13 +302,11 @@ def training(model, sae_hook: str, preset: Preset, device: str, compile_sae: boo
     rows = torch.randint(0, model.cfg.d_vocab, (n_rows, ctx), generator=torch.Generator().manual_seed(3))
     dataset = Dataset.from_dict({"input_ids": rows.tolist()})
     store_prompts = max(1, min(32, batch_tokens // ctx))
-    if compile_sae is None:
-        compile_sae = TRAIN_PRESETS["qwen3-8b"]().compile_sae
-    if compile_llm is None:
-        compile_llm = TRAIN_PRESETS["qwen3-8b"]().compile_llm
+    base = TRAIN_PRESETS["qwen3-8b"]()  # the flagship preset's SAELens config, shrunk to the bench's run below
+    compile_sae = base.compile_sae if compile_sae is None else compile_sae
+    compile_llm = base.compile_llm if compile_llm is None else compile_llm
 
     def train(n_steps: int) -> float:
-        base = TRAIN_PRESETS["qwen3-8b"]()  # the flagship preset's SAELens config, shrunk to the bench's run
         sae_cfg = dataclasses.replace(base.sae, d_in=model.cfg.d_model, d_sae=preset.d_sae, l0_warm_up_steps=n_steps,
                                       device=device)
         cfg = dataclasses.replace(

@@ -7,7 +7,7 @@ steering (``prompt_tokens``), so a prompt is checked and tokenized the same way 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import NamedTuple
 
 import pandas as pd
@@ -83,9 +83,7 @@ def encode_tokens(model: HookedTransformer, sae: SAE, tokens: torch.Tensor, tf32
     TF32 on CUDA, :func:`tf32_matmuls`; the model's forward is untouched; ``compiled``: that forward
     compiled, :func:`hook_activations`)."""
     acts = hook_activations(model, tokens.to(model_device(model)), sae_hooks.input_hook(sae), compiled=compiled)
-    if not tf32:
-        return sae.encode(acts.to(sae.device))
-    with tf32_matmuls(sae.device):
+    with tf32_matmuls(sae.device) if tf32 else nullcontext():
         return sae.encode(acts.to(sae.device))
 
 

@@ -53,7 +53,7 @@ def script_env(root: Path, **extra: str) -> dict[str, str]:
 
 @functools.cache
 def load_script(name: str):
-    """``scripts/<name>.py`` as a module (``scripts/`` is not a package), executed afresh on each call."""
+    """``scripts/<name>.py`` as a module (``scripts/`` is not a package), loaded once per session."""
     from sae_lib.constants import REPO_ROOT
 
     spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "scripts" / f"{name}.py")

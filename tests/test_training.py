@@ -328,7 +328,11 @@ def test_fuse_adam_gives_the_foreach_update_and_survives_a_resume():
     assert all(s.dtype == torch.float32 and s.device == p.device and float(s) == 3 for s, p in zip(steps, params))
 
 
-def test_a_failing_sae_compile_falls_back_to_eager_with_a_notice(tmp_path, tiny_model, monkeypatch):
+@pytest.mark.parametrize("flag, what", [("compile_sae", "the SAE's training step"), ("compile_llm", "the model's forward")])
+def test_a_failing_compile_falls_back_to_eager_with_a_notice(tmp_path, tiny_model, monkeypatch, flag, what):
+    # compile_sae: SAELens's compile of the SAE's training step. compile_llm: tiny_model is TransformerLens
+    # alone (no engine), so it is SAELens's own compile of run_with_cache. Where the compiler fails, the
+    # run goes on eagerly and says so.
     from torch._inductor.exc import InductorError
 
     compiled_calls = []
@@ -342,43 +346,16 @@ def test_a_failing_sae_compile_falls_back_to_eager_with_a_notice(tmp_path, tiny_
     monkeypatch.setattr(torch, "compile", broken_compile)
     lines: list[str] = []
     torch.manual_seed(0)
-    result = train(tiny_job(tmp_path / "run"), tiny_cfg(compile_sae=True), tiny_model, log=lines.append)
+    result = train(tiny_job(tmp_path / "run"), tiny_cfg(**{flag: True}), tiny_model, log=lines.append)
     assert result.stats.n_training_steps == 12  # the run finished, eagerly
     assert compiled_calls == [1]  # tried once, then never again
-    notice = [line for line in lines if "compiling the SAE's training step failed" in line]
-    assert len(notice) == 1 and "InductorError" in notice[0] and "--compile_sae false" in notice[0], lines
-    # An error that is not the compiler's still ends the run.
-    monkeypatch.setattr(torch, "compile", lambda fn, **kw: lambda *a, **k: (_ for _ in ()).throw(ValueError("bad batch")))
-    with pytest.raises(ValueError, match="bad batch"):
-        train(tiny_job(tmp_path / "again"), tiny_cfg(compile_sae=True), tiny_model, log=QUIET)
-
-
-def test_a_failing_llm_compile_without_the_engine_falls_back_to_eager_with_a_notice(tmp_path, tiny_model, monkeypatch):
-    # tiny_model is TransformerLens alone (no engine), so compile_llm is SAELens's own compile of
-    # run_with_cache: where the compiler fails, the run goes on with the eager forward and says so.
-    from torch._inductor.exc import InductorError
-
-    compiled_calls = []
-
-    def broken_compile(fn, **kwargs):
-        def run(*args, **kw):
-            compiled_calls.append(1)
-            raise InductorError(RuntimeError("CppCompileError: C++ compile error (no compiler found)"), None)
-        return run
-
-    monkeypatch.setattr(torch, "compile", broken_compile)
-    lines: list[str] = []
-    torch.manual_seed(0)
-    result = train(tiny_job(tmp_path / "run"), tiny_cfg(compile_llm=True), tiny_model, log=lines.append)
-    assert result.stats.n_training_steps == 12  # the run finished, eagerly
-    assert compiled_calls == [1]  # tried once, then never again
-    notice = [line for line in lines if "compiling the model's forward failed" in line]
-    assert len(notice) == 1 and "InductorError" in notice[0] and "--compile_llm false" in notice[0], lines
+    notice = [line for line in lines if f"compiling {what} failed" in line]
+    assert len(notice) == 1 and "InductorError" in notice[0] and f"--{flag} false" in notice[0], lines
     assert "run_with_cache" not in vars(tiny_model)  # the shared fixture model is left as it was
     # An error that is not the compiler's still ends the run.
     monkeypatch.setattr(torch, "compile", lambda fn, **kw: lambda *a, **k: (_ for _ in ()).throw(ValueError("bad batch")))
     with pytest.raises(ValueError, match="bad batch"):
-        train(tiny_job(tmp_path / "again"), tiny_cfg(compile_llm=True), tiny_model, log=QUIET)
+        train(tiny_job(tmp_path / "again"), tiny_cfg(**{flag: True}), tiny_model, log=QUIET)
 
 
 @pytest.mark.slow  # compiles with inductor on the CPU

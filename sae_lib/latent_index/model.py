@@ -49,8 +49,9 @@ class IndexConfig:
     """At most this many (latent, latent) pairs counted per batch: positions are subsampled past it."""
     compile: bool = False
     """Run the model's forward to the hook through ``torch.compile`` (:mod:`sae_lib.engine_prefix`: a copy
-    of the decoder up to the hook's layer; the first batch, and a last partial one, compile). Off until a
-    GPU measurement says what it gives at Qwen3-8B's shape (``bench/gpu.py --compile-llm``)."""
+    of the decoder up to the hook's layer; the first batch, and a last partial one, compile). Off: on one H100
+    at Qwen3-8B's shape that forward ran 1.37x the eager one at training's batches, but it has not been
+    timed inside the index pass (``bench/gpu.py --compile-llm``), whose goal is met without it."""
     tf32: bool = True
     """On CUDA, a float32 SAE's encode runs its matmuls in TF32 (tensor cores; inputs rounded to a 10-bit
     mantissa, so activations differ from IEEE float32 by about 1e-3 relative; ``bench/gpu.py`` reports the

@@ -94,6 +94,29 @@ def fuse_adam(optimizer: torch.optim.Optimizer, device_types: tuple[str, ...] = 
     return True
 
 
+def _eager_on_compiler_failure(owner: Any, attr: str, eager: Any, log: Log, what: str, instead: str, flag: str) -> None:
+    """Wrap the compiled ``owner.attr`` (SAELens's ``torch.compile`` of it) so that a compiler failure
+    puts ``eager`` back, logs why, and answers that call eagerly; any other error still ends the run.
+
+    Compilation happens on the first call (and again for a new input shape: the last, partial batch),
+    so the guard stays until the run ends; the compiled functions are pure functions of their inputs,
+    so running the call again eagerly after a failure changes nothing else.
+    """
+    compiled = getattr(owner, attr)
+
+    def first_calls(*args: Any, **kwargs: Any):
+        try:
+            return compiled(*args, **kwargs)
+        except torch._dynamo.exc.TorchDynamoException as err:
+            reason = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
+            log(f"compiling {what} failed ({type(err).__name__}: {reason}); training continues with {instead} "
+                f"(pass --{flag} false to skip compiling).")
+            setattr(owner, attr, eager)
+            return eager(*args, **kwargs)
+
+    setattr(owner, attr, first_calls)
+
+
 class StopRequest:
     """SIGINT/SIGTERM ask the loop to stop at the next step boundary; a second signal stops at once."""
 
@@ -137,47 +160,18 @@ class ResumableRunner(LanguageModelSAETrainingRunner):
         # A model the engine does not serve (TransformerLens alone): SAELens's own compile of
         # run_with_cache, with the same fallback as the SAE step's, since the qwen3-8b preset turns
         # compile_llm on for whatever model it is given.
-        model, log = self.model, self.log
-        eager = model.run_with_cache
+        eager = self.model.run_with_cache
         super()._compile_llm_if_needed()
-        if not self.cfg.compile_llm:
-            return
-        compiled = model.run_with_cache
-
-        def first_calls(*args: Any, **kwargs: Any):
-            try:
-                return compiled(*args, **kwargs)
-            except torch._dynamo.exc.TorchDynamoException as err:
-                reason = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
-                log(f"compiling the model's forward failed ({type(err).__name__}: {reason}); training continues "
-                    "with the eager forward (pass --compile_llm false to skip compiling).")
-                model.run_with_cache = eager  # type: ignore[method-assign]
-                return eager(*args, **kwargs)
-
-        model.run_with_cache = first_calls  # type: ignore[method-assign]
+        if self.cfg.compile_llm:
+            _eager_on_compiler_failure(self.model, "run_with_cache", eager, self.log,
+                                       "the model's forward", "the eager forward", "compile_llm")
 
     def _compile_sae_if_needed(self) -> None:
         eager = self.sae.training_forward_pass
         super()._compile_sae_if_needed()
-        if not self.cfg.compile_sae:
-            return
-        compiled = self.sae.training_forward_pass
-        sae, log = self.sae, self.log
-
-        def first_calls(*args: Any, **kwargs: Any):
-            # Compilation happens on the first call (and again for a new input shape: the last,
-            # partial batch), so the guard stays until the run ends; the step is a pure function of
-            # its inputs, so running it again eagerly after a failure changes nothing else.
-            try:
-                return compiled(*args, **kwargs)
-            except torch._dynamo.exc.TorchDynamoException as err:
-                reason = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
-                log(f"compiling the SAE's training step failed ({type(err).__name__}: {reason}); "
-                    "training continues with the eager SAE (pass --compile_sae false to skip compiling).")
-                sae.training_forward_pass = eager  # type: ignore[method-assign]
-                return eager(*args, **kwargs)
-
-        sae.training_forward_pass = first_calls  # type: ignore[method-assign]
+        if self.cfg.compile_sae:
+            _eager_on_compiler_failure(self.sae, "training_forward_pass", eager, self.log,
+                                       "the SAE's training step", "the eager SAE", "compile_sae")
 
     def run_trainer_with_interruption_handling(self, trainer: SAETrainer[Any, Any]) -> TrainingSAE[Any]:
         batch = self.cfg.train_batch_size_tokens
