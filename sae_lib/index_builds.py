@@ -3,7 +3,7 @@
 ``scripts/build_latent_index.py`` and the Latent browser build an index the same way: texts from a
 corpus (:func:`sae_lib.corpora.source_texts`), packed into rows (``latent_index.pack_texts``), one pass
 (:func:`run_build`, i.e. ``latent_index.build_index`` with a cancel check), then
-``latent_index.save_index``. The script writes next to the SAE; the app writes into a persistent cache
+``latent_index.save_index``. The script writes next to a local SAE (:func:`index_home`); the app writes into a persistent cache
 keyed by the SAE's weight hash (:func:`cache_dir`, under huggingface_hub's ``HF_HUB_CACHE``, which the
 start script puts on ``/data`` on a Space with storage), so a restart finds it again and it works for
 SAEs whose own folder is read-only (the Hub cache) or absent (registry SAEs).
@@ -34,12 +34,14 @@ from sae_lens import SAE
 from transformer_lens import HookedTransformer
 
 from sae_lib import latent_index as li
+from sae_lib.constants import INDEX_META_FILENAME
 from sae_lib.corpora import CorpusSource, corpus_tokens
 from sae_lib.errors import LatentLabError
 from sae_lib.latent_index.build import PassStatistics  # the pass's own per-batch work, for a faithful measurement
 from sae_lib.model_queue import queue_for
 from sae_lib.probe import encode_tokens
 from sae_lib.redact import redact_paths
+from sae_lib.sae import LoadedSAE
 from sae_lib.timing import sync
 
 log = logging.getLogger(__name__)
@@ -81,6 +83,31 @@ def sae_key(sae: SAE) -> str:
 def cache_dir(sae: SAE) -> Path:
     """Where the app keeps this SAE's index."""
     return cache_root() / sae_key(sae)
+
+
+def index_home(loaded: LoadedSAE, out: str | Path = "") -> Path:
+    """Where a new index of this SAE is written (``scripts/build_latent_index.py``): ``out`` when given;
+    a local SAE's own folder (the app finds it there, and ``push_to_hub.py`` publishes it with the SAE);
+    otherwise the app's index cache. A Hub SAE's folder is a snapshot inside the Hugging Face cache: it
+    may be read-only or shared, is left behind by the next revision, and its files belong to the Hub, so
+    an index built here for it goes where the app's own builds go, keyed by the weights."""
+    if out:
+        return Path(out)
+    if loaded.spec.kind == "local" and loaded.local_dir is not None:
+        return Path(loaded.local_dir)
+    return cache_dir(loaded.sae)
+
+
+def index_location(loaded: LoadedSAE, out: str | Path = "") -> Path:
+    """Where this SAE's index is read from (``scripts/explain_latents.py``, which writes its explanations
+    next to it): ``out`` when given; the SAE's own folder when it holds an index (a local SAE's, or one
+    published with a Hub SAE); otherwise the app's index cache. The app reads by the same rule
+    (:func:`sae_lib.workspace.load_workspace`)."""
+    if out:
+        return Path(out)
+    if loaded.local_dir is not None and (Path(loaded.local_dir) / INDEX_META_FILENAME).exists():
+        return Path(loaded.local_dir)
+    return cache_dir(loaded.sae)
 
 
 def load_cached(sae: SAE) -> li.LatentIndex | None:

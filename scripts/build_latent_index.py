@@ -4,11 +4,12 @@ Examples:
     python scripts/build_latent_index.py                                  # the embedded demo
     python scripts/build_latent_index.py --preset qwen3-8b --sae user/repo:sae_id --out my_sae/
     python scripts/build_latent_index.py --preset qwen3-8b --model Qwen/Qwen3-8B-Base \
-        --sae sae-lens:qwen-scope-3-8b-base-w64k-l50/layer20     # into the app's index cache (no --out)
+        --sae sae-lens:qwen-scope-3-8b-base-w64k-l50/layer20     # into the app's index cache (no --out, not a local SAE)
     python scripts/build_latent_index.py --help                           # every knob and its default
 
 The app finds the index when it sits in the SAE's folder (push that folder with push_to_hub.py to share
-it), or, for a registry SAE, in its index cache under HF_HUB_CACHE, where the Latent browser's own builds go.
+it), or in its index cache under HF_HUB_CACHE, where the Latent browser's own builds go and where this
+script writes for a Hub or registry SAE (a Hub SAE's folder is a snapshot inside the Hugging Face cache).
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ class BuildIndexConfig:
     context_size: int = 128
     """Tokens per row; texts are joined with the end-of-text token and cut into rows of this length."""
     out: str = ""
-    """Folder to write the index into; empty: the SAE's own folder (where the app looks for it)."""
+    """Folder to write the index into; empty: a local SAE's own folder, else (a Hub or registry SAE) the app's
+    index cache under HF_HUB_CACHE. The app finds the index in either place."""
     index: IndexConfig = field(default_factory=IndexConfig)
     """What the pass computes (bins, top-k, windows, batch size, ...)."""
 
@@ -147,14 +149,15 @@ def run(cfg: BuildIndexConfig, log: Callable[[str], None] = print) -> Path:
     model, loaded, model_src, sae_src, device = cfg.pair.load()
     tokens = corpus_tokens(cfg, model.tokenizer)
     log(f"{model_src} + {sae_src}: indexing {tokens.numel():,} tokens of {cfg.dataset} on {device}.")
-    if not cfg.out and loaded.local_dir is None:
-        # A registry SAE has no folder of its own: write where the app looks for indexes it built itself.
-        out = index_builds.cache_dir(loaded.sae)
+    out = index_builds.index_home(loaded, cfg.out)
+    if out == index_builds.cache_dir(loaded.sae):
+        # A registry or Hub SAE (no folder of its own to write into): where the app's own builds go.
         index = index_builds.run_build(model, loaded.sae, tokens, cfg.index, cfg.dataset, progress=progress_printer(log))
         index_builds.write_atomic_folder(index, out)
         log(f"Written to the app's index cache: {out}.")
+        if index_builds.index_location(loaded) != out:  # the app reads the index published with the SAE first
+            log("Note: this SAE ships with a latent index of its own, which the app and explain_latents.py read before this one.")
         return out
-    out = Path(cfg.out) if cfg.out else Path(loaded.local_dir)
     build_and_save(model, loaded.sae, tokens, out, cfg.index, description=cfg.dataset, log=log)
     return out
 

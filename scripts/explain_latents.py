@@ -22,7 +22,6 @@ from pathlib import Path
 
 import simple_parsing
 
-from sae_lib.constants import INDEX_META_FILENAME
 from sae_lib.errors import InputError, LatentLabError
 from sae_lib.explain.explainer import ExplainConfig, explain_and_score, model_acts_fn
 from sae_lib.explain.store import explanations_path, load_explanations, save_explanations
@@ -50,7 +49,8 @@ class ExplainLatentsConfig:
     batch_size: int = 16
     """Prompts per generation batch."""
     out: str = ""
-    """Folder of the index (where the parquet goes); empty: the SAE's folder."""
+    """Folder of the index (where the parquet goes); empty: the SAE's folder when it holds an index, else the
+    app's index cache (where build_latent_index.py writes for a Hub or registry SAE)."""
     explain: ExplainConfig = field(default_factory=ExplainConfig)
     """Excerpts shown and held out, marks, answer length, seed."""
 
@@ -115,14 +115,9 @@ def run(cfg: ExplainLatentsConfig, log: Callable[[str], None] = print, gen=None)
     from sae_lib.latent_index import load_index
     # The same checked load as the app's (a registry SAE's own model included).
     model, loaded, model_src, sae_src, device = cfg.pair.load()
-    if cfg.out:
-        index_dir = Path(cfg.out)
-    elif loaded.local_dir is not None and (Path(loaded.local_dir) / INDEX_META_FILENAME).exists():
-        index_dir = Path(loaded.local_dir)
-    else:  # no index beside the SAE (a registry SAE has no folder): the app's cache, where the app reads too
-        from sae_lib import index_builds
+    from sae_lib.index_builds import index_location
 
-        index_dir = index_builds.cache_dir(loaded.sae)
+    index_dir = index_location(loaded, cfg.out)  # where the app reads it: beside the SAE, else its cache
     index = load_index(index_dir, loaded.sae)
     if index is None:
         raise InputError(f"No latent index in {index_dir}: build it first with scripts/build_latent_index.py.")

@@ -4,6 +4,7 @@ a full disk), and equality with scripts/build_latent_index.py on the same tokens
 import errno
 import io
 import json
+import shutil
 import threading
 
 import pyarrow as pa
@@ -19,7 +20,7 @@ from sae_lib import latent_index as li
 from sae_lib.latent_index import store
 from sae_lib.errors import InputError
 from sae_lib.workspace import PairSource, load_workspace
-from tests.helpers import load_script, make_hub_unreachable, use_hf_cache
+from tests.helpers import load_script, make_hub_unreachable, populate_hf_cache, use_hf_cache
 
 SMALL = ib.Settings(16, li.IndexConfig(n_bins=16, top_k=3, n_lower_examples=2, window=8, window_before=4, batch_size=4))
 
@@ -239,6 +240,47 @@ def test_script_writes_a_registry_saes_index_where_the_app_finds_it(script, regi
     assert out.parent == ib.cache_root()
     ws = load_workspace(str(tiny_hf_qwen3_dir), spec, device="cpu", dtype="float32", fallback=False)
     assert ws.index is not None and out == ib.cache_dir(ws.sae) and ws.index.meta.n_tokens == 1024
+
+
+def _save_small_sae(folder):
+    torch.manual_seed(0)
+    sae = JumpReLUSAE(JumpReLUSAEConfig(d_in=64, d_sae=48, metadata=SAEMetadata(hook_name="blocks.1.hook_mlp_out")))
+    with torch.no_grad():
+        sae.W_enc.normal_(0, 0.3)
+        sae.W_dec.copy_(sae.W_enc.T / sae.W_enc.T.norm(dim=1, keepdim=True))
+        sae.threshold.fill_(0.02)
+    sae.save_model(folder)
+    return folder
+
+
+def test_script_writes_a_hub_saes_index_into_the_app_cache_not_the_hub_snapshot(script, cache, tmp_path, tiny_hf_qwen3_dir):
+    """A Hub SAE's folder is a snapshot in the Hugging Face cache: the index goes to the app's cache
+    (keyed by the weights), where the app and explain_latents.py read it; a local SAE's folder gets its own."""
+    from sae_lib.sae import load_sae
+
+    hook = "blocks.1.hook_mlp_out"
+    snapshot = populate_hf_cache(cache, "user/saes", _save_small_sae(tmp_path / "sae"), subfolder=hook)
+    spec = f"user/saes:{hook}"
+    pair = PairSource(model=str(tiny_hf_qwen3_dir), sae=spec, device="cpu", dtype="float32")
+    lines = []
+    out = script.run(script.BuildIndexConfig(pair=pair, n_tokens=1024, context_size=64), log=lines.append)
+    loaded = load_sae(spec, device="cpu")
+    assert out == ib.cache_dir(loaded.sae) == ib.index_home(loaded) == ib.index_location(loaded)
+    assert sorted(p.name for p in (snapshot / hook).iterdir()) == ["cfg.json", "sae_weights.safetensors"]  # untouched
+    assert any("Written to the app's index cache" in line for line in lines)
+    ws = load_workspace(str(tiny_hf_qwen3_dir), spec, device="cpu", dtype="float32", fallback=False)
+    assert ws.index_dir == out and ws.index.meta.n_tokens == 1024
+    # A Hub SAE published with its index: read from its folder (as the app does); a rebuild still goes to
+    # the cache and says which one the app reads.
+    shutil.copytree(out, snapshot / hook, dirs_exist_ok=True)
+    assert ib.index_location(loaded) == snapshot / hook and ib.index_home(loaded) == out
+    lines.clear()
+    script.run(script.BuildIndexConfig(pair=pair, n_tokens=1024, context_size=64), log=lines.append)
+    assert any("ships with a latent index of its own" in line for line in lines)
+    # A local SAE: written into its folder, read from there; --out wins for both.
+    local = load_sae(str(tmp_path / "sae"), device="cpu")
+    assert ib.index_home(local) == tmp_path / "sae" and ib.index_location(local) == ib.cache_dir(local.sae)
+    assert ib.index_home(local, tmp_path / "x") == ib.index_location(local, str(tmp_path / "x")) == tmp_path / "x"
 
 
 def test_explain_script_finds_a_registry_saes_index_in_the_app_cache(script, registry_pair, tiny_hf_qwen3_dir):
