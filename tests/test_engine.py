@@ -570,6 +570,39 @@ def test_forward_to_the_hook_as_one_module_equals_the_engines(loaded, hook):
     assert engine.activations(tokens, name).equal(ref)  # the model still runs every layer it had
 
 
+# What of layer 1 (and the final norm) runs in the forward to each hook: nothing after the hook's activation.
+RUNS_IN_LAYER = {
+    "hook_resid_pre": set(),
+    "hook_resid_mid": {"input_layernorm", "self_attn"},
+    "hook_attn_out": {"input_layernorm", "self_attn"},
+    "hook_mlp_in": {"input_layernorm", "self_attn"},
+    "hook_resid_post": {"input_layernorm", "self_attn", "post_attention_layernorm", "mlp", "mlp.down_proj"},
+    "hook_mlp_out": {"input_layernorm", "self_attn", "post_attention_layernorm", "mlp", "mlp.down_proj"},
+    "mlp.hook_post": {"input_layernorm", "self_attn", "post_attention_layernorm", "mlp", "mlp.down_proj"},
+}
+
+
+@pytest.mark.parametrize("hook", sorted(RUNS_IN_LAYER))
+def test_forward_to_the_hook_runs_nothing_after_it(loaded, hook):
+    from sae_lib.engine_prefix import PrefixForward
+
+    engine = engine_for(loaded)
+    block = engine.hf.model.layers[1]
+    watched = {name: block.get_submodule(name) for name in RUNS_IN_LAYER["hook_mlp_out"]}
+    watched["layer 0"], watched["final norm"] = engine.hf.model.layers[0], engine.hf.model.norm
+    ran: set[str] = set()
+    handles = [m.register_forward_hook(lambda *_, name=name: ran.add(name)) for name, m in watched.items()]
+    tokens = loaded.to_tokens(PROMPT, prepend_bos=False).to(engine.device)
+    try:
+        with torch.no_grad():
+            act = PrefixForward(engine.hf, engine.site(f"blocks.1.{hook}"))(tokens)
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert ran == RUNS_IN_LAYER[hook] | {"layer 0"}
+    assert torch.equal(act, engine.activations(tokens, f"blocks.1.{hook}"))
+
+
 @pytest.mark.slow  # compiles with inductor on the CPU (~10-20 s)
 def test_compiled_forward_to_the_hook_matches_and_falls_back_on_a_compiler_failure(loaded, monkeypatch, caplog):
     engine = engine_for(loaded)
