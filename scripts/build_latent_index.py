@@ -148,17 +148,18 @@ def run(cfg: BuildIndexConfig, log: Callable[[str], None] = print) -> Path:
         raise InputError("Indexing a Hub dataset needs --model and --sae: the demo pair is indexed on the demo corpus.")
     model, loaded, model_src, sae_src, device = cfg.pair.load()
     tokens = corpus_tokens(cfg, model.tokenizer)
-    log(f"{model_src} + {sae_src}: indexing {tokens.numel():,} tokens of {cfg.dataset} on {device}.")
+    corpus = corpus_source(cfg).describe()  # as the app names it, and recorded in the index
+    log(f"{model_src} + {sae_src}: indexing {tokens.numel():,} tokens of {corpus} on {device}.")
     out = index_builds.index_home(loaded, cfg.out)
     if out == index_builds.cache_dir(loaded.sae):
         # A registry or Hub SAE (no folder of its own to write into): where the app's own builds go.
-        index = index_builds.run_build(model, loaded.sae, tokens, cfg.index, cfg.dataset, progress=progress_printer(log))
+        index = index_builds.run_build(model, loaded.sae, tokens, cfg.index, corpus, progress=progress_printer(log))
         index_builds.write_atomic_folder(index, out)
         log(f"Written to the app's index cache: {out}.")
         if index_builds.index_location(loaded) != out:  # the app reads the index published with the SAE first
             log("Note: this SAE ships with a latent index of its own, which the app and explain_latents.py read before this one.")
         return out
-    build_and_save(model, loaded.sae, tokens, out, cfg.index, description=cfg.dataset, log=log)
+    build_and_save(model, loaded.sae, tokens, out, cfg.index, description=corpus, log=log)
     return out
 
 

@@ -270,6 +270,7 @@ def test_script_writes_a_hub_saes_index_into_the_app_cache_not_the_hub_snapshot(
     assert any("Written to the app's index cache" in line for line in lines)
     ws = load_workspace(str(tiny_hf_qwen3_dir), spec, device="cpu", dtype="float32", fallback=False)
     assert ws.index_dir == out and ws.index.meta.n_tokens == 1024
+    assert ws.index.meta.description == "demo corpus (held-out stories)"  # named as the app names it
     # A Hub SAE published with its index: read from its folder (as the app does); a rebuild still goes to
     # the cache and says which one the app reads.
     shutil.copytree(out, snapshot / hook, dirs_exist_ok=True)

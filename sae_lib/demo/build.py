@@ -182,10 +182,12 @@ def _train_sae(model, sae_dir: Path, cfg: DemoConfig) -> dict:
 def _build_index(model, sae_dir: Path, rows: torch.Tensor, cfg: DemoConfig, log, stamp) -> None:
     from sae_lens import SAE
 
+    from sae_lib.corpora import CorpusSource
     from sae_lib.latent_index import IndexConfig, build_index, save_index
 
     sae = SAE.load_from_disk(str(sae_dir))
-    index = build_index(model, sae, rows, IndexConfig(top_k=cfg.index_top_k))
+    # Named as the app and build_latent_index.py name the same corpus (the Latent browser shows it).
+    index = build_index(model, sae, rows, IndexConfig(top_k=cfg.index_top_k), description=CorpusSource("demo").describe())
     save_index(index, sae_dir)
     log(f"{stamp()} latent index: {rows.numel():,} held-out tokens")
     from sae_lib.demo.guide import write_demo_guide  # the Home page's topic guide, tied to this index

@@ -40,6 +40,7 @@ def test_small_build_end_to_end(small_demo):
 
     index = load_index(paths.sae, sae)
     assert index.counts is not None
+    assert index.meta.description == "demo corpus (held-out stories)"  # the Latent browser names the corpus
     guide = load_guide(paths.sae / constants.DEMO_GUIDE_FILENAME, index.meta.build_id)
     assert guide and {g.topic for g in guide} <= set(TOPICS) and all(0 <= g.latent < sae.cfg.d_sae for g in guide)
     # it ships its evals on the held-out stories, and its SAELens files name no local path
