@@ -20,7 +20,7 @@ c1.metric("Model layers", cfg.n_layers, help=f"Loaded from {as_text(info['model'
 c2.metric("Residual width (d_model)", f"{cfg.d_model:,}")
 c3.metric("SAE latents (d_sae)", f"{info['d_sae']:,}", help=f"Loaded from {as_text(info['sae'])}")
 c4.metric("Latents per dimension", f"{info['d_sae'] / info['d_in']:.0f}x")
-st.markdown(f"The SAE reads `{info['hook']}` of **{cfg.model_name}** ({info['device']}, {info['dtype']}).")
+st.markdown(f"The SAE reads `{info['hook']}` of **{as_text(info['model'])}** ({info['device']}, {info['dtype']}).")
 
 st.subheader("Where to go")
 st.page_link("app_pages/theory.py", label="Theory: superposition in a toy model, and the SAE equations", icon=":material/school:")

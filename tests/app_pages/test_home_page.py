@@ -15,3 +15,7 @@ def test_home_page_shows_what_is_loaded(demo_paths, monkeypatch):
     assert "loaded" in sidebar  # the latent index ships with the demo
     assert "**Generation** Hugging Face" in sidebar and "eager" in sidebar  # the engine generates, not TransformerLens
     assert not at.info  # no fallback notice: the demo's architecture is the engine's
+    # The page names the model as the sidebar does (its source's public name, not TransformerLens's
+    # model_name, which for a folder is just the folder's name: "model").
+    reads = next(m.value for m in at.main.markdown if m.value.startswith("The SAE reads"))
+    assert "of **embedded demo \\(model\\)**" in reads and "**Model** embedded demo \\(model\\)" in sidebar
