@@ -603,6 +603,17 @@ def test_forward_to_the_hook_runs_nothing_after_it(loaded, hook):
     assert torch.equal(act, engine.activations(tokens, f"blocks.1.{hook}"))
 
 
+def test_forward_to_the_first_layers_input_is_the_embedding(loaded):
+    from sae_lib.engine_prefix import PrefixForward
+
+    engine = engine_for(loaded)
+    tokens = loaded.to_tokens(PROMPT, prepend_bos=False).to(engine.device)
+    with torch.no_grad():
+        act = PrefixForward(engine.hf, engine.site("blocks.0.hook_resid_pre"))(tokens)  # no layer runs at all
+        assert torch.equal(act, engine.hf.model.embed_tokens(tokens))
+    assert torch.equal(act, engine.activations(tokens, "blocks.0.hook_resid_pre"))
+
+
 @pytest.mark.slow  # compiles with inductor on the CPU (~10-20 s)
 def test_compiled_forward_to_the_hook_matches_and_falls_back_on_a_compiler_failure(loaded, monkeypatch, caplog):
     engine = engine_for(loaded)
