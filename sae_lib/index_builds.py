@@ -88,9 +88,9 @@ def cache_dir(sae: SAE) -> Path:
 def index_home(loaded: LoadedSAE, out: str | Path = "") -> Path:
     """Where a new index of this SAE is written (``scripts/build_latent_index.py``): ``out`` when given;
     a local SAE's own folder (the app finds it there, and ``push_to_hub.py`` publishes it with the SAE);
-    otherwise the app's index cache. A Hub SAE's folder is a snapshot inside the Hugging Face cache: it
-    may be read-only or shared, is left behind by the next revision, and its files belong to the Hub, so
-    an index built here for it goes where the app's own builds go, keyed by the weights."""
+    otherwise the app's index cache, keyed by the weights. A Hub SAE's folder is a snapshot of its repo
+    inside the Hugging Face cache: it may be read-only or shared, the next revision's snapshot lacks what
+    was written there (even with the same weights), and a file written there passes for the repo's own."""
     if out:
         return Path(out)
     if loaded.spec.kind == "local" and loaded.local_dir is not None:
