@@ -272,9 +272,22 @@ def get_descriptions(ws: Workspace) -> tuple[Descriptions | None, str | None]:
     if index is None:
         return None, None
     # The loaded index's own folder, or the app's cache, where a build in the app (and
-    # build_latent_index.py / explain_latents.py for a registry SAE) put the index and its explanations.
+    # build_latent_index.py / explain_latents.py for a Hub or registry SAE) put the index and its explanations.
     folder = (ws.index_dir or ws.sae_dir) if index is ws.index else ib.cache_dir(ws.sae)
     return _descriptions(index, str(folder or ""), index.meta.build_id)
+
+
+def all_latents(index):
+    """The Latent browser's table of every latent (``latent_index.all_latents_table``), built once per
+    index: its text columns take seconds at 65,536 latents, and the page reruns on every slider move."""
+    return _all_latents(index, index.meta.build_id)
+
+
+@st.cache_resource(show_spinner="Tabulating every latent (once per index)...", max_entries=4)
+def _all_latents(_index, build_id: str):
+    from sae_lib.latent_index import all_latents_table
+
+    return all_latents_table(_index)  # shared by every session: callers filter it into a copy, never edit it
 
 
 @st.cache_resource(show_spinner="Labelling the latents (once per index)...")

@@ -11,7 +11,7 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from lab_ui import as_text, current_index, get_descriptions, index_build_panel, seed_input, show_description, show_error, show_neighbours, sidebar, workspace_or_stop
+from lab_ui import all_latents, as_text, current_index, get_descriptions, index_build_panel, seed_input, show_description, show_error, show_neighbours, sidebar, workspace_or_stop
 from sae_lib import latent_index as li
 from sae_lib import probe, registry, sae_hooks
 from sae_lib.render import context_html
@@ -110,7 +110,7 @@ if view == OVERVIEW:
     hide_dead = f2.checkbox("Hide dead", value=True, key="lb_hide_dead")
     query = f3.text_input("Search a token (lift tokens, top contexts or logit lens)", key="lb_query", max_chars=LIMITS.max_text_chars)
     text_query = st.text_input("Search explanations and labels (plain text, not a pattern)", key="lb_text_query", max_chars=LIMITS.max_text_chars)
-    table = li.latent_table(index, log10_density_range=band, hide_dead=hide_dead)
+    table = li.latent_table(index, log10_density_range=band, hide_dead=hide_dead, table=all_latents(index))
     try:  # both searches are literal and bounded (sae_lib.descriptions)
         if query.strip():
             table = table[table["latent"].isin(descriptions.search_token(query))]

@@ -5,6 +5,7 @@ import dataclasses
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from sae_lens import JumpReLUSAE
@@ -247,6 +248,20 @@ def test_latent_table_filters(index):
     hits = li.latent_table(index, query=tok)
     assert i in set(hits["latent"]) and 0 < len(hits) <= len(full)
     assert len(li.latent_table(index, query="no-such-token-xyz")) == 0
+
+
+def test_a_table_built_once_filters_to_the_same_rows(index):
+    # What the Latent browser does on every rerun: filter the once-per-index table by an array mask.
+    full = li.all_latents_table(index)
+    assert full["latent"].tolist() == list(range(index.d_sae))
+    i = int(index.count.argmax())
+    tok = index.token_str(int(_peak_tokens(index)[i, 0]))
+    for band, hide_dead, query in [(None, False, ""), ((-1.5, -0.5), True, ""), ((-3.0, 0.0), False, tok), (None, True, "zz-none")]:
+        once = li.latent_table(index, log10_density_range=band, hide_dead=hide_dead, query=query, table=full)
+        pd.testing.assert_frame_equal(once, li.latent_table(index, log10_density_range=band, hide_dead=hide_dead, query=query))
+        assert once["latent"].tolist() == np.flatnonzero(li.latent_mask(index, band, hide_dead, query)).tolist()
+    li.latent_table(index, hide_dead=True, table=full)["max"] *= 0  # a caller's edits never reach the shared table
+    assert full["max"].tolist() == index.max_act.tolist()
 
 
 def test_contexts_views(index):

@@ -61,6 +61,22 @@ def test_overview_table_filters_and_open(workspace, tiny_index):
     assert not at.exception and len(at.dataframe[0].value) == 0
 
 
+def test_overview_builds_its_table_once_per_index(workspace, tiny_index, monkeypatch):
+    # The text columns loop over every latent (seconds at 65,536): built on the first visit, then every
+    # slider move, checkbox and search only filters them.
+    built = []
+    monkeypatch.setattr(li, "all_latents_table", lambda index: built.append(1) or li.query.all_latents_table(index))
+    lab_ui._all_latents.clear()
+    at = open_page()
+    at.checkbox(key="lb_hide_dead").uncheck().run()
+    at.slider(key="lb_band").set_value((-1.0, 0.0)).run()
+    assert not at.exception and built == [1]
+    ld = li.log10_densities(tiny_index)
+    shown = at.dataframe[0].value
+    assert len(shown) == int(((ld >= -1.0) & (ld <= 0.0)).sum()) + int(tiny_index.dead.sum())
+    lab_ui._all_latents.clear()
+
+
 def test_url_latent_opens_that_latent(workspace, tiny_index):
     i = int(tiny_index.count.argmax())
     at = open_page({"latent": str(i)})
