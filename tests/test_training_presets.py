@@ -104,6 +104,31 @@ def test_each_presets_exact_config_trains_two_steps(preset, shrunk_qwen3, tmp_pa
     assert SAE.load_from_disk(str(ckpt)).cfg.d_sae == cfg.sae.d_sae
 
 
+def test_a_small_corpus_is_counted_in_tokens_not_rows(shrunk_qwen3, tmp_path):
+    # SAELens warns "fewer samples (rows) than ... (tokens)" and again at every pass; the run says instead
+    # how many times it reads the corpus, counted in tokens.
+    import warnings
+
+    model = shrunk_qwen3
+    cfg = dataclasses.replace(preset_config("demo"), hook_name="blocks.1.hook_mlp_out", context_size=32,
+                              train_batch_size_tokens=128, training_tokens=128 * 40, store_batch_size_prompts=4,
+                              n_batches_in_buffer=4, n_batches_for_norm_estimate=2, device=DEVICE, llm_device=DEVICE,
+                              act_store_device=DEVICE)
+    cfg = configure_run(cfg, d_in=model.cfg.d_model, out=tmp_path, checkpoints=False, log=QUIET)
+    dataset = local_tokens(model.tokenizer, cfg.context_size)
+    tokens = len(dataset) * cfg.context_size
+    assert tokens < cfg.training_tokens  # the corpus is read more than once
+    lines: list[str] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _, stats = run_training(cfg, model=model, dataset=dataset, log=lines.append)
+    assert stats.n_training_steps == 40
+    said = [line for line in lines if "the dataset holds" in line]
+    assert said == [f"the dataset holds {tokens:,} tokens ({len(dataset):,} rows of 32), fewer than the run's "
+                    f"{cfg.training_tokens:,}: it is read about {cfg.training_tokens / tokens:.1f} times"], lines
+    assert not [w for w in caught if "fewer samples" in str(w.message) or "exhausted" in str(w.message)]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
 def test_each_architecture_trains_on_the_demo_shape_and_loads(architecture, demo_sized, tmp_path):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,10 +143,7 @@ def train(job: TrainJob, cfg: LanguageModelSAERunnerConfig[Any] | None, model: H
         dataset, eval_dataset = _demo_datasets(lm, cfg, demo_stories)
     log(f"training a {cfg.sae.architecture()} SAE {cfg.sae.d_in} -> {cfg.sae.d_sae} on {cfg.hook_name} of "
         f"{cfg.model_name}: {cfg.training_tokens:,} tokens in {cfg.total_training_steps:,} steps of {cfg.train_batch_size_tokens:,}")
-    with warnings.catch_warnings():
-        # A small corpus is meant to be seen several times; SAELens warns about epochs on every refill.
-        warnings.filterwarnings("ignore", message=".*(fewer samples|exhausted|context_size).*")
-        _, stats = run_training(cfg, model=lm, dataset=dataset, log=log, progress_every_s=job.progress_every_s)
+    _, stats = run_training(cfg, model=lm, dataset=dataset, log=log, progress_every_s=job.progress_every_s)
     log(f"SAE written to {out} ({stats.n_training_steps:,} steps, {stats.n_training_samples:,} tokens)")
 
     evals = None

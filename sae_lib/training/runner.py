@@ -28,6 +28,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -241,6 +242,20 @@ class TrainingInterrupted(LatentLabError):
                          f"({stats.n_training_samples:,} tokens): {where}")
 
 
+def _log_corpus_passes(cfg: LanguageModelSAERunnerConfig[Any], dataset: Any | None, log: Log) -> None:
+    """For a pre-tokenized in-memory dataset (rows of ``input_ids``) smaller than the run: how many times
+    the run reads it. A streamed or text dataset's size is not known up front: nothing is said."""
+    try:
+        rows = len(dataset)
+        width = len(dataset[0]["input_ids"]) if rows else 0
+    except (TypeError, KeyError, IndexError):
+        return
+    tokens = rows * width
+    if 0 < tokens < cfg.training_tokens:
+        log(f"the dataset holds {tokens:,} tokens ({rows:,} rows of {width:,}), fewer than the run's "
+            f"{cfg.training_tokens:,}: it is read about {cfg.training_tokens / tokens:.1f} times")
+
+
 def run_training(
     cfg: LanguageModelSAERunnerConfig[Any],
     model: HookedTransformer | None = None,
@@ -263,8 +278,13 @@ def run_training(
     # ours are reproducible from the demo build's / train job's own records, so it would only mislead.
     sae_lens_log.setLevel(logging.ERROR)
     # SAELens never seeds torch from cfg.seed; the SAE's init and the buffer shuffles draw from it.
+    _log_corpus_passes(cfg, dataset, log)
     try:
-        with temporary_seed(cfg.seed):
+        with temporary_seed(cfg.seed), warnings.catch_warnings():
+            # SAELens's "fewer samples (2434) than ... (600064)" compares a dataset's rows with the run's
+            # tokens (each row holds context_size of them), then warns again at every pass over a small
+            # corpus, which is meant to be read several times: the line above says how many.
+            warnings.filterwarnings("ignore", message=".*(fewer samples|exhausted|context_size).*")
             # Activations come from the Hugging Face forward up to the hook (the generation engine's
             # kernels, the layers above never run); SAELens sees the HookedTransformer otherwise.
             lm = EngineActivations(model) if model is not None else None
