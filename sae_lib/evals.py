@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -90,7 +91,11 @@ def evaluate_sae(
     # Activations at the hook from the engine's forward; the CE/KL forwards with the SAE spliced in stay
     # HookedTransformer's run_with_hooks (EngineActivations passes every other call through).
     lm = EngineActivations(model)
-    store = ActivationsStore.from_config(lm, eval_cfg, override_dataset=dataset)
+    with warnings.catch_warnings():
+        # "fewer samples (243) than ... (600064)": SAELens compares the eval rows with the run's training
+        # tokens, which evals never read (they read n_batches batches).
+        warnings.filterwarnings("ignore", message=".*fewer samples.*")
+        store = ActivationsStore.from_config(lm, eval_cfg, override_dataset=dataset)
     if dataset is None and eval_cfg.streaming:
         # A streamed corpus: look at other shards than the run started on (a shard shuffle).
         store.shuffle_input_dataset(seed=cfg.seed + 1)

@@ -7,6 +7,7 @@ import torch
 from datasets import Dataset
 
 import dataclasses
+import warnings
 
 from sae_lib.packing import pack_texts
 from sae_lib.evals import (
@@ -33,7 +34,11 @@ def test_summary_matches_naive_metrics(tiny_model, tiny_sae, tiny_tokenizer, cfg
     row = tiny_model.to_tokens("The ship sailed across the ocean while the waves crashed on the shore.")[0, :16]
     # Every eval batch reads the same row, so the naive numbers below need no batch bookkeeping.
     dataset = Dataset.from_dict({"input_ids": [row.tolist()] * 8})
-    evals = evaluate_sae(tiny_sae, tiny_model, cfg, dataset=dataset, n_batches=2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        evals = evaluate_sae(tiny_sae, tiny_model, cfg, dataset=dataset, n_batches=2)
+    # SAELens's "fewer samples (8 rows) than (the run's training tokens)": evals read only their batches.
+    assert not [w for w in caught if "fewer samples" in str(w.message)]
     s = evals["summary"]
 
     keep = ~torch.isin(row, torch.tensor(tiny_tokenizer.all_special_ids))
