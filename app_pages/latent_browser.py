@@ -6,7 +6,6 @@ latent lives in the URL (``?latent=10``) so a link to a latent can be shared.
 
 
 import numpy as np
-import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
@@ -96,12 +95,13 @@ if view == OVERVIEW:
     corpus = f"of {as_text(meta.description)}" if meta.description else "(its corpus was not recorded)"
     st.caption(f"Index {corpus}, on `{meta.hook_name}`, built {as_text(meta.created)}.")
     log_d = li.log10_densities(index)
-    if len(log_d):
+    dh = li.density_histogram(index)
+    if dh is not None:
         st.plotly_chart(
-            px.histogram(
-                x=log_d, nbins=50, labels={"x": "log10 density"}, template="ggplot2",
-                color_discrete_sequence=["darkorange"], title="log10 density of the latents that fire",
-            ).update_layout(bargap=0.02, yaxis_title="latents", height=320),
+            go.Figure(go.Bar(x=(dh.edges[:-1] + dh.edges[1:]) / 2, y=dh.counts, width=np.diff(dh.edges),
+                             marker_color="darkorange")).update_layout(
+                title="log10 density of the latents that fire", xaxis_title="log10 density", yaxis_title="latents",
+                template="ggplot2", bargap=0.02, showlegend=False, height=320),
             key="lb_density_hist",
         )  # fmt: skip
     f1, f2, f3 = st.columns([2, 1, 2])

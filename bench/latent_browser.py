@@ -10,7 +10,9 @@ token strings), then times, in the same run:
     filtered: ``latent_table(index, ...)``) against now (the table built once per index,
     ``all_latents_table``, then filtered by an array mask: ``latent_table(index, ..., table=...)``);
 (b) ``page_rerun``: the Overview page rerun (AppTest, a checkbox toggled) with the app's once-per-index
-    table against the same page building the table on every rerun, as it did before.
+    table against the same page building the table on every rerun, as it did before;
+(c) ``density_histogram_json_bytes``: the size of the density histogram's figure, every latent's value
+    binned by the browser (before) against 50 bars binned here (now), sent on every rerun.
 
 Each timing is the best of ``--repeats`` runs on this machine (2 CPU cores in CI's machine).
 """
@@ -125,6 +127,16 @@ def main(argv: list[str] | None = None) -> None:
             "before_over_now": round(t_before / t_now, 1),
         },
     }
+    # The Overview's density histogram as the page sends it: every latent's log10 density for the browser
+    # to bin (before), or the 50 bars binned here (now).
+    import numpy as np
+    import plotly.express as px
+    import plotly.graph_objects as go
+
+    ld, dh = li.log10_densities(index), li.density_histogram(index)
+    sent_before = len(px.histogram(x=ld, nbins=50).to_json())
+    sent_now = len(go.Figure(go.Bar(x=(dh.edges[:-1] + dh.edges[1:]) / 2, y=dh.counts, width=np.diff(dh.edges))).to_json())
+    report["density_histogram_json_bytes"] = {"before": sent_before, "now": sent_now}
     if not args.no_page:
         p_before = page_rerun_s(model, sae, index, args.repeats, cached=False)
         p_now = page_rerun_s(model, sae, index, args.repeats, cached=True)

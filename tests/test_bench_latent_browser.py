@@ -21,3 +21,5 @@ def test_table_and_page_before_and_after_run_and_report(demo_paths, capsys):
         b, n, ratio = (report[part][k] for k in (before, now, "before_over_now"))
         assert b > 0 and n > 0 and abs(ratio - b / n) <= 0.1 + 0.02 * ratio  # the ratio is of the unrounded times
     assert report["table"]["now_once_per_index_s"] > 0
+    sent = report["density_histogram_json_bytes"]
+    assert 0 < sent["now"] < sent["before"]  # 50 bars against 512 values

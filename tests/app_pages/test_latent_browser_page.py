@@ -77,6 +77,28 @@ def test_overview_builds_its_table_once_per_index(workspace, tiny_index, monkeyp
     lab_ui._all_latents.clear()
 
 
+def test_density_histogram_is_binned_before_it_is_sent(workspace, tiny_index):
+    # 50 bars that count every latent that fires, not one point per latent (65,536 at the flagship).
+    import base64
+    import json
+
+    import numpy as np
+
+    at = open_page()
+    spec = json.loads(next(c for c in at.get("plotly_chart") if c.proto.id.endswith("lb_density_hist")).proto.spec)
+    (bars,) = spec["data"]
+
+    def values(v):  # plotly writes numpy arrays as base64 typed arrays
+        return np.asarray(v) if isinstance(v, list) else np.frombuffer(base64.b64decode(v["bdata"]), dtype=v["dtype"])
+
+    ld = li.log10_densities(tiny_index)
+    y, x = values(bars["y"]), values(bars["x"])
+    assert bars["type"] == "bar" and len(y) == 50 and y.sum() == len(ld) == int((~tiny_index.dead).sum())
+    counts, edges = np.histogram(ld, bins=50)
+    assert y.tolist() == counts.tolist() and np.allclose(x, (edges[:-1] + edges[1:]) / 2)
+    assert spec["layout"]["title"]["text"] == "log10 density of the latents that fire"
+
+
 def test_url_latent_opens_that_latent(workspace, tiny_index):
     i = int(tiny_index.count.argmax())
     at = open_page({"latent": str(i)})
