@@ -3,10 +3,11 @@
 ``scripts/build_latent_index.py`` and the Latent browser build an index the same way: texts from a
 corpus (:func:`sae_lib.corpora.source_texts`), packed into rows (``latent_index.pack_texts``), one pass
 (:func:`run_build`, i.e. ``latent_index.build_index`` with a cancel check), then
-``latent_index.save_index``. The script writes next to a local SAE (:func:`index_home`); the app writes into a persistent cache
-keyed by the SAE's weight hash (:func:`cache_dir`, under huggingface_hub's ``HF_HUB_CACHE``, which the
-start script puts on ``/data`` on a Space with storage), so a restart finds it again and it works for
-SAEs whose own folder is read-only (the Hub cache) or absent (registry SAEs).
+``latent_index.save_index``. The app writes into a persistent cache keyed by the SAE's weight hash
+(:func:`cache_dir`, under huggingface_hub's ``HF_HUB_CACHE``, which the start script puts on ``/data``
+on a Space with storage), so a restart finds it again and it works for SAEs whose own folder is
+read-only (the Hub cache) or absent (registry SAEs); the script writes next to a local SAE and into
+that cache for any other (:func:`index_home`), and both read by :func:`index_location`'s rule.
 
 The app's builds are shared by every visitor of the process: :data:`BUILDS` runs at most one build
 per SAE, in a background thread; anyone can watch its progress or cancel it. A build writes into a
