@@ -3,8 +3,9 @@
 The Overview's table has a row per latent, with two text columns (top logit tokens, the tokens the
 latent peaks on) built by a Python loop over every latent; Streamlit reruns the page on every slider
 move, checkbox and row click. This builds an index for a random 65,536-latent JumpReLU SAE on the
-embedded demo model's hook (the demo's vocabulary and held-out stories, so the text columns hold real
-token strings), then times, in the same run:
+embedded demo model's hook, its thresholds calibrated to an L0 of 125 on the indexed tokens as
+``bench/gpu.py``'s are (``sae_lib.random_models.calibrated_sae``; the demo's vocabulary and held-out
+stories, so the text columns hold real token strings), then times, in the same run:
 
 (a) ``table``: one filter of the table as each rerun did it before (the whole table built, then
     filtered: ``latent_table(index, ...)``) against now (the table built once per index,
@@ -24,23 +25,8 @@ import json
 import time
 
 import pandas as pd
-import torch
 
 from sae_lib import latent_index as li
-
-
-def random_sae(d_in: int, d_sae: int, hook: str, seed: int = 0):
-    """A JumpReLU SAE whose latents each fire on a few percent of the demo's tokens."""
-    from sae_lens import JumpReLUSAE, JumpReLUSAEConfig
-    from sae_lens.saes.sae import SAEMetadata
-
-    torch.manual_seed(seed)
-    sae = JumpReLUSAE(JumpReLUSAEConfig(d_in=d_in, d_sae=d_sae, metadata=SAEMetadata(hook_name=hook)))
-    with torch.no_grad():
-        sae.W_enc.normal_(0, 0.3)
-        sae.W_dec.copy_(sae.W_enc.T / sae.W_enc.T.norm(dim=1, keepdim=True))
-        sae.threshold.fill_(1.2)
-    return sae.eval()
 
 
 def best(fn, repeats: int) -> float:
@@ -88,20 +74,23 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--d-sae", type=int, default=65_536, help="latents of the random SAE (default: 65,536)")
     parser.add_argument("--tokens", type=int, default=4_096, help="demo tokens indexed (default: 4,096)")
+    parser.add_argument("--l0", type=float, default=125.0,
+                        help="latents firing per token, as the flagship run's calibrated SAE (default: 125)")
     parser.add_argument("--repeats", type=int, default=3, help="runs per timing, the best is kept (default: 3)")
     parser.add_argument("--no-page", action="store_true", help="skip the AppTest page reruns")
     args = parser.parse_args(argv)
 
     from sae_lib.corpora import CorpusSource, corpus_tokens
     from sae_lib.model import load_model
+    from sae_lib.random_models import calibrated_sae
     from sae_lib.sae import load_sae
     from sae_lib.workspace import demo_sources
 
     model_dir, sae_dir = demo_sources()
     model = load_model(model_dir, device="cpu", dtype="float32")
     hook = load_sae(sae_dir, device="cpu").sae.cfg.metadata.hook_name  # the demo SAE's hook
-    sae = random_sae(model.cfg.d_model, args.d_sae, hook)
     tokens = corpus_tokens(CorpusSource("demo"), model.tokenizer, args.tokens, 128)
+    sae = calibrated_sae(model, hook, args.d_sae, tokens, l0=args.l0)  # every latent fires on these tokens
     t0 = time.perf_counter()
     index = li.build_index(model, sae, tokens, li.IndexConfig())
     build_s = time.perf_counter() - t0

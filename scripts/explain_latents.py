@@ -112,11 +112,10 @@ def finished_latents(table, explainer: str) -> set[int]:
 def run(cfg: ExplainLatentsConfig, log: Callable[[str], None] = print, gen=None) -> Path:
     """Explain the selected latents chunk by chunk, saving after each; returns the parquet's path."""
     from sae_lib.explain.generator import HFGenerator, LoadedModelGenerator
+    from sae_lib.index_builds import index_location
     from sae_lib.latent_index import load_index
     # The same checked load as the app's (a registry SAE's own model included).
     model, loaded, model_src, sae_src, device = cfg.pair.load()
-    from sae_lib.index_builds import index_location
-
     index_dir = index_location(loaded, cfg.out)  # where the app reads it: beside the SAE, else its cache
     index = load_index(index_dir, loaded.sae)
     if index is None:

@@ -202,16 +202,21 @@ def registry_pair(monkeypatch, tmp_path, tiny_hf_qwen3_dir):
     return PairSource(model=str(tiny_hf_qwen3_dir), sae=REGISTRY_SAE, device="cpu", dtype="float32")
 
 
-@pytest.mark.slow
-def test_index_built_in_the_app_equals_the_scripts(script, cache, tmp_path, tiny_hf_qwen3_dir):
-    sae_dir = tmp_path / "sae"
+def _save_small_sae(folder):
+    """A seeded 48-latent JumpReLU SAE on the tiny Qwen3's blocks.1.hook_mlp_out, saved in SAELens's layout."""
     torch.manual_seed(0)
     sae = JumpReLUSAE(JumpReLUSAEConfig(d_in=64, d_sae=48, metadata=SAEMetadata(hook_name="blocks.1.hook_mlp_out")))
     with torch.no_grad():
         sae.W_enc.normal_(0, 0.3)
         sae.W_dec.copy_(sae.W_enc.T / sae.W_enc.T.norm(dim=1, keepdim=True))
         sae.threshold.fill_(0.02)
-    sae.save_model(sae_dir)
+    sae.save_model(folder)
+    return folder
+
+
+@pytest.mark.slow
+def test_index_built_in_the_app_equals_the_scripts(script, cache, tmp_path, tiny_hf_qwen3_dir):
+    sae_dir = _save_small_sae(tmp_path / "sae")
     n_tokens, context = 2048, 64
     cfg = script.BuildIndexConfig(
         pair=PairSource(model=str(tiny_hf_qwen3_dir), sae=str(sae_dir), device="cpu", dtype="float32"),
@@ -240,17 +245,6 @@ def test_script_writes_a_registry_saes_index_where_the_app_finds_it(script, regi
     assert out.parent == ib.cache_root()
     ws = load_workspace(str(tiny_hf_qwen3_dir), spec, device="cpu", dtype="float32", fallback=False)
     assert ws.index is not None and out == ib.cache_dir(ws.sae) and ws.index.meta.n_tokens == 1024
-
-
-def _save_small_sae(folder):
-    torch.manual_seed(0)
-    sae = JumpReLUSAE(JumpReLUSAEConfig(d_in=64, d_sae=48, metadata=SAEMetadata(hook_name="blocks.1.hook_mlp_out")))
-    with torch.no_grad():
-        sae.W_enc.normal_(0, 0.3)
-        sae.W_dec.copy_(sae.W_enc.T / sae.W_enc.T.norm(dim=1, keepdim=True))
-        sae.threshold.fill_(0.02)
-    sae.save_model(folder)
-    return folder
 
 
 def test_script_writes_a_hub_saes_index_into_the_app_cache_not_the_hub_snapshot(script, cache, tmp_path, tiny_hf_qwen3_dir):

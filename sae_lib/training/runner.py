@@ -277,8 +277,8 @@ def run_training(
     # SAELens warns that an overridden model/dataset makes the run "not reproducible via config";
     # ours are reproducible from the demo build's / train job's own records, so it would only mislead.
     sae_lens_log.setLevel(logging.ERROR)
-    # SAELens never seeds torch from cfg.seed; the SAE's init and the buffer shuffles draw from it.
     _log_corpus_passes(cfg, dataset, log)
+    # SAELens never seeds torch from cfg.seed; the SAE's init and the buffer shuffles draw from it.
     try:
         with temporary_seed(cfg.seed), warnings.catch_warnings():
             # SAELens's "fewer samples (2434) than ... (600064)" compares a dataset's rows with the run's
