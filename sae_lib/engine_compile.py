@@ -109,8 +109,8 @@ class StaticDecode:
                 # module hooks): drop them so the next call traces with every slot in place.
                 torch._dynamo.reset()
                 del self._compiled["decode"]
-            d = int(self.hf.config.hidden_size)
-            self._slots[key] = DecodeSlot(site, d, self.device, self.dtype)
+            # The activation's own width: mlp.hook_post (down_proj's input) is the MLP's, not hidden_size.
+            self._slots[key] = DecodeSlot(site, site.width, self.device, self.dtype)
         return self._slots[key]
 
 

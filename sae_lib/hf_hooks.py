@@ -30,6 +30,8 @@ class HookSite(NamedTuple):
     ``input``: the first positional argument (a forward pre-hook)."""
     layer: int
     """The decoder layer it belongs to: a forward that only needs it can stop after this layer."""
+    width: int
+    """The activation's last dimension: ``hidden_size``, but the MLP's width for ``mlp.hook_post``."""
 
 
 _HOOK_RE = re.compile(r"^blocks\.(\d+)\.(.+)$")
@@ -67,7 +69,8 @@ def hook_site(hf_model: torch.nn.Module, hook_name: str, write: bool = False) ->
     if rest not in sites:
         return None
     module, kind = sites[rest]
-    return HookSite(module, kind, layer)
+    width = module.in_features if rest == "mlp.hook_post" else hf_model.config.hidden_size
+    return HookSite(module, kind, layer, int(width))
 
 
 @contextmanager

@@ -260,6 +260,36 @@ def test_static_cache_decode_path_gives_the_same_tokens(loaded, sae, name, monke
     assert engine.compile_failed is None
 
 
+@pytest.mark.parametrize("hook", [h for h in HOOKS if h != "hook_resid_mid"])
+def test_static_cache_decode_path_steers_every_hook_it_serves(loaded, device, hook, monkeypatch):
+    """Every hook the engine steers, on the compiled path's static cache and decode slot: the same
+    tokens as eager, and the model still reads that hook afterwards. The slot is as wide as the
+    activation (``mlp.hook_post`` is the MLP's width, 128 here, not the residual's 64)."""
+    name = f"blocks.1.{hook}"
+    d_in = loaded.cfg.d_mlp if hook == "mlp.hook_post" else loaded.cfg.d_model
+    sae = _sae_on(name, device, d_in)
+    engine = engine_for(loaded)
+    assert engine_serving(loaded, sae) is engine
+    settings = GenerationSettings(max_new_tokens=6, n_samples=2, positions="generated")
+    eager = generate(loaded, sae, PROMPT, SPECS["add"], settings)
+    monkeypatch.setattr(torch, "compile", _fake_compile)
+    monkeypatch.setattr(engine, "compile_decode", True)
+    engine.reset_compiled()
+    try:
+        static = generate(loaded, sae, PROMPT, SPECS["add"], settings)
+        assert [s.add.shape[-1] for s in engine._slots.values()] == [d_in]
+        assert torch.equal(static.normal_tokens, eager.normal_tokens)
+        assert torch.equal(static.steered_tokens, eager.steered_tokens)
+        assert not torch.equal(static.steered_tokens, static.normal_tokens)
+        tokens = loaded.to_tokens(PROMPT)
+        with torch.inference_mode():  # the slot stays on the module: a plain read there still works
+            _, cache = loaded.run_with_cache(tokens, names_filter=[name])
+            torch.testing.assert_close(engine.activations(tokens, name), cache[name], rtol=1e-4, atol=1e-4)
+    finally:
+        engine.reset_compiled()
+    assert engine.compile_failed is None
+
+
 def test_failing_compile_falls_back_to_eager_with_a_notice(loaded, sae, monkeypatch, caplog):
     engine = engine_for(loaded)
     settings = GenerationSettings(max_new_tokens=6, n_samples=2)
@@ -449,10 +479,11 @@ def test_warm_up_does_nothing_without_compiled_decoding(loaded, sae, monkeypatch
     assert warm_up(loaded, sae) is None
 
 
-def _sae_on(hook_name: str, device: str) -> JumpReLUSAE:
-    """A JumpReLU SAE on ``hook_name`` of the tiny Qwen3 (d_in 64, d_sae 128), seeded: the module's recipe."""
+def _sae_on(hook_name: str, device: str, d_in: int = 64) -> JumpReLUSAE:
+    """A JumpReLU SAE on ``hook_name`` of the tiny Qwen3 (d_in 64, or ``d_in``; d_sae 128), seeded: the
+    module's recipe."""
     torch.manual_seed(1)
-    sae = JumpReLUSAE(JumpReLUSAEConfig(d_in=64, d_sae=128, metadata=SAEMetadata(hook_name=hook_name)))
+    sae = JumpReLUSAE(JumpReLUSAEConfig(d_in=d_in, d_sae=128, metadata=SAEMetadata(hook_name=hook_name)))
     with torch.no_grad():
         sae.W_enc.normal_(0, 0.3)
         sae.W_dec.copy_(sae.W_enc.T / sae.W_enc.T.norm(dim=1, keepdim=True))
