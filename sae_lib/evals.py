@@ -38,6 +38,7 @@ from transformer_lens import HookedTransformer
 from sae_lib import constants
 from sae_lib.constants import DENSE_THRESHOLD
 from sae_lib.engine import EngineActivations
+from sae_lib.sae_hooks import enable_hook
 
 MIN_ABLATION_GAP = 0.05
 """Nats. CE loss recovered is (ablated - with SAE) / (ablated - clean). When zero-ablating the hook
@@ -89,7 +90,10 @@ def evaluate_sae(
         if n_batches < 1:
             raise ValueError(f"The eval dataset has {len(dataset)} rows, fewer than one batch of {batch}.")
     # Activations at the hook from the engine's forward; the CE/KL forwards with the SAE spliced in stay
-    # HookedTransformer's run_with_hooks (EngineActivations passes every other call through).
+    # HookedTransformer's run_with_hooks (EngineActivations passes every other call through). Those
+    # splice at cfg.hook_name: an optional hook point (hook_mlp_in) that is off never fires, and the
+    # with-SAE and ablated losses would silently equal the clean one (then SAELens divides by zero).
+    enable_hook(model, cfg.hook_name)
     lm = EngineActivations(model)
     with warnings.catch_warnings():
         # "fewer samples (243) than ... (600064)": SAELens compares the eval rows with the run's training

@@ -116,3 +116,38 @@ def test_a_small_ablation_gap_is_flagged_and_explained():
                                 "ce_loss_with_ablation": 0.926, **small})
     assert "105.0% (not meaningful: see below)" in table and "only 0.006 nats" in table
     assert re.search(r"CE loss, hook zero-ablated +0.926\n", table) and re.search(r"ablation gap \(ablated - clean\) +0.006", table)
+
+
+def test_evals_of_an_sae_on_an_optional_hook_point_splice_it_in(tiny_model, tiny_tokenizer, cfg):
+    """hook_mlp_in only fires once the model switches it on: evals splice the SAE in there anyway, so
+    the with-SAE loss is the model's with the reconstruction in place (not the clean loss, and no
+    division by a zero ablation gap)."""
+    from sae_lens import JumpReLUSAE, JumpReLUSAEConfig
+    from sae_lens.saes.sae import SAEMetadata
+
+    name = "blocks.1.hook_mlp_in"
+    torch.manual_seed(3)
+    sae = JumpReLUSAE(JumpReLUSAEConfig(d_in=32, d_sae=96, metadata=SAEMetadata(hook_name=name)))
+    with torch.no_grad():
+        sae.W_enc.normal_(0, 0.3)
+        sae.W_dec.copy_(sae.W_enc.T / sae.W_enc.T.norm(dim=1, keepdim=True))
+        sae.threshold.fill_(0.05)
+    sae.eval()
+    rows = pack_texts(TINY_TEXTS[:12], tiny_tokenizer, 16).tokens[:4]  # (4, 16): two batches of 2
+    assert not tiny_model.cfg.use_hook_mlp_in  # the shared fixture's default: the hook point is off
+    try:
+        evals = evaluate_sae(sae, tiny_model, dataclasses.replace(cfg, hook_name=name),
+                             dataset=Dataset.from_dict({"input_ids": rows.tolist()}), n_batches=2)
+        special = tiny_tokenizer.all_special_ids
+        with torch.no_grad():
+            logits = tiny_model.run_with_hooks(rows, return_type="logits",
+                                               fwd_hooks=[(name, lambda act, hook: sae(act))])  # (4, 16, vocab)
+        logp = torch.log_softmax(logits[:, :-1].double(), dim=-1)
+        nll = -logp.gather(-1, rows[:, 1:, None]).squeeze(-1)  # (4, 15)
+        spliced = nll[~torch.isin(rows[:, :-1], torch.tensor(special))].mean().item()
+    finally:
+        tiny_model.set_use_hook_mlp_in(False)  # leave the shared model as the other tests expect it
+    s = evals["summary"]
+    assert s["ce_loss_with_sae"] == pytest.approx(spliced, rel=1e-4)
+    assert abs(s["ce_loss_with_sae"] - s["ce_loss_without_sae"]) > 1e-3
+    assert abs(s["ce_ablation_gap"]) > 1e-3  # zero-ablating the hook changes the loss too (either way: a random model)

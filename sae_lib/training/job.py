@@ -18,6 +18,7 @@ from sae_lib.demo.config import DEMO_DATASET
 from sae_lib.errors import InputError
 from sae_lib.evals import evaluate_sae, format_evals_table, save_evals
 from sae_lib.published import public_name
+from sae_lib.sae_hooks import enable_hook
 from sae_lib.training.artifacts import finish_sae_folder
 from sae_lib.training.checkpoints import clear_outputs, is_finished_sae, latest_checkpoint
 from sae_lib.training.config import configure_run, hook_width
@@ -138,6 +139,9 @@ def train(job: TrainJob, cfg: LanguageModelSAERunnerConfig[Any] | None, model: H
                   "demo_stories": demo_stories, "runner_cfg": cfg.to_dict()}
         (out / constants.TRAIN_JOB_FILENAME).write_text(json.dumps(record, indent=2, default=str))
 
+    # An optional hook point (hook_mlp_in) fires only when switched on: SAELens reads and splices there
+    # whenever the engine does not serve the model (and its evals always do).
+    enable_hook(lm, cfg.hook_name)
     dataset = eval_dataset = None
     if cfg.dataset_path == DEMO_DATASET:
         dataset, eval_dataset = _demo_datasets(lm, cfg, demo_stories)
