@@ -381,3 +381,22 @@ def test_compile_llm_compiles_the_engines_forward_to_the_hook(tmp_path, tiny_hf_
     prefix = engine_for(model)._prefixes.get(TINY_HOOK)
     assert prefix is not None and prefix is not False  # compiled, and it held
     torch.testing.assert_close(runs[True][0].W_enc, runs[False][0].W_enc, atol=1e-3, rtol=1e-3)
+
+
+def test_failing_evals_still_finish_the_trained_folder(tmp_path, tiny_model, monkeypatch):
+    """Evals run after the whole run: when they fail, the SAE on disk is still finished (no local path
+    in its cfg, loadable) and the log says why, instead of a traceback that leaves SAELens's raw files."""
+    import sae_lib.training.job as job
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("float division by zero")
+
+    monkeypatch.setattr(job, "evaluate_sae", broken)
+    lines: list[str] = []
+    out = tmp_path / "sae"
+    result = train(tiny_job(out), tiny_cfg(), tiny_model, log=lines.append)
+    assert result.evals is None and not (out / constants.EVALS_FILENAME).exists()
+    assert any("evals failed (ZeroDivisionError: float division by zero)" in line and "complete" in line for line in lines)
+    for name in (constants.SAE_CFG_FILENAME, "runner_cfg.json"):
+        assert str(tmp_path) not in (out / name).read_text(), name
+    assert SAE.load_from_disk(str(out)).cfg.d_sae == 64

@@ -153,9 +153,14 @@ def train(job: TrainJob, cfg: LanguageModelSAERunnerConfig[Any] | None, model: H
     evals = None
     if job.evals:
         sae = SAE.load_from_disk(str(out), device=cfg.device)  # what was written, as anyone loads it
-        evals = evaluate_sae(sae, lm, cfg, dataset=eval_dataset, n_batches=job.eval_batches)
-        save_evals(evals, out)
-        log(f"evals ({constants.EVALS_FILENAME}):\n{format_evals_table(evals['summary'])}")
+        try:
+            evals = evaluate_sae(sae, lm, cfg, dataset=eval_dataset, n_batches=job.eval_batches)
+        except Exception as err:  # hours of training are on disk: a failing eval must not leave the folder half-done
+            log(f"WARNING: the evals failed ({type(err).__name__}: {str(err)[:300]}). The SAE itself is complete "
+                f"in {out}; it is finished without held-out metrics ({constants.EVALS_FILENAME} is not written).")
+        else:
+            save_evals(evals, out)
+            log(f"evals ({constants.EVALS_FILENAME}):\n{format_evals_table(evals['summary'])}")
     finish_sae_folder(out, evals)
     summary = {**dataclasses.asdict(stats), "training_tokens": cfg.training_tokens,
                "total_training_steps": cfg.total_training_steps, "preset": preset}
