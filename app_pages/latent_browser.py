@@ -5,6 +5,8 @@ latent lives in the URL (``?latent=10``) so a link to a latent can be shared.
 """
 
 
+import hashlib
+
 import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
@@ -122,13 +124,17 @@ if view == OVERVIEW:
     if explanations_problem:
         st.warning(f"The explanations next to this index were not loaded: {as_text(redact_paths(explanations_problem))}")
     st.caption(f"{len(table):,} latents match. Click a row, then open it.")
+    # A row selection is a position in the rows shown, and Streamlit keeps it when the rows change: the
+    # table's key follows the filters, so a new filter starts a new selection instead of keeping a row
+    # number that now points at another latent, or past the end.
+    filters = hashlib.sha1(repr((band, hide_dead, query, text_query)).encode()).hexdigest()[:12]
     event = st.dataframe(
-        table, hide_index=True, on_select="rerun", selection_mode="single-row", key="lb_table", height=420,
+        table, hide_index=True, on_select="rerun", selection_mode="single-row", key=f"lb_table_{filters}", height=420,
         column_config={"density": st.column_config.NumberColumn(format="%.4f"),
                        "log10 density": st.column_config.NumberColumn(format="%.2f")},
     )  # fmt: skip
     rows = event.selection.rows if event is not None else []
-    if rows:
+    if rows and rows[0] < len(table):
         picked = int(table.iloc[rows[0]]["latent"])
         st.button(f"Open latent {picked}", key="lb_open_row", on_click=open_latent, args=(picked,))
 

@@ -61,6 +61,24 @@ def test_overview_table_filters_and_open(workspace, tiny_index):
     assert not at.exception and len(at.dataframe[0].value) == 0
 
 
+def test_a_selected_row_is_dropped_when_a_filter_changes_the_rows(workspace, tiny_index):
+    """Streamlit keeps a table's row selection (a position) when its rows change: after a search, the
+    old position must not open another latent, or point past the end of the shorter table."""
+    at = open_page()
+    table = at.dataframe[0]
+    last = len(table.value) - 1
+    at.session_state[table.key] = {"selection": {"rows": [last], "columns": [], "cells": []}}
+    at.run()
+    picked = int(table.value.iloc[last]["latent"])
+    assert [b.label for b in at.button if b.key == "lb_open_row"] == [f"Open latent {picked}"]
+    at.text_input(key="lb_text_query").input("zzz-no-such-label").run()  # no row left
+    assert not at.exception and len(at.dataframe[0].value) == 0
+    assert not [b for b in at.button if b.key == "lb_open_row"]
+    at.text_input(key="lb_text_query").input("").run()
+    at.checkbox(key="lb_hide_dead").uncheck().run()  # more rows, in other positions
+    assert not at.exception and not [b for b in at.button if b.key == "lb_open_row"]
+
+
 def test_overview_builds_its_table_once_per_index(workspace, tiny_index, monkeypatch):
     # The text columns loop over every latent (seconds at 65,536): built on the first visit, then every
     # slider move, checkbox and search only filters them.
