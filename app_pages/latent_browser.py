@@ -58,11 +58,8 @@ def histogram_figure(latent: int, title: str, height: int = 380) -> go.Figure:
 
 def show_contexts(views: list[li.ContextView], scale: float) -> None:
     for v in views:
-        st.markdown(
-            f"<small>act <b>{v.activation:.2f}</b> · row {v.row}</small>"
-            + context_html(v.tokens, v.acts, scale),
-            unsafe_allow_html=True,
-        )
+        # st.html, not Markdown: corpus tokens such as "__init__", "*" or ":fire:" stay as written.
+        st.html(f"<small>act <b>{v.activation:.2f}</b> · row {v.row}</small>" + context_html(v.tokens, v.acts, scale))
 
 
 # --- where we are: the URL's latent, the view ------------------------------------------------

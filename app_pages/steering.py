@@ -169,7 +169,7 @@ if "steer_result" in st.session_state:
     result, label = st.session_state["steer_result"]
     if not result.steered:
         st.info("No latent selected: only the normal output is shown.")
-    st.markdown(render.comparison_table_html(result, label), unsafe_allow_html=True)
+    st.html(render.comparison_table_html(result, label))  # HTML only: model text never goes through Markdown
     st.caption(
         "Each row is one sample: the normal output and, beside it, the steered output drawn from the same "
         "random stream. Highlighted: the words of the steered output that differ from the normal output "

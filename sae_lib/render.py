@@ -1,7 +1,9 @@
 """HTML rendering of model text: activation-shaded contexts and word-diffed steering outputs.
 
-Everything a visitor typed or a model generated is escaped here, so pages can show the result with
-``unsafe_allow_html`` and still never render it as markup.
+Everything a visitor typed or a model generated is escaped here, so pages can show the result as HTML
+and still never render it as markup. Pages show it with ``st.html``, never through Markdown: HTML escaping
+leaves ``*``, ``_``, ``$``, ``:fire:`` and ``:red[...]`` alone, and a Markdown pass over a context would turn
+the ``__`` of ``__init__`` into bold, shortcodes into emoji and ``$...$`` into maths.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ NEWLINE_SYMBOL = "↵"
 
 
 def show_newlines(text: str) -> str:
-    """Newlines as the write-up's ``↵`` so a table row stays one line."""
-    return text.replace("\r\n", "\n").replace("\n", NEWLINE_SYMBOL)
+    """Line endings (``\\n``, ``\\r\\n`` and a lone ``\\r``, which byte-level tokenizers have as a token of
+    its own) as the write-up's ``↵``, so a table row stays one line."""
+    return text.replace("\r\n", "\n").replace("\r", "\n").replace("\n", NEWLINE_SYMBOL)
 
 
 def context_html(tokens: list[str], acts: list[float], scale: float) -> str:
@@ -31,9 +34,11 @@ def context_html(tokens: list[str], acts: list[float], scale: float) -> str:
         text = html.escape(show_newlines(tok))
         spans.append(
             f'<span title="{a:.3f}" style="background: rgba(255,140,0,{alpha:.2f}); '
-            f'padding: 1px 0; border-radius: 2px; white-space: pre">{text}</span>'
+            f'padding: 1px 0; border-radius: 2px; white-space: pre-wrap">{text}</span>'
         )
-    return '<div style="font-family: monospace; line-height: 1.9">' + "".join(spans) + "</div>"
+    # pre-wrap keeps a token's spaces yet lets the line wrap there; anywhere: a long token breaks too.
+    return ('<div style="font-family: monospace; font-size: 0.9em; line-height: 1.9; overflow-wrap: anywhere">'
+            + "".join(spans) + "</div>")
 
 
 def word_diff(normal: str, steered: str) -> list[tuple[str, bool]]:
@@ -65,16 +70,20 @@ def comparison_table_html(result: GenerationResult, steered_label: str) -> str:
     output drawn from the same random stream, with the words that differ from that normal output (the
     one shown beside it) in ``<mark>``. The prompt heads the table; newlines show as ``↵``."""
     prompt = html.escape(show_newlines(result.prompt))
-    head = "<th>Sample</th><th>Normal output</th>"
+    # st.html gives raw HTML no theme styling (Markdown tables get it): ruled, top-aligned cells, inline.
+    rule = "border: 1px solid rgba(128,128,128,0.35); padding: 4px 8px; vertical-align: top; text-align: left"
+    cell = f' style="{rule}"'
+    head = f'<th style="width: 1%; white-space: nowrap; {rule}">Sample</th><th{cell}>Normal output</th>'
     if result.steered is not None:
-        head += f"<th>Steered: {html.escape(steered_label)}</th>"
+        head += f"<th{cell}>Steered: {html.escape(steered_label)}</th>"
     rows = []
     for i, normal in enumerate(result.normal):
-        cells = f'<td>{i + 1}</td><td class="normal">{html.escape(show_newlines(normal))}</td>'
+        cells = f'<td{cell}>{i + 1}</td><td class="normal"{cell}>{html.escape(show_newlines(normal))}</td>'
         if result.steered is not None:
-            cells += f'<td class="steered">{diff_html(normal, result.steered[i])}</td>'
+            cells += f'<td class="steered"{cell}>{diff_html(normal, result.steered[i])}</td>'
         rows.append(f"<tr>{cells}</tr>")
     return (
-        f'<table class="outputs-table"><caption>Prompt: <b>{prompt}</b></caption>'
+        '<table class="outputs-table" style="border-collapse: collapse; width: 100%">'
+        f'<caption style="caption-side: top; text-align: left; padding: 4px 0">Prompt: <b>{prompt}</b></caption>'
         f"<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
     )

@@ -1,5 +1,7 @@
 """HTML rendering: activation-shaded contexts and word-diffed steering outputs, escaped."""
 
+import re
+
 import torch
 
 from sae_lib.render import comparison_table_html, context_html, diff_html, show_newlines, word_diff
@@ -25,6 +27,9 @@ def test_word_diff_marks_changed_words():
     html = diff_html(normal, "a <b>\nc")
     assert "&lt;b&gt;" in html and "↵" in html and "<mark>" in html
     assert show_newlines("a\nb\r\nc") == "a↵b↵c"
+    # A lone \r is a line ending too (CommonMark's, and a token of byte-level tokenizers): "\r\r" would
+    # otherwise be a blank line wherever the text meets a Markdown renderer.
+    assert show_newlines("a\rb\r\rc") == "a↵b↵↵c"
     assert word_diff("same words", "same words") == [("same", False), (" ", False), ("words", False)]
 
 
@@ -34,7 +39,7 @@ def test_comparison_table_marks_each_steered_sample_against_its_normal_twin():
         prompt="Q<\n", prompt_len=2, normal=["a b", "c d"], steered=["a x", "c d"],
         normal_tokens=empty, steered_tokens=empty,
     )  # fmt: skip
-    html = comparison_table_html(result, "latent <7>")
+    html = re.sub(r' style="[^"]*"', "", comparison_table_html(result, "latent <7>"))  # the markup, unstyled
     assert "<caption>Prompt: <b>Q&lt;↵</b></caption>" in html
     head, *rows = html.split("<tr>")[1:]
     assert "Normal output" in head and "Steered: latent &lt;7&gt;" in head

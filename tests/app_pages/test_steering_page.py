@@ -42,7 +42,8 @@ def fast(at: AppTest) -> AppTest:
 
 
 def table(at: AppTest) -> str:
-    return "".join(m.value for m in at.markdown if "outputs-table" in m.value)
+    assert not any("outputs-table" in m.value for m in at.markdown)  # never through Markdown
+    return "".join(m.value for m in at.html if "outputs-table" in m.value)
 
 
 def test_latent_from_url_and_generation(tiny_workspace):
