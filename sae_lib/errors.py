@@ -5,6 +5,12 @@ scripts print it and exit non-zero. Anything else that escapes is a bug.
 """
 
 
+def quoted(text: str, limit: int = 40) -> str:
+    """``text`` quoted for a message, cut to ``limit`` characters (a pasted page or a crafted URL must not
+    fill the screen)."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + f"... ({len(text):,} characters)"
+
+
 class LatentLabError(Exception):
     """Base class: a problem the user can fix; ``str(err)`` is the message to show."""
 

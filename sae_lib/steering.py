@@ -33,7 +33,7 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 
 from sae_lib import sae_hooks
-from sae_lib.errors import CompatibilityError, InputError
+from sae_lib.errors import CompatibilityError, InputError, quoted
 from sae_lib.limits import LIMITS, Limits, check_range
 
 Method = Literal["write-up clamp", "add", "clamp activation"]
@@ -122,11 +122,6 @@ def check_specs(specs: Sequence[SteeringSpec], d_sae: int, limits: Limits = LIMI
             check_range(f"Latent {spec.latent}: {name}", value, -limits.max_multiplier, limits.max_multiplier)
 
 
-def _quoted(text: str, limit: int = 40) -> str:
-    """``text`` quoted for a message, cut to ``limit`` characters (a pasted page must not fill the screen)."""
-    return repr(text) if len(text) <= limit else repr(text[:limit]) + f"... ({len(text):,} characters)"
-
-
 def parse_latents(text: str, d_sae: int, limit: int | None = None) -> list[int]:
     """Latent numbers typed as ``"12, 40 7"``: unique, in order, each checked against ``d_sae``.
 
@@ -140,7 +135,7 @@ def parse_latents(text: str, d_sae: int, limit: int | None = None) -> list[int]:
         try:
             latent = int(part)
         except ValueError:
-            raise InputError(f"{_quoted(part)} is not a latent number; type whole numbers such as 12, 40.") from None
+            raise InputError(f"{quoted(part)} is not a latent number; type whole numbers such as 12, 40.") from None
         if not (0 <= latent < d_sae):
             raise InputError(f"Latent {latent} does not exist: this SAE has latents 0 to {d_sae - 1}.")
         if latent not in out:
@@ -324,9 +319,9 @@ def default_max_act(index: object | None, latent: int, from_url: str | None = No
         if math.isfinite(value) and 0 < value <= LIMITS.max_latent_activation:
             return value, None
         if math.isfinite(value) and value > LIMITS.max_latent_activation:
-            note = f"The link's max_act={_quoted(from_url)} is above this server's limit of {LIMITS.max_latent_activation:,g}. "
+            note = f"The link's max_act={quoted(from_url)} is above this server's limit of {LIMITS.max_latent_activation:,g}. "
         else:
-            note = f"The link's max_act={_quoted(from_url)} is not a positive number. "
+            note = f"The link's max_act={quoted(from_url)} is not a positive number. "
     else:
         note = ""
     if index is not None:

@@ -224,6 +224,11 @@ def test_parse_latent_rejects_bad_input():
     for bad, msg in (("abc", "not a number"), ("96", "out of range"), ("-1", "out of range"), ("1.5", "not a number")):
         with pytest.raises(InputError, match=msg):
             li.parse_latent(bad, 96)
+    # A crafted URL is quoted short, whether it is no number or a huge one (a 50,000-character message before)
+    for bad, msg in (("[x](https://evil.example) " + "9" * 50_000, "not a number"), ("9" * 4000, "out of range")):
+        with pytest.raises(InputError, match=msg) as err:
+            li.parse_latent(bad, 96)
+        assert len(str(err.value)) < 150 and f"({len(bad):,} characters)" in str(err.value)
 
 
 def test_histogram_and_title(index):

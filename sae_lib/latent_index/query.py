@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from sae_lib.errors import InputError
+from sae_lib.errors import InputError, quoted
 from sae_lib.latent_index.model import KIND_TOP, LatentIndex
 
 
@@ -21,9 +21,10 @@ def parse_latent(value: object, d_sae: int) -> int:
     try:
         latent = int(text)
     except ValueError:
-        raise InputError(f"Latent {text!r} is not a number: give a whole number from 0 to {d_sae - 1}.") from None
+        raise InputError(f"Latent {quoted(text)} is not a number: give a whole number from 0 to {d_sae - 1}.") from None
     if not 0 <= latent < d_sae:
-        raise InputError(f"Latent {latent} is out of range: this SAE has latents 0 to {d_sae - 1}.")
+        shown = latent if len(text) <= 40 else quoted(text)  # a URL can hold thousands of digits
+        raise InputError(f"Latent {shown} is out of range: this SAE has latents 0 to {d_sae - 1}.")
     return latent
 
 
