@@ -400,3 +400,18 @@ def test_failing_evals_still_finish_the_trained_folder(tmp_path, tiny_model, mon
     for name in (constants.SAE_CFG_FILENAME, "runner_cfg.json"):
         assert str(tmp_path) not in (out / name).read_text(), name
     assert SAE.load_from_disk(str(out)).cfg.d_sae == 64
+
+
+def test_overwrite_removes_the_old_saes_index_and_explanations(tmp_path, tiny_model):
+    """A latent index and explanations built next to the old SAE describe weights --overwrite replaces:
+    left there, push_to_hub.py would publish them beside the new SAE."""
+    out = tmp_path / "sae"
+    train(tiny_job(out, evals=False), tiny_cfg(), tiny_model, log=QUIET)
+    old_index = [constants.INDEX_META_FILENAME, constants.INDEX_STATS_FILENAME, constants.INDEX_CONTEXTS_FILENAME,
+                 constants.INDEX_COUNTS_FILENAME, constants.EXPLANATIONS_FILENAME]
+    for name in old_index:
+        (out / name).write_bytes(b"built for the old weights")
+    (out / "notes.txt").write_text("mine")  # not the run's: kept
+    train(tiny_job(out, evals=False, overwrite=True), tiny_cfg(), tiny_model, log=QUIET)
+    assert [name for name in old_index if (out / name).exists()] == []
+    assert (out / "notes.txt").read_text() == "mine" and SAE.load_from_disk(str(out)).cfg.d_sae == 64

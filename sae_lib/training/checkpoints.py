@@ -50,9 +50,12 @@ def latest_checkpoint(out: Path) -> Path | None:
 
 
 def clear_outputs(out: Path) -> None:
-    """Remove what a run writes into ``out`` (only that: never rmtree a folder pointed at by mistake)."""
+    """Remove what a run writes into ``out`` (only that: never rmtree a folder pointed at by mistake),
+    and the latent index and explanations built next to the old SAE: they describe weights that are
+    gone, and push_to_hub.py would publish them beside the new ones."""
     for name in (constants.SAE_CFG_FILENAME, constants.SAE_WEIGHTS_FILENAME, constants.SPARSITY_FILENAME,
                  RUNNER_CFG_FILENAME, constants.EVALS_FILENAME, constants.TRAIN_JOB_FILENAME,
-                 constants.TRAIN_SUMMARY_FILENAME):
+                 constants.TRAIN_SUMMARY_FILENAME, constants.INDEX_META_FILENAME, constants.INDEX_STATS_FILENAME,
+                 constants.INDEX_CONTEXTS_FILENAME, constants.INDEX_COUNTS_FILENAME, constants.EXPLANATIONS_FILENAME):
         (out / name).unlink(missing_ok=True)
     shutil.rmtree(out / constants.CHECKPOINTS_SUBDIR, ignore_errors=True)
