@@ -153,16 +153,20 @@ def _hub_folder(spec: SAESpec) -> Path:
     return folder
 
 
+def resolve_sae_spec(spec: str) -> SAESpec:
+    """What ``spec`` names: an existing folder wins over the Hub or registry reading of the same string."""
+    given = str(spec).strip()
+    local = Path(given).expanduser()
+    return SAESpec(kind="local", path=local) if given and local.exists() else parse_sae_spec(given)
+
+
 def load_sae(spec: str, device: str | torch.device | None = None, dtype: str | torch.dtype | None = None) -> LoadedSAE:
     """Load an SAE from a local SAELens folder, ``user/repo:sae_id[@revision]`` or ``sae-lens:RELEASE/SAE_ID``.
 
     ``device``: None picks CUDA when available, else CPU. ``dtype``: None keeps the dtype in the SAE's
     ``cfg.json``. Every failure a user can fix is an :class:`SAELoadError` saying what to do.
     """
-    given = str(spec).strip()
-    local = Path(given).expanduser()
-    # An existing folder wins over the Hub reading of the same string.
-    parsed = SAESpec(kind="local", path=local) if given and local.exists() else parse_sae_spec(given)
+    parsed = resolve_sae_spec(spec)
     if parsed.kind == "registry":
         dev = resolve_device(device)
         dtype_name = None if dtype is None else str(resolve_dtype(dtype, dev)).removeprefix("torch.")

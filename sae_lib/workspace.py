@@ -128,14 +128,15 @@ def load_checked_pair(model_source: str, sae_source: str, device: str | None, dt
     scripts that index and explain latents all load through here."""
     # Imported here: these modules pull in heavy optional paths only when a workspace is built.
     from sae_lib.model import load_model
-    from sae_lib.sae import check_sae_matches_model, load_sae
+    from sae_lib.sae import check_sae_matches_model, load_sae, resolve_sae_spec
 
+    spec = resolve_sae_spec(sae_source)
+    if spec.kind == "registry":  # the registry names the model it was trained on: checked before either
+        from sae_lib import registry  # is downloaded or loaded (an 8B model, a 2 GB SAE)
+
+        registry.check_model(registry.lookup(spec.release, spec.sae_id), model_source)
     model = load_model(model_source, device=device, dtype=dtype)
     loaded = load_sae(sae_source, device=str(next(model.parameters()).device))
-    if loaded.spec.kind == "registry":  # the registry names the model it was trained on: check that first
-        from sae_lib import registry
-
-        registry.check_model(registry.lookup(loaded.spec.release, loaded.spec.sae_id), model_source)
     check_sae_matches_model(loaded.sae, model)
     return model, loaded
 

@@ -118,9 +118,12 @@ def test_unknown_release_or_id_lists_close_matches(scope):
 def test_release_for_another_model_names_both(monkeypatch, tmp_path, tiny_hf_qwen3_dir):
     entries = fake_scope_cache(monkeypatch, tmp_path / "hub", 64, [LAYER], model="Qwen/Qwen3-8B-Base")
     use_registry(monkeypatch, entries)
+    loads = []  # refused from the registry's entry alone: neither the model nor the SAE is loaded first
+    monkeypatch.setattr("sae_lib.model.load_model", lambda *a, **k: loads.append("model"))
+    monkeypatch.setattr("sae_lib.sae.load_sae", lambda *a, **k: loads.append("sae"))
     with pytest.raises(CompatibilityError, match="trained on Qwen/Qwen3-8B-Base") as err:
         load_workspace(str(tiny_hf_qwen3_dir), SPEC, device="cpu", fallback=False)
-    assert tiny_hf_qwen3_dir.name in str(err.value)
+    assert tiny_hf_qwen3_dir.name in str(err.value) and loads == []
 
 
 def test_d_in_mismatch_names_both_widths(monkeypatch, tmp_path, tiny_hf_qwen3_dir):
