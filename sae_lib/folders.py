@@ -34,6 +34,25 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
             tmp.unlink()
 
 
+def atomic_write_all(writes: dict[Path, Callable[[Path], object]]) -> None:
+    """:func:`atomic_write` for a set of files that belong together (an index's): every file is written
+    in full beside its target first, then all are moved into place one after another, in ``writes``'
+    order (so the last is the one a reader checks for completeness). A failure or a kill while writing,
+    which takes seconds for a large file, leaves the old set whole; only the renames, microseconds
+    apart, are not one step."""
+    tmps = {Path(path): Path(path).with_name(f".{Path(path).name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+            for path in writes}
+    try:
+        for path, write in writes.items():
+            write(tmps[Path(path)])
+        for path, tmp in tmps.items():
+            os.replace(tmp, path)
+    finally:
+        for tmp in tmps.values():
+            if tmp.exists():
+                tmp.unlink()
+
+
 def check_folder(folder: Path, what: str, error: type[LatentLabError], give: str, holds: str) -> None:
     """Raise ``error`` unless ``folder`` exists and is a folder; ``give`` says what to give instead,
     ``holds`` what the folder should hold."""

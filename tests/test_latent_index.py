@@ -175,6 +175,29 @@ def test_save_load_round_trip(tmp_path, index, tiny_sae):
         assert torch.equal(getattr(loaded.counts, name), t), name
 
 
+def test_a_save_killed_while_writing_keeps_the_older_index_whole(tmp_path, index, tiny_sae, monkeypatch):
+    """Rebuilding an index in an SAE folder: a kill while the contexts are written (seconds at 65,536
+    latents) must leave the older index loadable, not its statistics beside the new build's."""
+    li.save_index(index, tmp_path)
+    newer = dataclasses.replace(index, meta=dataclasses.replace(index.meta, build_id="newer"))
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    import sae_lib.latent_index.store as store
+
+    monkeypatch.setattr(store.pq, "write_table", killed)
+    with pytest.raises(KeyboardInterrupt):
+        li.save_index(newer, tmp_path)
+    assert li.load_index(tmp_path, tiny_sae).meta.build_id == index.meta.build_id
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [INDEX_STATS_FILENAME, INDEX_CONTEXTS_FILENAME, INDEX_META_FILENAME, INDEX_COUNTS_FILENAME]
+    )  # no temporary file left either
+    monkeypatch.undo()
+    li.save_index(newer, tmp_path)
+    assert li.load_index(tmp_path, tiny_sae).meta.build_id == "newer"
+
+
 def test_load_refuses_index_of_another_sae(tmp_path, index, tiny_sae):
     li.save_index(index, tmp_path)
     other = copy.deepcopy(tiny_sae)

@@ -22,7 +22,7 @@ from sae_lens import SAE
 from sae_lib.constants import INDEX_CONTEXTS_FILENAME, INDEX_COUNTS_FILENAME, INDEX_META_FILENAME, INDEX_STATS_FILENAME
 from sae_lib.cooccurrence import COUNT_FIELDS, LatentCounts
 from sae_lib.errors import CompatibilityError
-from sae_lib.folders import atomic_write
+from sae_lib.folders import atomic_write_all
 from sae_lib.latent_index.identity import check_index_matches_sae
 from sae_lib.latent_index.model import FORMAT_VERSION, KIND_SAMPLE, KIND_TOP, Contexts, IndexMeta, LatentIndex
 
@@ -56,20 +56,25 @@ def _contexts_table(ctx: Contexts, kind: str) -> pa.Table:
 
 
 def save_index(index: LatentIndex, sae_dir: Path) -> None:
-    """Write the three index files into ``sae_dir`` atomically; the JSON (the 'complete' marker) goes last."""
+    """Write the index files into ``sae_dir`` as one set: all are written in full before any replaces
+    an older index's, and the JSON (the 'complete' marker) goes last. A build killed while writing (the
+    contexts take seconds at 65,536 latents) leaves the older index there and whole."""
     sae_dir = Path(sae_dir)
     sae_dir.mkdir(parents=True, exist_ok=True)
     build = {"build_id": index.meta.build_id}
     tensors = {name: getattr(index, name).contiguous() for name in _STAT_FIELDS}
-    atomic_write(sae_dir / INDEX_STATS_FILENAME, lambda p: save_file(tensors, str(p), metadata=build))
     table = pa.concat_tables([_contexts_table(index.top, KIND_TOP), _contexts_table(index.samples, KIND_SAMPLE)])
     table = table.replace_schema_metadata(build)
-    atomic_write(sae_dir / INDEX_CONTEXTS_FILENAME, lambda p: pq.write_table(table, p))
+    writes = {sae_dir / INDEX_STATS_FILENAME: lambda p: save_file(tensors, str(p), metadata=build),
+              sae_dir / INDEX_CONTEXTS_FILENAME: lambda p: pq.write_table(table, p)}
     if index.counts is not None:
         counts = index.counts.tensors()
-        atomic_write(sae_dir / INDEX_COUNTS_FILENAME, lambda p: save_file(counts, str(p), metadata=build))
+        writes[sae_dir / INDEX_COUNTS_FILENAME] = lambda p: save_file(counts, str(p), metadata=build)
     meta_text = json.dumps(dataclasses.asdict(index.meta), ensure_ascii=False)
-    atomic_write(sae_dir / INDEX_META_FILENAME, lambda p: p.write_text(meta_text, encoding="utf-8"))
+    writes[sae_dir / INDEX_META_FILENAME] = lambda p: p.write_text(meta_text, encoding="utf-8")
+    atomic_write_all(writes)
+    if index.counts is None:  # an older build's counts would not match this build
+        (sae_dir / INDEX_COUNTS_FILENAME).unlink(missing_ok=True)
 
 
 def _contexts_from_table(table: pa.Table, kind: str, d_sae: int, k: int, window: int) -> Contexts:
