@@ -129,6 +129,14 @@ def progress_bar(bar):
     return progress
 
 
+def changed_note(made_with: dict, now: dict, what: str) -> None:
+    """Under a result kept from an earlier run: which of its inputs differ from the page's now."""
+    changed = [name for name, value in now.items() if made_with.get(name) != value]
+    if changed:
+        st.caption(f"This {what} is from earlier settings: {', '.join(changed)} changed since. "
+                   "Run it again to see the current ones.")
+
+
 def stopped_note(pending_key: str, result_key: str, what: str) -> None:
     """Say so when the last run of ``what`` never finished (Stop, or a setting changed while it ran)."""
     if st.session_state.pop(pending_key, False):
@@ -138,6 +146,10 @@ def stopped_note(pending_key: str, result_key: str, what: str) -> None:
                    f"ran), so {shown}. Press the button again to rerun it.")
 
 
+# What a result was made with, to say when the page's inputs have moved on since (a visitor tweaking
+# sliders must not read an old table as the new setting's).
+gen_inputs = {"the prompt": prompt, "the latents or their settings": tuple(specs),
+              "the generation settings": (n_samples, max_new, seed, temperature, freq_penalty, positions)}
 c_go, c_stop = st.columns([1, 6])
 go_clicked = c_go.button("Generate", type="primary", key="steer_go", disabled=problem is not None)
 c_stop.button("Stop", key="steer_stop", help="Interrupts a running generation (the model is left unsteered).")
@@ -154,7 +166,7 @@ if go_clicked:
         result = generation.generate(ws.model, ws.sae, prompt, specs, settings,
                                    progress=progress_bar(bar), on_wait=waiting(status))
         label = ("latent " if len(specs) == 1 else "latents ") + ", ".join(str(s.latent) for s in specs)
-        st.session_state["steer_result"] = (result, label)
+        st.session_state["steer_result"] = (result, label, gen_inputs)
     except LatentLabError as err:
         st.session_state.pop("steer_result", None)
         show_error(err)
@@ -166,9 +178,10 @@ else:
     stopped_note("steer_pending", "steer_result", "generation")
 
 if "steer_result" in st.session_state:
-    result, label = st.session_state["steer_result"]
+    result, label, made_with = st.session_state["steer_result"]
     if not result.steered:
         st.info("No latent selected: only the normal output is shown.")
+    changed_note(made_with, gen_inputs, "table")
     st.html(render.comparison_table_html(result, label))  # HTML only: model text never goes through Markdown
     st.caption(
         "Each row is one sample: the normal output and, beside it, the steered output drawn from the same "
@@ -195,6 +208,8 @@ c1, c2, c3 = st.columns(3)
 lo_hi = c1.slider("Scale range", 0.0, float(max_scale), (0.0, float(min(2.0, max_scale))), key="sweep_range")
 n_points = c2.slider("Points", 2, LIMITS.max_sweep_points, min(9, LIMITS.max_sweep_points), key="sweep_points")
 sweep_tokens = c3.slider("Tokens per sample", 1, LIMITS.max_new_tokens, min(20, LIMITS.max_new_tokens), key="sweep_tokens")
+sweep_inputs = {**gen_inputs, "the sweep's range, points or tokens": (lo_hi, n_points, sweep_tokens)}
+sweep_inputs["the generation settings"] = (seed, temperature, freq_penalty, positions)  # the sweep's own count and length
 if st.button("Run sweep", key="sweep_go", disabled=problem is not None or not specs):
     st.session_state["sweep_pending"] = True
     status = st.empty()
@@ -206,7 +221,7 @@ if st.button("Run sweep", key="sweep_go", disabled=problem is not None or not sp
         )
         with st.spinner("Sweeping (one batch of all scales)..."):
             dr = dose_response(ws.model, ws.sae, prompt, specs, scales, settings, on_wait=waiting(status))
-        st.session_state["sweep_result"] = (dr, [s.latent for s in specs])
+        st.session_state["sweep_result"] = (dr, [s.latent for s in specs], sweep_inputs)
     except LatentLabError as err:
         st.session_state.pop("sweep_result", None)
         show_error(err)
@@ -217,7 +232,8 @@ else:
     stopped_note("sweep_pending", "sweep_result", "sweep")
 
 if "sweep_result" in st.session_state:
-    dr, swept = st.session_state["sweep_result"]
+    dr, swept, made_with = st.session_state["sweep_result"]
+    changed_note(made_with, sweep_inputs, "sweep")
     scales = dr.scales.tolist()
     # Two panels on one x-axis rather than a secondary y-axis: KL and activations have unrelated units,
     # and a secondary axis synced to the first gets ticks such as 0.976, 0.36, -0.256.

@@ -112,6 +112,30 @@ def test_failure_midway_shows_error_and_leaves_model_clean(tiny_workspace, monke
     assert_clean(tiny_workspace.model)
 
 
+def test_a_result_from_earlier_settings_says_what_changed(tiny_workspace):
+    """The table and the sweep stay on screen while a visitor moves sliders: they must not pass for
+    the new settings' results."""
+    at = open_page({"latent": "5"})
+    fast(at).slider(key="sweep_points").set_value(2)
+    at.slider(key="sweep_tokens").set_value(2)
+    at.button(key="steer_go").click().run()
+    at.button(key="sweep_go").click().run()
+    stale = lambda: [c.value for c in at.caption if "from earlier settings" in c.value]  # noqa: E731
+    assert not at.exception and stale() == []
+    at.text_area(key="steer_prompt").input("A different prompt").run()
+    assert stale() == [f"This {w} is from earlier settings: the prompt changed since. Run it again to see the "
+                       "current ones." for w in ("table", "sweep")]
+    at.button(key="steer_go").click().run()  # the table is current again; the sweep is not
+    at.slider(key="steer_hi_5").set_value(3.0).run()
+    assert stale() == [
+        "This table is from earlier settings: the latents or their settings changed since. Run it again to see the current ones.",
+        "This sweep is from earlier settings: the prompt, the latents or their settings changed since. Run it again to see the current ones.",
+    ]
+    at.slider(key="sweep_points").set_value(3).run()  # only the sweep's own inputs: the table stays current
+    assert len(stale()) == 2 and "the sweep's range, points or tokens" in stale()[1]
+    assert_clean(tiny_workspace.model)
+
+
 def test_dose_response_sweep(tiny_workspace):
     at = open_page({"latent": "9"})
     at.slider(key="sweep_points").set_value(3)
@@ -288,7 +312,7 @@ def test_each_steered_sample_sits_beside_the_normal_it_is_highlighted_against(ti
     at.slider(key="steer_tokens").set_value(8)
     at.button(key="steer_go").click().run()
     assert not at.exception
-    result, _ = at.session_state["steer_result"]
+    result, _, _ = at.session_state["steer_result"]
     parsed = _Rows()
     parsed.feed(table(at))
     assert len(parsed.rows) == 3
