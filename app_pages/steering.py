@@ -61,6 +61,9 @@ except LatentLabError as err:
     problem = str(err)
     show_error(problem)
 
+url_for, url_note = steering.url_max_act_latent(url_latent, url_max_act, d_sae)
+if url_note and latents:
+    st.caption(as_text(url_note))
 for latent in latents:
     with st.container(border=True):
         c_method, c_max, c_hi, c_lo = st.columns([2, 1, 2, 2])
@@ -69,9 +72,7 @@ for latent in latents:
             help=steering.METHOD_HELP["write-up clamp"] + " " + steering.METHOD_HELP["add"] + " "
             + steering.METHOD_HELP["clamp activation"],
         )  # fmt: skip
-        default, note = steering.default_max_act(
-            current_index(ws), latent, url_max_act if url_latent and str(latent) == url_latent.strip() else None
-        )
+        default, note = steering.default_max_act(current_index(ws), latent, url_max_act if latent == url_for else None)
         if note:
             c_max.caption(as_text(note))
         # No max_value: the browser would silently clamp a typed value; the spec's check says why instead.

@@ -306,6 +306,21 @@ def steering_hooks(
 # --- what the page starts from --------------------------------------------------------------------
 
 
+def url_max_act_latent(url_latent: str | None, url_max_act: str | None, d_sae: int) -> tuple[int | None, str | None]:
+    """The latent a link's ``max_act`` belongs to (``?latent=03&max_act=2.5``: latent 3), and a note when
+    the link has a max_act that belongs to no single latent (``?latent=3,5&max_act=2.5``)."""
+    if not url_latent or url_max_act is None or len(url_latent) > LIMITS.max_text_chars:
+        return None, None
+    try:
+        latents = parse_latents(url_latent, d_sae)
+    except InputError:
+        return None, None  # the latent list's own message says what is wrong with it
+    if len(latents) == 1:
+        return latents[0], None
+    return None, (f"The link's max_act={quoted(url_max_act)} is for one latent, and the link names "
+                  f"{len(latents)}: each uses the latent index's value.")
+
+
 def default_max_act(index: object | None, latent: int, from_url: str | None = None) -> tuple[float, str | None]:
     """The max activation to steer ``latent`` with, and a note for the user when it is a guess.
 

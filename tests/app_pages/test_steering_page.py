@@ -58,6 +58,15 @@ def test_latent_from_url_and_generation(tiny_workspace):
     assert_clean(tiny_workspace.model)
 
 
+def test_a_links_max_act_belongs_to_its_one_latent(tiny_workspace):
+    at = open_page({"latent": " 03", "max_act": "2.5"})  # written another way, still latent 3
+    assert at.number_input(key="steer_max_3").value == 2.5
+    at = open_page({"latent": "3,5", "max_act": "2.5"})  # whose? neither: the index's values, and why
+    assert [at.number_input(key=f"steer_max_{i}").value for i in (3, 5)] == [pytest.approx(0.3), pytest.approx(0.5)]
+    assert "The link's max_act='2.5' is for one latent, and the link names 2: each uses the latent index's value." in [
+        visible_text(c.value) for c in at.caption]  # shown as text (the module's Markdown check, imported below)
+
+
 def test_typed_latents_use_the_index_and_all_methods(tiny_workspace):
     at = open_page()
     at.text_input(key="steer_latents").input("7, 12").run()
