@@ -21,9 +21,9 @@ def parse_latent(value: object, d_sae: int) -> int:
     try:
         latent = int(text)
     except ValueError:
-        raise InputError(f"Latent {quoted(text)} is not a number: give a whole number from 0 to {d_sae - 1}.") from None
+        raise InputError(f"Latent {quoted(text, 100)} is not a number: give a whole number from 0 to {d_sae - 1}.") from None
     if not 0 <= latent < d_sae:
-        shown = latent if len(text) <= 40 else quoted(text)  # a URL can hold thousands of digits
+        shown = latent if len(text) <= 100 else quoted(text, 100)  # a URL can hold thousands of digits
         raise InputError(f"Latent {shown} is out of range: this SAE has latents 0 to {d_sae - 1}.")
     return latent
 
