@@ -93,12 +93,37 @@ def test_one_pass_matches_naive_per_latent_loop(tiny_sae, tokens, index, batch_a
             assert start <= int(index.top.pos[i, s]) < start + CFG.window and 0 <= start <= CTX - CFG.window
             torch.testing.assert_close(index.top.acts[i, s], acts[r, start : start + CFG.window], rtol=0, atol=0)
             assert index.top.tokens[i, s].tolist() == tokens[r, start : start + CFG.window].tolist()
-        # Lower-range examples: distinct firing rows, their values are those rows' max.
+        # Lower-range examples: distinct firing rows, each shown at one of its firings (its value there).
         srow = index.samples.row[i][index.samples.row[i] >= 0]
         assert len(srow) == min(CFG.n_lower_examples, len(firing))
         assert len(set(srow.tolist())) == len(srow) and set(srow.tolist()) <= set(firing.tolist())
-        torch.testing.assert_close(index.samples.value[i][: len(srow)], row_max[srow], rtol=0, atol=0)
+        spos = index.samples.pos[i][: len(srow)]
+        shown = acts[srow, spos]
+        assert bool((shown > 0).all())
+        torch.testing.assert_close(index.samples.value[i][: len(srow)], shown, rtol=0, atol=0)
     assert 10 < n_alive  # the comparison covered many live latents, not just dead ones
+
+
+def test_lower_range_examples_are_a_uniform_sample_of_firings_not_row_maxima():
+    """Each row fires at 10 positions with activations 1..10 (10 is every row's max): a uniform sample
+    of firings averages 5.5; the rows' maxima would all be 10."""
+    from sae_lib.latent_index.build import _Accumulator
+
+    d_sae, rows, ctx = 300, 12, 16
+    cfg = li.IndexConfig(n_bins=16, top_k=2, n_lower_examples=3, window=4, window_before=2, batch_size=4)
+    acc = _Accumulator(d_sae, cfg, torch.device("cpu"))
+    gen = torch.Generator().manual_seed(0)
+    for row0 in range(0, rows, 4):
+        feats = torch.zeros(4, ctx, d_sae)
+        for b in range(4):
+            for lat in range(d_sae):
+                feats[b, torch.randperm(ctx, generator=gen)[:10], lat] = torch.arange(1.0, 11.0)
+        acc.update(feats, row0)
+    assert bool((acc.samples.row >= 0).all())  # 3 distinct rows each
+    values = acc.samples.value  # (300, 3)
+    assert abs(values.mean().item() - 5.5) < 0.3  # sd of the mean of 900 draws from 1..10: 0.1
+    assert (values == 10).float().mean().item() < 0.15  # about 1 in 10, not every one
+    torch.testing.assert_close(acc.top.value, torch.full((d_sae, 2), 10.0))  # the top contexts keep the maxima
 
 
 def test_dense_and_dead_classification(index):

@@ -21,9 +21,10 @@ Choices worth knowing:
   ``[0, 2**hist_exp[i])``, the smallest power of two above its max. When a larger value arrives the
   range doubles and adjacent bins merge pairwise, which is exact, so the counts equal a histogram
   of all positive activations computed after the fact on the final edges.
-* **Lower-range examples are a uniform random sample** of the sequences where the latent fires
-  (random keys, kept by top-k, seeded): activations are skewed, so these show typical firing rather
-  than the extremes.
+* **Lower-range examples are a uniform random sample of the latent's firings**, at most one per
+  sequence, each shown as a window around that firing (random keys per firing, kept by top-k, seeded):
+  activations are skewed, so these show typical firing rather than the extremes. (Each sampled
+  sequence's max would be an upper quantile: the max of its several firings.)
 * **Logit lens** is ``W_dec[i] @ W_U`` through the final norm's elementwise weight (and centering for
   LayerNorm); the norm's division by the residual's scale is left out because it is one positive
   scalar per position and does not change which tokens rank top or bottom. Models loaded with

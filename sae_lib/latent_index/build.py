@@ -158,8 +158,18 @@ class _Accumulator:
         neg_inf = torch.tensor(-math.inf, device=self.device)
         self.top.update(torch.where(fires, seq_max, neg_inf), seq_max, seq_arg, feats, row0, cfg.window_before)
         if cfg.n_lower_examples:
-            keys = torch.rand(B, D, generator=self.gen, device=self.device)
-            self.samples.update(torch.where(fires, keys, neg_inf), seq_max, seq_arg, feats, row0, cfg.window_before)
+            # A uniform sample of the latent's firings, at most one per row: every firing draws a random
+            # key, a row offers its firing with the largest key (a uniform pick within the row), and the
+            # buffer keeps the largest keys over all rows. Showing each sampled row's max instead would
+            # show an upper quantile (the max of several firings), not typical activations.
+            ekey = torch.rand(val.shape, generator=self.gen, device=self.device)  # (nnz,)
+            row_key = torch.full((B * D,), -math.inf, device=self.device).scatter_reduce_(0, key, ekey, "amax")
+            best = (ekey == row_key[key]).nonzero().squeeze(1)  # firings holding their row's largest key
+            pick = torch.full((B * D,), -1, dtype=torch.long, device=self.device).scatter_reduce_(0, key[best], best, "amax")
+            chosen = pick.clamp(min=0)  # one firing per (row, latent) even if two keys tie
+            s_val = torch.where(pick >= 0, val[chosen] if val.numel() else 0.0, 0.0).view(B, D)
+            s_pos = torch.where(pick >= 0, pos[chosen] if pos.numel() else 0, 0).view(B, D) + cfg.skip_positions
+            self.samples.update(row_key.view(B, D), s_val, s_pos, feats, row0, cfg.window_before)
         return tok, lat
 
 
