@@ -399,7 +399,7 @@ def show_neighbours(ws: Workspace, descriptions: Descriptions, latent: int) -> N
         st.caption("Closest decoder directions (cosine of W_dec rows)")
         table(decoder_neighbours(ws.sae, latent), "cosine", "lb_nb_decoder")
     with right:
-        st.caption("Fires with it most (Jaccard of the tokens they fire on, counted in the index pass)")
+        st.caption("Fires where it fires (Jaccard of the tokens they fire on, counted in the index pass)")
         if descriptions.index.counts is None:
             st.caption("This index predates co-firing counts: rebuild it with scripts/build_latent_index.py.")
         else:

@@ -8,7 +8,8 @@ Two bounded tables, filled batch by batch beside the index's other statistics:
   latent's firings over its share of the text, which the statistical labels (:mod:`sae_lib.labels`)
   rank by.
 * **co-firing latents**: for each latent, the latents that fire on the same token most often (the
-  same kind of table, ``k`` slots). All pairs of one token's firing latents are ``L0^2`` per token
+  same kind of table, ``k`` slots; when counted exactly, the ``k`` with the highest Jaccard similarity
+  instead, which is what the neighbours rank by). All pairs of one token's firing latents are ``L0^2`` per token
   (about 10^4 for a Qwen3-8B SAE), so a batch counts pairs on a random subset of its positions,
   at most ``cofire_pairs_per_batch`` pairs, and counts how often each latent fired on those same
   positions so that pairs can be normalised (Jaccard) without bias from the subsampling.
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
-from sae_lib.heavy_hitters import counter
+from sae_lib.heavy_hitters import ExactCounts, TopItems, counter
 
 COUNT_FIELDS = (
     "token_ids", "token_counts", "token_seen", "token_base",
@@ -107,8 +108,21 @@ class CountsAccumulator:
         self.fired += torch.bincount(lat, minlength=self.d_sae)
         self.cofire.update_cooccurring(pos, lat, n_pos)  # every pair of latents firing at a sampled position
 
+    def _cofire_top(self) -> TopItems:
+        """Each latent's kept co-firing partners. Counted exactly, the best ``k`` by Jaccard (what the
+        neighbours rank by): the most frequent partners are the dense latents, which fire with everything.
+        A bounded table can only keep its most frequent ones; the neighbours re-rank those."""
+        if not isinstance(self.cofire, ExactCounts):
+            return self.cofire.top()
+        c = self.cofire.table.view(self.d_sae, self.d_sae).double()  # (d_sae, d_sae), zero diagonal
+        f = self.fired.double()
+        jaccard = c / (f[:, None] + f[None, :] - c).clamp(min=1)
+        ids = jaccard.topk(self.cofire.k, dim=1).indices
+        counts = c.gather(1, ids).long()
+        return TopItems(ids.masked_fill(counts == 0, -1).cpu(), counts.cpu())
+
     def finish(self) -> LatentCounts:
-        tokens, cofire = self.tokens.top(), self.cofire.top()
+        tokens, cofire = self.tokens.top(), self._cofire_top()
         return LatentCounts(
             token_ids=tokens.ids,
             token_counts=tokens.counts,

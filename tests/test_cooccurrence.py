@@ -141,3 +141,24 @@ def test_bounded_tables_give_the_exact_answer_when_nothing_is_evicted(tiny_model
             a = {int(t): int(c) for t, c in zip(getattr(bounded, ids)[i], getattr(bounded, counts)[i]) if t >= 0}
             b = {int(t): int(c) for t, c in zip(getattr(exact, ids)[i], getattr(exact, counts)[i]) if t >= 0}
             assert a == b, (ids, i)
+
+
+def test_exact_counts_keep_the_best_partners_by_jaccard_not_by_count():
+    """Latent 0 fires at 50 positions; dense latent 1 fires everywhere (50 shared, Jaccard 0.05); rare
+    latent 2 fires at 40 of latent 0's positions and nowhere else (Jaccard 0.8). With one slot, the
+    exact path must keep latent 2: the neighbours rank by Jaccard, and count alone picks the dense one."""
+    from sae_lib.cooccurrence import CountsAccumulator
+
+    n_pos, d_sae = 1000, 3
+    acc = CountsAccumulator(d_sae, vocab=5, k_tokens=1, k_cofire=1, cofire_pairs_per_batch=10**6)
+    fired = torch.zeros(n_pos, d_sae, dtype=torch.bool)
+    fired[:50, 0] = True
+    fired[:, 1] = True
+    fired[:40, 2] = True
+    pos, lat = fired.nonzero(as_tuple=True)
+    acc.update(torch.zeros(1, n_pos, dtype=torch.long), (pos, lat), n_pos)
+    counts = acc.finish()
+    assert counts.cofire_ids[0].tolist() == [2] and counts.cofire_counts[0].tolist() == [40]
+    nb = cofiring_neighbours(counts, 0)
+    assert nb.latents == [2] and nb.scores == pytest.approx([40 / (50 + 40 - 40)])
+    assert counts.cofire_ids[1].tolist() == [0]  # the dense latent's best: 50 / 1000, above 40 / 1000
