@@ -184,14 +184,18 @@ sweep_table = pd.DataFrame(
         "feature probability": probs,
         "features represented": stats.n_represented.tolist(),
         "dimensions per feature": stats.dimensions_per_feature.tolist(),
+        "dimensionality of a represented feature": stats.mean_dimensionality.tolist(),
         "mean output bias": result.b.mean(dim=1).tolist(),
         "loss": result.loss.tolist(),
     }
 )
 st.dataframe(sweep_table.style.format(precision=3), hide_index=True, key="toy_table")
 st.caption(
-    "Dimensions per feature = hidden neurons / ‖W‖²_F: 1 when each represented feature has its own "
-    "neuron, 2/5 for a pentagon. A feature counts as represented when ‖W_i‖ > 0.5."
+    "Dimensions per feature = hidden neurons / ‖W‖²_F (the paper's D*): 1 when each represented feature has "
+    "its own neuron, 2/5 for a pentagon of unit-length features; trained features are often a little longer, "
+    "which lowers it. Dimensionality of a represented feature = the mean of the paper's D_i = ‖W_i‖² / "
+    "Σ_j (Ŵ_i·W_j)² over them: the share of a dimension each gets, whatever the lengths (2/5 for any "
+    "regular pentagon). A feature counts as represented when ‖W_i‖ > 0.5."
 )
 
 # --- SAEs ---------------------------------------------------------------------------------------

@@ -266,7 +266,12 @@ class ToyAnalysis(NamedTuple):
     """The paper's ``D_i = ||W_i||^2 / sum_j (W_i/||W_i|| . W_j)^2``, shape (level, feature): the share
     of a hidden dimension feature i gets (1 = a dimension of its own, 0 = not represented)."""
     dimensions_per_feature: Tensor
-    """``n_hidden / ||W||_F^2`` per level, shape (level,): 1 for no superposition, 2/5 for a pentagon."""
+    """``n_hidden / ||W||_F^2`` per level, shape (level,): 1 for no superposition, 2/5 for a pentagon of
+    unit-length features. It depends on the lengths: trained features are often a little longer than 1
+    (about 1.13 in the sparse regime here), which lowers it (0.31 for that pentagon)."""
+    mean_dimensionality: Tensor
+    """Mean ``D_i`` over the represented features per level, shape (level,): the share of a dimension a
+    represented feature gets, independent of lengths (2/5 for any regular pentagon; 0 when none is)."""
 
 
 def gram(W: Tensor) -> Tensor:
@@ -283,13 +288,15 @@ def analyse(W: Tensor) -> ToyAnalysis:
     total = overlap.sum(dim=-1)  # (level, feature), includes j = i which is ||W_i||^2
     superposition = total - overlap.diagonal(dim1=-2, dim2=-1)
     represented = norms > REPRESENTED_NORM
+    dimensionality = norms.square() / total.clamp_min(1e-12)
     return ToyAnalysis(
         norms=norms,
         represented=represented,
         n_represented=represented.sum(dim=-1),
         superposition=superposition,
-        feature_dimensionality=norms.square() / total.clamp_min(1e-12),
+        feature_dimensionality=dimensionality,
         dimensions_per_feature=W.shape[-2] / W.square().sum(dim=(-2, -1)).clamp_min(1e-12),
+        mean_dimensionality=(dimensionality * represented).sum(dim=-1) / represented.sum(dim=-1).clamp_min(1),
     )
 
 

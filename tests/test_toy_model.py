@@ -107,6 +107,13 @@ def test_analyse_known_geometries():
     torch.testing.assert_close(got.superposition[0], torch.full((5,), expected))
     torch.testing.assert_close(got.feature_dimensionality[0], torch.full((5,), 0.4))
     assert got.dimensions_per_feature.item() == pytest.approx(0.4)
+    assert got.mean_dimensionality.item() == pytest.approx(0.4)
+    # Longer features (as trained ones often are): D* falls with the squared length, the mean D_i does not.
+    longer = analyse(1.13 * pentagon)
+    assert longer.dimensions_per_feature.item() == pytest.approx(0.4 / 1.13**2)
+    assert longer.mean_dimensionality.item() == pytest.approx(0.4)
+    none = analyse(torch.zeros(1, 2, 5))  # nothing represented: 0, not NaN
+    assert none.mean_dimensionality.item() == 0.0
     orthogonal = torch.eye(3)[None]  # 3 features, 3 neurons, no superposition
     got = analyse(orthogonal)
     torch.testing.assert_close(got.superposition[0], torch.zeros(3))
