@@ -14,6 +14,7 @@ from simple_parsing import ArgumentParser
 
 from sae_lib import constants
 from sae_lib.demo.build import SMALL_DEMO, DemoConfig, build_demo, ensure_demo, is_built
+from sae_lib.errors import LatentLabError
 
 
 @dataclass
@@ -34,11 +35,15 @@ def main(argv: list[str] | None = None) -> int:
     args: BuildDemoArgs = parser.parse_args(argv).args
     out = args.out or constants.demo_dir()
     cfg: DemoConfig = SMALL_DEMO if args.small else DemoConfig()
-    if args.force or not is_built(out, cfg):
-        paths = build_demo(out, cfg) if args.force else ensure_demo(out, cfg)
-    else:
-        paths = ensure_demo(out, cfg)
-        print(f"The demo in {out} is up to date (use --force to rebuild).")
+    try:
+        if args.force or not is_built(out, cfg):
+            paths = build_demo(out, cfg) if args.force else ensure_demo(out, cfg)
+        else:
+            paths = ensure_demo(out, cfg)
+            print(f"The demo in {out} is up to date (use --force to rebuild).")
+    except LatentLabError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print(f"model: {paths.model}\nsae:   {paths.sae}")
     return 0
 

@@ -28,6 +28,7 @@ from sae_lib.demo.corpus import TOPICS, Corpus, generate_corpus
 from sae_lib.demo.lm import train_lm
 from sae_lib.packing import pack_texts
 from sae_lib.demo.tokenizer import train_tokenizer
+from sae_lib.errors import InputError
 
 @dataclass(frozen=True)
 class DemoPaths:
@@ -78,9 +79,31 @@ def load_corpus_split(root: Path, split: str = "heldout") -> list[dict]:
         return [json.loads(line) for line in f]
 
 
+DEMO_ENTRIES = frozenset({constants.DEMO_BUILD_MANIFEST, constants.DEMO_CORPUS_SUBDIR, constants.DEMO_MODEL_SUBDIR,
+                          constants.DEMO_SAE_SUBDIR})
+"""What a demo folder holds at its top level: a build may replace a folder holding only these."""
+
+
+def check_replaceable(out: Path) -> None:
+    """Refuse (:class:`InputError`) to build over anything but nothing, an empty folder or a demo build
+    (a complete, stale or damaged one): a build replaces ``out`` whole, and ``--out`` or
+    ``LATENT_LAB_DEMO_DIR`` pointed at a folder of one's own must not delete it."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise InputError(f"{out} is a file, not a folder: give a new or empty folder for the demo.")
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in DEMO_ENTRIES)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5:,} more" if len(foreign) > 5 else "")
+        raise InputError(f"{out} holds files that are not the demo's ({shown}); building there would replace "
+                         "them. Give a new or empty folder for the demo, or the demo's own folder.")
+
+
 def build_demo(out: Path, cfg: DemoConfig = DemoConfig(), log: Callable[[str], None] = print) -> DemoPaths:
-    """Build everything into ``out`` (replacing it atomically). Prefer :func:`ensure_demo`."""
+    """Build everything into ``out`` (replacing it atomically; only nothing or a demo build, see
+    :func:`check_replaceable`). Prefer :func:`ensure_demo`."""
     out = Path(out)
+    check_replaceable(out)
     tmp = out.with_name(f"{out.name}.partial-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)

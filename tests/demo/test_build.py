@@ -10,6 +10,8 @@ from sae_lib import constants
 from sae_lib.demo import build as build_mod
 from sae_lib.demo.build import SMALL_DEMO, ensure_demo, is_built, load_corpus_split
 from sae_lib.demo.corpus import TOPICS, topic_share
+from sae_lib.errors import InputError
+from tests.helpers import load_script
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +97,28 @@ def test_leftovers_of_a_killed_build_are_discarded_not_reused(tmp_path, monkeypa
     monkeypatch.setattr(build_mod, "build_demo", lambda o, c, log: calls.append(o) or "built")
     assert ensure_demo(out, SMALL_DEMO, log=lambda _: None) == "built"
     assert calls == [out] and not stale.exists()
+
+
+def test_a_folder_of_ones_own_is_never_built_over(tmp_path, capsys):
+    """--out (or LATENT_LAB_DEMO_DIR) pointed at a folder holding other files: refused before any work,
+    the files kept. A build replaces its folder whole."""
+    script = load_script("build_demo")
+    runs = tmp_path / "runs"
+    (runs / "qwen3").mkdir(parents=True)
+    (runs / "qwen3" / "sae_weights.safetensors").write_bytes(b"hours of training")
+    a_file = tmp_path / "afile"
+    a_file.write_text("mine")
+    for out, message in ((runs, "holds files that are not the demo's (qwen3)"), (a_file, "is a file, not a folder")):
+        assert script.main(["--out", str(out), "--small"]) == 2
+        assert message in capsys.readouterr().err
+    assert (runs / "qwen3" / "sae_weights.safetensors").read_bytes() == b"hours of training"
+    assert a_file.read_text() == "mine"
+    with pytest.raises(InputError, match="not the demo's"):
+        ensure_demo(runs, SMALL_DEMO, log=lambda _: None)
+    stale = tmp_path / "old-demo"  # a demo build of another config, or a damaged one: replaced
+    (stale / constants.DEMO_MODEL_SUBDIR).mkdir(parents=True)
+    (stale / constants.DEMO_BUILD_MANIFEST).write_text(json.dumps({"config_digest": "old"}))
+    build_mod.check_replaceable(stale)
 
 
 def test_stale_config_is_rebuilt(tmp_path, monkeypatch):
