@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from sae_lib.errors import LatentLabError
+from sae_lib.errors import InputError, LatentLabError
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 """Checkpoint formats that unpickle on load: never read, only recognised to explain a refusal."""
@@ -51,6 +51,20 @@ def atomic_write_all(writes: dict[Path, Callable[[Path], object]]) -> None:
         for tmp in tmps.values():
             if tmp.exists():
                 tmp.unlink()
+
+
+def check_writable(folder: Path, what: str, flag: str) -> None:
+    """Create ``folder`` if needed and write (then remove) a file in it, so a job that would write there
+    after hours of work finds out first; :class:`InputError` naming ``flag`` when it cannot."""
+    folder = Path(folder)
+    probe = folder / f".write-check-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise InputError(f"Cannot write {what} into {folder} ({err.strerror or type(err).__name__}). "
+                         f"Give a writable folder with {flag}.") from None
 
 
 def check_folder(folder: Path, what: str, error: type[LatentLabError], give: str, holds: str) -> None:

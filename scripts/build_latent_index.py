@@ -28,6 +28,7 @@ from transformer_lens import HookedTransformer
 
 from sae_lib import corpora, index_builds
 from sae_lib.errors import InputError, LatentLabError
+from sae_lib.folders import check_writable
 from sae_lib.corpora import CorpusSource
 from sae_lib.latent_index import IndexConfig, LatentIndex, save_index
 from sae_lib.workspace import PairSource
@@ -146,11 +147,14 @@ def run(cfg: BuildIndexConfig, log: Callable[[str], None] = print) -> Path:
     """Load the model and SAE, tokenize the corpus, build and save the index; returns the folder written."""
     if cfg.dataset != DEMO and not (cfg.pair.sae and cfg.pair.model):
         raise InputError("Indexing a Hub dataset needs --model and --sae: the demo pair is indexed on the demo corpus.")
+    if cfg.out:  # before anything loads: the pass can take hours, and its result must have somewhere to go
+        check_writable(Path(cfg.out), "the latent index", "--out")
     model, loaded, model_src, sae_src, device = cfg.pair.load()
+    out = index_builds.index_home(loaded, cfg.out)
+    check_writable(out, "the latent index", "--out")  # a read-only SAE folder or cache, before the pass
     tokens = corpus_tokens(cfg, model.tokenizer)
     corpus = corpus_source(cfg).describe()  # as the app names it, and recorded in the index
     log(f"{model_src} + {sae_src}: indexing {tokens.numel():,} tokens of {corpus} on {device}.")
-    out = index_builds.index_home(loaded, cfg.out)
     if out == index_builds.cache_dir(loaded.sae):
         # A registry or Hub SAE (no folder of its own to write into): where the app's own builds go.
         index = index_builds.run_build(model, loaded.sae, tokens, cfg.index, corpus, progress=progress_printer(log))

@@ -49,3 +49,19 @@ def test_build_and_save_writes_a_loadable_index_and_logs_progress(script, tiny_m
     loaded = li.load_index(tmp_path, tiny_sae)
     assert loaded.meta.build_id == built.meta.build_id and loaded.meta.description == "tiny"
     assert any("tokens/s" in line for line in logs) and "320/320 tokens (100%)" in "\n".join(logs)
+
+
+def test_an_unwritable_out_is_refused_before_anything_loads(script, tmp_path, capsys, monkeypatch):
+    """The pass takes hours on Qwen3-8B: an --out it could not write into must stop it at the start,
+    not in a traceback after the pass."""
+    from sae_lib import workspace
+
+    loads = []
+    monkeypatch.setattr(workspace.PairSource, "load", lambda self: loads.append(1))
+    a_file = tmp_path / "afile"
+    a_file.write_text("mine")
+    for out in (a_file, a_file / "sub", "/proc/no-such-folder"):
+        assert script.main(["--out", str(out)]) == 1
+        err = capsys.readouterr().err
+        assert f"Cannot write the latent index into {out}" in err and "Give a writable folder with --out." in err
+    assert loads == [] and a_file.read_text() == "mine"
