@@ -223,6 +223,15 @@ def test_a_save_killed_while_writing_keeps_the_older_index_whole(tmp_path, index
     assert li.load_index(tmp_path, tiny_sae).meta.build_id == "newer"
 
 
+@pytest.mark.parametrize("name", [INDEX_STATS_FILENAME, INDEX_CONTEXTS_FILENAME, INDEX_COUNTS_FILENAME])
+def test_a_truncated_index_file_is_damaged_not_a_traceback(tmp_path, index, tiny_sae, name):
+    li.save_index(index, tmp_path)
+    path = tmp_path / name
+    path.write_bytes(path.read_bytes()[:100])  # a copy cut short, a disk that filled up
+    with pytest.raises(CompatibilityError, match=f"incomplete or damaged \\(unreadable {name}: .*Rebuild it"):
+        li.load_index(tmp_path, tiny_sae)
+
+
 def test_load_refuses_index_of_another_sae(tmp_path, index, tiny_sae):
     li.save_index(index, tmp_path)
     other = copy.deepcopy(tiny_sae)

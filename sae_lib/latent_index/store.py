@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from sae_lens import SAE
 
@@ -122,10 +122,18 @@ def load_index(sae_dir: Path, sae: SAE) -> LatentIndex | None:
         raise CompatibilityError(broken.format(sae_dir, f"unreadable {paths[0].name}: {err}")) from None
     if meta.format_version != FORMAT_VERSION:
         raise CompatibilityError(broken.format(sae_dir, f"format version {meta.format_version}, expected {FORMAT_VERSION}"))
-    with safe_open(str(paths[1]), framework="pt") as f:
-        stats = {name: f.get_tensor(name) for name in _STAT_FIELDS}
-        stats_build = (f.metadata() or {}).get("build_id")
-    table = pq.read_table(paths[2])
+    # A truncated or foreign file (a copy cut short, a disk that filled up) is "damaged", not a traceback.
+    unreadable = (SafetensorError, pa.ArrowException, OSError, KeyError, ValueError)
+    try:
+        with safe_open(str(paths[1]), framework="pt") as f:
+            stats = {name: f.get_tensor(name) for name in _STAT_FIELDS}
+            stats_build = (f.metadata() or {}).get("build_id")
+    except unreadable as err:
+        raise CompatibilityError(broken.format(sae_dir, f"unreadable {paths[1].name}: {str(err)[:200]}")) from None
+    try:
+        table = pq.read_table(paths[2])
+    except unreadable as err:
+        raise CompatibilityError(broken.format(sae_dir, f"unreadable {paths[2].name}: {str(err)[:200]}")) from None
     table_build = (table.schema.metadata or {}).get(b"build_id", b"").decode()
     if stats_build != meta.build_id or table_build != meta.build_id:
         raise CompatibilityError(broken.format(sae_dir, "its files come from different builds"))
@@ -133,10 +141,14 @@ def load_index(sae_dir: Path, sae: SAE) -> LatentIndex | None:
     cfg = meta.config
     counts = None
     if (sae_dir / INDEX_COUNTS_FILENAME).exists():  # indexes built before the counts existed lack it
-        with safe_open(str(sae_dir / INDEX_COUNTS_FILENAME), framework="pt") as f:
-            if (f.metadata() or {}).get("build_id") != meta.build_id:
-                raise CompatibilityError(broken.format(sae_dir, "its files come from different builds"))
-            counts = LatentCounts(**{name: f.get_tensor(name) for name in COUNT_FIELDS})
+        try:
+            with safe_open(str(sae_dir / INDEX_COUNTS_FILENAME), framework="pt") as f:
+                build_id = (f.metadata() or {}).get("build_id")
+                counts = LatentCounts(**{name: f.get_tensor(name) for name in COUNT_FIELDS})
+        except unreadable as err:
+            raise CompatibilityError(broken.format(sae_dir, f"unreadable {INDEX_COUNTS_FILENAME}: {str(err)[:200]}")) from None
+        if build_id != meta.build_id:
+            raise CompatibilityError(broken.format(sae_dir, "its files come from different builds"))
     return LatentIndex(
         meta=meta,
         top=_contexts_from_table(table, KIND_TOP, meta.d_sae, cfg["top_k"], cfg["window"]),
