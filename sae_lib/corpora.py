@@ -18,6 +18,7 @@ import torch
 
 from sae_lib.errors import InputError
 from sae_lib.packing import pack_texts
+from sae_lib.published import public_name
 
 TEXT_COLUMNS = ("text", "content", "document", "story", "body")
 """Column names tried first when detecting a dataset's text column; else the first string column."""
@@ -45,8 +46,8 @@ class CorpusSource:
     def describe(self) -> str:
         if self.kind == "demo":
             return "demo corpus (held-out stories)"
-        if self.kind == "hub":
-            return f"{self.name} ({self.split})"
+        if self.kind == "hub":  # a local dataset folder by its name: the description is published with the index
+            return f"{public_name(self.name)} ({self.split})"
         return f"uploaded file {self.name}"
 
 
@@ -62,6 +63,10 @@ def detect_text_column(row: dict, wanted: str = "") -> str:
     if wanted:
         if wanted not in row:
             raise InputError(f"There is no column {wanted!r}; the columns are {', '.join(map(str, row))}.")
+        if not isinstance(row[wanted], str):
+            texts = [str(name) for name, value in row.items() if isinstance(value, str)]
+            raise InputError(f"The column {wanted!r} holds {type(row[wanted]).__name__} values, not text; "
+                             f"the text columns are {', '.join(texts) or 'none'}. Name one of them.")
         return wanted
     for name in TEXT_COLUMNS:
         if isinstance(row.get(name), str):
@@ -73,7 +78,8 @@ def detect_text_column(row: dict, wanted: str = "") -> str:
 
 
 def _offline_hint() -> str:
-    return "Use the demo corpus or upload a text, jsonl or parquet file instead."
+    return ("Use the demo corpus or upload a text, jsonl or parquet file instead (build_latent_index.py: "
+            "--dataset demo, or a local dataset file or folder).")
 
 
 def hub_texts(name: str, split: str = "train", column: str = "") -> Iterator[str]:
@@ -97,7 +103,8 @@ def hub_texts(name: str, split: str = "train", column: str = "") -> Iterator[str
     yield first[col]
     try:
         for row in stream:
-            yield row[col]
+            if isinstance(row[col], str):  # a missing text (None) in a later row is skipped, as in uploads
+                yield row[col]
     except Exception as err:
         raise InputError(f"Reading the dataset {name!r} failed part-way ({type(err).__name__}). {_offline_hint()}") from None
 

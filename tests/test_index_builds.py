@@ -67,6 +67,21 @@ def test_bad_uploads_are_refused_with_a_message(name, data, message):
         corpora.upload_texts(name, data)
 
 
+def test_a_local_dataset_folder_reads_its_text_and_is_described_by_its_name(cache, tmp_path):
+    """--dataset may be a local folder (datasets reads it): the index records its name, never its path
+    (the description is published with the index), and a --text_column that is not text says so."""
+    folder = tmp_path / "private" / "mycorpus"
+    folder.mkdir(parents=True)
+    rows = [{"id": 1, "text": "The ship sailed."}, {"id": 2, "text": None}, {"id": 3, "text": "The cat sat."}]
+    (folder / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert list(corpora.hub_texts(str(folder))) == ["The ship sailed.", "The cat sat."]  # the missing text skipped
+    source = corpora.CorpusSource("hub", name=str(folder))
+    assert source.describe() == "mycorpus (train)"
+    assert corpora.CorpusSource("hub", name="HuggingFaceFW/fineweb").describe() == "HuggingFaceFW/fineweb (train)"
+    with pytest.raises(InputError, match="The column 'id' holds int values, not text; the text columns are text. Name"):
+        list(corpora.hub_texts(str(folder), column="id"))
+
+
 def test_unreachable_dataset_offers_the_demo_corpus_or_an_upload(monkeypatch, cache):
     make_hub_unreachable(monkeypatch)
     with pytest.raises(InputError, match=r"Could not open the dataset 'someone/corpus'.*demo corpus or upload"):
