@@ -30,6 +30,7 @@ from sae_lib import corpora, index_builds
 from sae_lib.errors import InputError, LatentLabError
 from sae_lib.folders import check_writable
 from sae_lib.corpora import CorpusSource
+from sae_lib.explain.store import explanations_path, set_aside_stale
 from sae_lib.latent_index import IndexConfig, LatentIndex, save_index
 from sae_lib.workspace import PairSource
 
@@ -163,7 +164,11 @@ def run(cfg: BuildIndexConfig, log: Callable[[str], None] = print) -> Path:
         if index_builds.index_location(loaded) != out:  # the app reads the index published with the SAE first
             log("Note: this SAE ships with a latent index of its own, which the app and explain_latents.py read before this one.")
         return out
-    build_and_save(model, loaded.sae, tokens, out, cfg.index, description=corpus, log=log)
+    index = build_and_save(model, loaded.sae, tokens, out, cfg.index, description=corpus, log=log)
+    aside = set_aside_stale(explanations_path(out), index.meta.build_id)
+    if aside is not None:
+        log(f"The explanations there were for the previous index: kept as {aside.name} (not read, not pushed); "
+            "run scripts/explain_latents.py to explain this one.")
     return out
 
 

@@ -24,7 +24,7 @@ import simple_parsing
 
 from sae_lib.errors import InputError, LatentLabError
 from sae_lib.explain.explainer import ExplainConfig, explain_and_score, model_acts_fn
-from sae_lib.explain.store import explanations_path, load_explanations, save_explanations
+from sae_lib.explain.store import explanations_path, load_explanations, save_explanations, set_aside_stale
 from sae_lib.workspace import PairSource
 
 
@@ -124,6 +124,10 @@ def run(cfg: ExplainLatentsConfig, log: Callable[[str], None] = print, gen=None)
         gen = HFGenerator(cfg.explainer, device=device, dtype=cfg.pair.dtype or None, batch_size=cfg.batch_size) if cfg.explainer \
             else LoadedModelGenerator(model, name=model_src, batch_size=cfg.batch_size)
     path = explanations_path(index_dir)
+    aside = set_aside_stale(path, index.meta.build_id)
+    if aside is not None:
+        log(f"{path.name} was written for another build of this index: kept as {aside.name}, and this run "
+            "explains for the current build.")
     table = load_explanations(path, index.meta.build_id)
     finished = finished_latents(table, gen.name)
     todo = select_latents(index, cfg, finished)

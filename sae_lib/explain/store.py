@@ -50,12 +50,31 @@ def load_explanations(path: Path, build_id: str) -> pd.DataFrame:
     if stored != build_id:
         raise CompatibilityError(
             f"{path.name} was written for another build of the latent index, so its explanations may not match these "
-            "latents. Run scripts/explain_latents.py again (or delete the file)."
+            "latents. Run scripts/explain_latents.py (it keeps the old file aside and explains this build)."
         )
     missing = [c for c in COLUMNS if c not in table.column_names]
     if missing:
         raise CompatibilityError(f"{path.name} lacks columns {missing}; run scripts/explain_latents.py again.")
     return table.select(COLUMNS).to_pandas()
+
+
+def set_aside_stale(path: Path, build_id: str) -> Path | None:
+    """Move explanations written for another build of the index (or unreadable) out of the way, to
+    ``latent_explanations.for-build-<id>.parquet`` beside it, and return where; None when there is no
+    file or it belongs to ``build_id``. Rebuilding an index changes its build, and the old file then
+    blocked every later explain run; hours of explainer work are kept, but never read or pushed."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        stored = (pq.read_schema(path).metadata or {}).get(b"index_build_id", b"").decode()
+    except (OSError, pa.ArrowInvalid):
+        stored = "unreadable"
+    if stored == build_id:
+        return None
+    aside = path.with_name(f"{path.stem}.for-build-{(stored or 'unknown')[:12]}{path.suffix}")
+    path.replace(aside)
+    return aside
 
 
 def save_explanations(path: Path, build_id: str, rows: Iterable[Explanation], existing: pd.DataFrame | None = None) -> pd.DataFrame:

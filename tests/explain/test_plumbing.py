@@ -82,6 +82,25 @@ def test_store_merges_newest_and_refuses_another_index(tmp_path):
         load_explanations(path, "b1")
 
 
+def test_explanations_of_an_earlier_index_build_are_kept_aside_not_in_the_way(tmp_path):
+    """A rebuilt index has a new build: its old explanations (hours of explainer work) are moved aside,
+    neither read nor pushed under the live name, and a new run starts clean instead of failing."""
+    from sae_lib.explain.store import set_aside_stale
+    from sae_lib.push import UPLOAD_FILENAMES
+
+    path = tmp_path / "latent_explanations.parquet"
+    assert set_aside_stale(path, "b2") is None  # nothing there
+    save_explanations(path, "b1-0123456789abcdef", [_row(3)])
+    assert set_aside_stale(path, "b1-0123456789abcdef") is None and path.exists()  # this build's: stays
+    aside = set_aside_stale(path, "b2")
+    assert aside == tmp_path / "latent_explanations.for-build-b1-012345678.parquet" and not path.exists()
+    assert aside.name not in UPLOAD_FILENAMES
+    assert load_explanations(aside, "b1-0123456789abcdef")["latent"].tolist() == [3]  # kept whole
+    assert len(load_explanations(path, "b2")) == 0
+    path.write_bytes(b"not parquet")  # unreadable: aside too
+    assert set_aside_stale(path, "b2").name == "latent_explanations.for-build-unreadable.parquet"
+
+
 def _write_forever(path, started):
     rows = [_row(i, "y" * 1000) for i in range(20_000)]
     started.set()
