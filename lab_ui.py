@@ -16,6 +16,7 @@ import sys
 
 import streamlit as st
 
+from sae_lib.constants import EXPLANATIONS_FILENAME
 from sae_lib.errors import LatentLabError
 from sae_lib.limits import LIMITS, check_range
 from sae_lib.redact import public_name, redact_paths
@@ -274,6 +275,8 @@ def get_descriptions(ws: Workspace) -> tuple[Descriptions | None, str | None]:
     # The loaded index's own folder, or the app's cache, where a build in the app (and
     # build_latent_index.py / explain_latents.py for a Hub or registry SAE) put the index and its explanations.
     folder = (ws.index_dir or ws.sae_dir) if index is ws.index else ib.cache_dir(ws.sae)
+    if folder:  # an index published with a Hub SAE: its explanations written here live in the app's cache
+        folder = next((d for d in ib.explanation_dirs(folder, ws.sae) if (d / EXPLANATIONS_FILENAME).exists()), folder)
     return _descriptions(index, str(folder or ""), index.meta.build_id)
 
 

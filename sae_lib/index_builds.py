@@ -101,7 +101,7 @@ def index_home(loaded: LoadedSAE, out: str | Path = "") -> Path:
 
 def index_location(loaded: LoadedSAE, out: str | Path = "") -> Path:
     """Where this SAE's index is read from (``scripts/explain_latents.py``, which writes its explanations
-    next to it): ``out`` when given; the SAE's own folder when it holds an index (a local SAE's, or one
+    by :func:`explanation_dirs`): ``out`` when given; the SAE's own folder when it holds an index (a local SAE's, or one
     published with a Hub SAE); otherwise the app's index cache. The app reads by the same rule
     (:func:`sae_lib.workspace.load_workspace`)."""
     if out:
@@ -109,6 +109,20 @@ def index_location(loaded: LoadedSAE, out: str | Path = "") -> Path:
     if loaded.local_dir is not None and (Path(loaded.local_dir) / INDEX_META_FILENAME).exists():
         return Path(loaded.local_dir)
     return cache_dir(loaded.sae)
+
+
+def explanation_dirs(index_dir: str | Path, sae: SAE) -> tuple[Path, ...]:
+    """Where the explanations of the index in ``index_dir`` are written (the first) and read (the first
+    holding the file): beside the index; but for an index published with a Hub SAE, which sits in a
+    snapshot inside the Hugging Face cache (read-only or shared, replaced by the next revision, and a
+    file written there passes for the repo's own), the app's index cache for the SAE's weights first,
+    then the explanations published beside the index."""
+    index_dir = Path(index_dir)
+    resolved = index_dir.resolve()
+    in_hub = resolved.is_relative_to(Path(huggingface_hub.constants.HF_HUB_CACHE).resolve())
+    if in_hub and not resolved.is_relative_to(cache_root().resolve()):
+        return cache_dir(sae), index_dir
+    return (index_dir,)
 
 
 def load_cached(sae: SAE) -> li.LatentIndex | None:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import simple_parsing
 
-from sae_lib.errors import InputError, LatentLabError
+from sae_lib.errors import CompatibilityError, InputError, LatentLabError
 from sae_lib.explain.explainer import ExplainConfig, explain_and_score, model_acts_fn
 from sae_lib.explain.store import explanations_path, load_explanations, save_explanations, set_aside_stale
 from sae_lib.workspace import PairSource
@@ -112,7 +112,7 @@ def finished_latents(table, explainer: str) -> set[int]:
 def run(cfg: ExplainLatentsConfig, log: Callable[[str], None] = print, gen=None) -> Path:
     """Explain the selected latents chunk by chunk, saving after each; returns the parquet's path."""
     from sae_lib.explain.generator import HFGenerator, LoadedModelGenerator
-    from sae_lib.index_builds import index_location
+    from sae_lib.index_builds import explanation_dirs, index_location
     from sae_lib.latent_index import load_index
     # The same checked load as the app's (a registry SAE's own model included).
     model, loaded, model_src, sae_src, device = cfg.pair.load()
@@ -123,12 +123,19 @@ def run(cfg: ExplainLatentsConfig, log: Callable[[str], None] = print, gen=None)
     if gen is None:
         gen = HFGenerator(cfg.explainer, device=device, dtype=cfg.pair.dtype or None, batch_size=cfg.batch_size) if cfg.explainer \
             else LoadedModelGenerator(model, name=model_src, batch_size=cfg.batch_size)
-    path = explanations_path(index_dir)
+    home, *published = explanation_dirs(index_dir, loaded.sae)  # beside the index; a Hub snapshot's: the app cache
+    path = explanations_path(home)
     aside = set_aside_stale(path, index.meta.build_id)
     if aside is not None:
         log(f"{path.name} was written for another build of this index: kept as {aside.name}, and this run "
             "explains for the current build.")
     table = load_explanations(path, index.meta.build_id)
+    for folder in published:  # explanations published with the index: this run starts from them
+        if not path.exists() and explanations_path(folder).exists():
+            try:
+                table = load_explanations(explanations_path(folder), index.meta.build_id)
+            except CompatibilityError as err:
+                log(f"Not starting from the published explanations: {err}")
     finished = finished_latents(table, gen.name)
     todo = select_latents(index, cfg, finished)
     redo = f" ({len(table) - len(finished):,} more by an older method or another explainer are redone if selected)" \

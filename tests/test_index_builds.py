@@ -293,6 +293,43 @@ def test_script_writes_a_hub_saes_index_into_the_app_cache_not_the_hub_snapshot(
     assert ib.index_home(local, tmp_path / "x") == ib.index_location(local, str(tmp_path / "x")) == tmp_path / "x"
 
 
+def test_explanations_of_an_index_published_with_a_hub_sae_go_to_the_app_cache(script, cache, tmp_path, tiny_hf_qwen3_dir):
+    """An index published with a Hub SAE sits in a snapshot inside the Hugging Face cache: explain_latents.py
+    reads it there but writes its explanations into the app's cache (never into the snapshot), and the
+    app shows them with that index."""
+    import pandas as pd
+
+    import lab_ui
+    from sae_lib.explain.generator import FunctionGenerator
+    from sae_lib.sae import load_sae
+
+    hook = "blocks.1.hook_mlp_out"
+    snapshot = populate_hf_cache(cache, "user/saes", _save_small_sae(tmp_path / "sae"), subfolder=hook)
+    spec = f"user/saes:{hook}"
+    pair = PairSource(model=str(tiny_hf_qwen3_dir), sae=spec, device="cpu", dtype="float32")
+    built = script.run(script.BuildIndexConfig(pair=pair, n_tokens=1024, context_size=64), log=lambda _: None)
+    shutil.copytree(built, snapshot / hook, dirs_exist_ok=True)  # as if pushed with the SAE
+    published = sorted(p.name for p in (snapshot / hook).iterdir())
+    loaded = load_sae(spec, device="cpu")
+    assert ib.index_location(loaded) == snapshot / hook
+    assert ib.explanation_dirs(snapshot / hook, loaded.sae) == (ib.cache_dir(loaded.sae), snapshot / hook)
+    assert ib.explanation_dirs(tmp_path / "sae", loaded.sae) == (tmp_path / "sae",)  # a local SAE: beside it
+
+    def stand_in(prompts, max_new_tokens):
+        return ["Yes" if "Explanation:" in messages[-1]["content"] else "Explanation: rockets" for messages in prompts]
+
+    explain = load_script("explain_latents")
+    path = explain.run(explain.ExplainLatentsConfig(pair=pair, limit=2, chunk=2), log=lambda _: None,
+                       gen=FunctionGenerator(stand_in, "stand-in"))
+    assert path.parent == ib.cache_dir(loaded.sae)
+    assert sorted(p.name for p in (snapshot / hook).iterdir()) == published  # the snapshot is untouched
+    ws = load_workspace(str(tiny_hf_qwen3_dir), spec, device="cpu", dtype="float32", fallback=False)
+    assert ws.index_dir == snapshot / hook
+    descriptions, problem = lab_ui.get_descriptions(ws)
+    latent = int(pd.read_parquet(path)["latent"].iloc[0])
+    assert problem is None and descriptions.describe(latent).text == "rockets"
+
+
 def test_explain_script_finds_a_registry_saes_index_in_the_app_cache(script, registry_pair, tiny_hf_qwen3_dir):
     """A registry SAE has no folder: explain_latents.py without --out reads (and writes next to) the index
     that build_latent_index.py put in the app's cache, after the same checked load as the app's."""
