@@ -76,7 +76,7 @@ def check_repo_id(repo_id: str) -> str:
 
 
 def check_sae_id(sae_id: str) -> str:
-    if not sae_id or sae_id.startswith("/") or ".." in sae_id.split("/") or any(c in sae_id for c in " :@"):
+    if not sae_id or sae_id.startswith("/") or {".", ".."} & set(sae_id.split("/")) or any(c in sae_id for c in " :@"):
         raise InputError(f"{sae_id!r} is not a usable SAE id: a relative folder name such as blocks.28.hook_mlp_out.")
     return sae_id
 

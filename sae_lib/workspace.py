@@ -20,7 +20,7 @@ from sae_lens import SAE
 from transformer_lens import HookedTransformer
 
 from sae_lib import constants, sae_hooks
-from sae_lib.errors import LatentLabError
+from sae_lib.errors import InputError, LatentLabError
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +105,10 @@ class PairSource:
     def load(self) -> "LoadedPair":
         """Load the pair (the embedded demo's model/SAE where a source is empty), checked as the app's is."""
         model_source, sae_source = self.model, self.sae
+        if model_source and not sae_source:  # before loading an 8B model for an SAE that cannot fit it
+            raise InputError(f"--model {model_source} was given without --sae: the embedded demo SAE only "
+                             "fits the demo model. Name the SAE with --sae (a folder, user/repo:sae_id or "
+                             "sae-lens:RELEASE/SAE_ID).")
         if not model_source or not sae_source:
             demo_model, demo_sae = demo_sources()
             model_source, sae_source = model_source or demo_model, sae_source or demo_sae

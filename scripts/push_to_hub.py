@@ -17,7 +17,7 @@ from pathlib import Path
 
 from simple_parsing import ArgumentParser, DashVariant
 
-from sae_lib.errors import LatentLabError
+from sae_lib.errors import InputError, LatentLabError
 from sae_lib.push import check_sae_folder, push_staged, stage_upload, token_from_env
 
 
@@ -48,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_sae_folder(args.sae_dir)
         if args.dry_run is not None:
+            if Path(args.dry_run).exists() and not Path(args.dry_run).is_dir():
+                raise InputError(f"--dry-run {args.dry_run} is a file: give an empty or new folder to stage the upload in.")
             target = stage_upload(args.sae_dir, args.repo, args.sae_id, args.dry_run)
             print(f"dry run: wrote what would be uploaded to {args.repo} into {args.dry_run}")
             for path in sorted(p for p in Path(args.dry_run).rglob("*") if p.is_file()):

@@ -56,6 +56,16 @@ def test_bad_settings_are_refused(script, capsys):
         script.parse_args(["--min_density", "0.5", "--max_density", "0.1"])
 
 
+def test_a_model_without_its_sae_is_refused_before_it_loads(script, capsys, monkeypatch):
+    """--preset qwen3-8b names the model; without --sae the demo SAE would be paired with it, found
+    wrong only after loading 16 GB of Qwen3-8B."""
+    import sae_lib.model
+
+    monkeypatch.setattr(sae_lib.model, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    assert script.main(["--preset", "qwen3-8b"]) == 1
+    assert "--model Qwen/Qwen3-8B was given without --sae" in capsys.readouterr().err
+
+
 @pytest.fixture
 def sae_copy(demo_paths, tmp_path):
     """The demo SAE folder with its index, copied: the script writes next to the index, never into the shared demo."""

@@ -22,6 +22,22 @@ def test_dry_run_writes_a_loadable_folder(sae_dir, tmp_path, capsys, monkeypatch
     assert SAE.load_from_disk(str(tmp_path / "d" / "l1")).cfg.d_sae == 96
 
 
+def test_a_dry_run_into_a_file_or_an_sae_id_naming_the_repo_root_is_refused(sae_dir, tmp_path, capsys, monkeypatch):
+    """Neither is an upload failure: a file where the staging folder goes, and an SAE id of "." (the
+    SAE's files would land at the repo's root, beside or over other SAEs' READMEs)."""
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    a_file = tmp_path / "afile"
+    a_file.write_text("mine")
+    assert push_to_hub.main(["--sae-dir", str(sae_dir), "--repo", "me/saes", "--dry-run", str(a_file)]) == 2
+    err = capsys.readouterr().err
+    assert "is a file: give an empty or new folder" in err and "upload" not in err.split("stage")[0]
+    for sae_id in (".", "a/./b", "a/../b"):
+        assert push_to_hub.main(["--sae-dir", str(sae_dir), "--repo", "me/saes", "--sae-id", sae_id,
+                                 "--dry-run", str(tmp_path / "d")]) == 2
+        assert "is not a usable SAE id" in capsys.readouterr().err
+    assert a_file.read_text() == "mine"
+
+
 def test_push_without_token(sae_dir, capsys, monkeypatch):
     monkeypatch.delenv("HF_TOKEN", raising=False)
     assert push_to_hub.main(["--sae-dir", str(sae_dir), "--repo", "me/saes"]) == 2
