@@ -29,7 +29,8 @@ st.page_link("app_pages/steering.py", label="Steering playground: clamp a latent
 if ws.index is None:
     st.info(
         f"No latent index ships with this SAE ({as_text(info['index'])}). The Latent browser still offers "
-        "'What fires here'; build an index with `python scripts/build_latent_index.py`."
+        "'What fires here'; build an index there (Build a latent index, below the notice), or offline with "
+        "`python scripts/build_latent_index.py --model <model> --sae <sae>` (README: Latent index)."
     )
 
 # --- the guided demo: one latent per planted topic ------------------------------------------------

@@ -68,7 +68,9 @@ if index is None:
         f"No latent index for this SAE ({as_text(redact_paths(ws.index_problem or 'none found'))}). "
         "Build one below, or offline with "
         "`python scripts/build_latent_index.py --model <model> --sae <sae> --dataset <hub dataset>` "
-        "(next to the SAE; then restart the app). Until then, only 'What fires here' is available."
+        "(add `--preset qwen3-8b` for a full-size model: 1,024-token rows, the attention sink left out, as "
+        "below). It writes into a local SAE's folder, or this app's index cache for a Hub or registry SAE; "
+        "restart the app to load it. Until then, only 'What fires here' is available."
     )
 url_latent = st.query_params.get("latent")
 if url_latent is not None and url_latent != st.session_state.get("lb_url_latent"):

@@ -1,6 +1,6 @@
 """The flagship speed check in one command: Qwen3-8B's exact shape on one GPU; prints one JSON object.
 
-    python bench/gpu.py                       # one H100: about 5 minutes
+    python bench/gpu.py                       # one H100: about 7 minutes (training compiles SAE step and forward)
     python bench/gpu.py --preset demo-shape   # the same steps at the demo's shape: a CPU smoke test (seconds)
 
 Random bfloat16 weights of the exact Qwen3-8B shape are built directly on the GPU (no float32 copy, no
@@ -61,7 +61,8 @@ class Preset:
     train_batch_tokens: int
     bandwidth_bytes: int
     deadline_s: float
-    """Later steps are skipped (and say so) once this much time has passed: the run stays within ~6 min."""
+    """Later steps are skipped (and say so) once this much time has passed. A step that starts before it
+    runs to its end: training, the last, then takes about 3.5 minutes more on an H100."""
     time_budget_s: float
     """The optional load check runs only when less than this much time has passed (0: never; it starts
     a fresh interpreter, which alone costs more than the smoke test's budget)."""

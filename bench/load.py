@@ -124,7 +124,7 @@ def compare(name: str, folder: Path, warmup_folder: Path, dtype: str) -> dict:
     plain = measure("transformerlens", folder, warmup_folder, dtype)
     return {
         "model": name,
-        "folder": str(folder),
+        "folder": folder.name,  # its name only: the JSON is committed, a local path is not
         "dtype": dtype,
         "weight_bytes": ours.weight_bytes,
         "ours": asdict(ours),

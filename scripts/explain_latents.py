@@ -1,4 +1,5 @@
-"""Explain and score an SAE's latents with a local LM; writes latent_explanations.parquet next to the index.
+"""Explain and score an SAE's latents with a local LM; writes latent_explanations.parquet next to the index
+(for an index published with a Hub SAE, into the app's index cache instead: never into the Hub snapshot).
 
 Examples:
     python scripts/explain_latents.py                                   # the embedded demo, every alive latent
@@ -49,8 +50,9 @@ class ExplainLatentsConfig:
     batch_size: int = 16
     """Prompts per generation batch."""
     out: str = ""
-    """Folder of the index (where the parquet goes); empty: the SAE's folder when it holds an index, else the
-    app's index cache (where build_latent_index.py writes for a Hub or registry SAE)."""
+    """Folder of the index (the parquet goes beside it); empty: the SAE's folder when it holds an index, else
+    the app's index cache (where build_latent_index.py writes for a Hub or registry SAE). An index published
+    with a Hub SAE gets its parquet in the app's index cache, not in the Hugging Face snapshot."""
     explain: ExplainConfig = field(default_factory=ExplainConfig)
     """Excerpts shown and held out, marks, answer length, seed."""
 
