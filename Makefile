@@ -3,6 +3,10 @@
 # so requirements.txt's torch range is already satisfied and no multi-GB CUDA build is pulled.
 
 VENV ?= .venv
+# The CPU build of torch where there is no NVIDIA GPU. On the project's machines pip finds it in a local
+# wheel folder; elsewhere PyPI's torch==2.13.0 is the CUDA build, so pass PyTorch's CPU index:
+#   make TORCH_CPU="torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu" app
+TORCH_CPU ?= torch==2.13.0
 PY := $(VENV)/bin/python
 PORT ?= 8501
 
@@ -13,7 +17,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	command -v nvidia-smi >/dev/null 2>&1 || $(PY) -m pip install -q torch==2.13.0
+	command -v nvidia-smi >/dev/null 2>&1 || $(PY) -m pip install -q $(TORCH_CPU)
 	$(PY) -m pip install -q -r requirements-dev.txt
 	$(PY) -m pip install -q --no-deps -e .
 	touch $@
