@@ -20,8 +20,8 @@ from sae_lib.toy_sae import ToySAEConfig
 # Choices for the ends of the sparsity range (probability that a feature is non-zero). A comment, not
 # a docstring: Streamlit's "magic" would render a bare string in a page script.
 PROBABILITIES = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0]
-DEFAULTS = ToyConfig()
-SAE_DEFAULTS = ToySAEConfig()
+DEFAULTS = ToyConfig.within_limits()  # an operator may set the toy limits below the usual defaults
+SAE_DEFAULTS = ToySAEConfig.within_limits()
 
 
 def importance_colours(importance) -> list[str]:

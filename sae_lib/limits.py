@@ -68,6 +68,11 @@ class Limits:
                 raise InputError(
                     f"{env_var(field.name)} must be a positive finite number, got {value!r}; unset it or fix it."
                 )
+        # The Theory page's smallest meaningful widgets: superposition needs 3 features (2 hidden neurons
+        # fewer than them is the point), and its steps slider moves in hundreds.
+        for name, floor in (("max_toy_features", 3), ("max_toy_steps", 100)):
+            if getattr(self, name) < floor:
+                raise InputError(f"{env_var(name)} must be at least {floor}, got {getattr(self, name)!r}.")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Limits":

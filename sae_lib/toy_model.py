@@ -26,6 +26,7 @@ The tiny SAE trained on one level's hidden activations is :mod:`sae_lib.toy_sae`
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -106,6 +107,15 @@ class ToyConfig:
     """Random initialisations per level; the one with the lowest held-out loss is kept."""
     seed: int = 0
     """Seed for the initialisation and the data (a private generator: global RNG state is untouched)."""
+
+    @classmethod
+    def within_limits(cls) -> "ToyConfig":
+        """The defaults, each bounded by this server's limits (an operator may lower them below the defaults)."""
+        fields = {f.name: f.default for f in dataclasses.fields(cls)}
+        n_features = min(fields["n_features"], LIMITS.max_toy_features)
+        return cls(**{**fields, "n_features": n_features, "n_hidden": min(fields["n_hidden"], n_features - 1),
+                      "n_levels": min(fields["n_levels"], LIMITS.max_toy_levels),
+                      "steps": min(fields["steps"], LIMITS.max_toy_steps)})
 
     def __post_init__(self) -> None:
         if not 2 <= self.n_features <= LIMITS.max_toy_features:

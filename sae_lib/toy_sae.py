@@ -10,6 +10,7 @@ The toy model itself (the sweep over sparsity levels) is :mod:`sae_lib.toy_model
 from __future__ import annotations
 
 from collections.abc import Callable
+import dataclasses
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -42,6 +43,13 @@ class ToySAEConfig:
     """Adam learning rate."""
     seed: int = 0
     """Seed for the SAE's initialisation and its data."""
+
+    @classmethod
+    def within_limits(cls) -> "ToySAEConfig":
+        """The defaults, each bounded by this server's limits (an operator may lower them below the defaults)."""
+        fields = {f.name: f.default for f in dataclasses.fields(cls)}
+        return cls(**{**fields, "d_sae": min(fields["d_sae"], 4 * LIMITS.max_toy_features),
+                      "steps": min(fields["steps"], LIMITS.max_toy_steps)})
 
     def __post_init__(self) -> None:
         if not 1 <= self.d_sae <= 4 * LIMITS.max_toy_features:

@@ -58,6 +58,11 @@ def test_bad_environment_values_are_refused_naming_the_variable(key, raw, messag
 def test_limits_reject_bad_values_built_in_code():
     with pytest.raises(InputError, match="LATENT_LAB_MAX_SAMPLES"):
         Limits(max_samples=0)
+    # The Theory page needs 3 features (superposition: fewer neurons than features) and 100 steps.
+    with pytest.raises(InputError, match="LATENT_LAB_MAX_TOY_FEATURES must be at least 3, got 2"):
+        Limits(max_toy_features=2)
+    with pytest.raises(InputError, match="LATENT_LAB_MAX_TOY_STEPS must be at least 100"):
+        Limits(max_toy_steps=50)
     with pytest.raises(InputError, match="number"):
         Limits(max_samples=True)
 

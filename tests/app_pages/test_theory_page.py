@@ -36,6 +36,23 @@ def test_theory_page_opens_and_a_slider_retrains():
     assert len(at.dataframe[0].value) == 4  # retrained with one panel more
 
 
+def test_toy_limits_set_below_the_defaults_bound_them_instead_of_failing(monkeypatch):
+    """An operator may lower LATENT_LAB_MAX_TOY_* below the page's defaults (1,500 steps, 10 levels,
+    5 features): the page opens with defaults within them, not Streamlit's error box."""
+    import dataclasses
+
+    from sae_lib import limits, toy_model, toy_sae
+
+    low = dataclasses.replace(limits.LIMITS, max_toy_steps=1000, max_toy_levels=8, max_toy_features=4)
+    for module in (limits, toy_model, toy_sae):
+        monkeypatch.setattr(module, "LIMITS", low)
+    assert toy_model.ToyConfig.within_limits() == toy_model.ToyConfig(n_features=4, n_hidden=2, n_levels=8, steps=1000)
+    assert toy_sae.ToySAEConfig.within_limits() == toy_sae.ToySAEConfig(steps=400, d_sae=10)
+    at = _theory_page()
+    assert not at.exception and not at.error
+    assert at.slider(key="toy_n_features").value == 4 and at.slider(key="toy_n_features").max == 4
+
+
 @pytest.mark.slow
 def test_theory_page_answers_nonsense_with_a_message():
     at = _theory_page()
