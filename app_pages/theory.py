@@ -127,10 +127,10 @@ if cfg.n_hidden == 2:
     fig.update_layout(height=260 * n_rows, margin={"t": 40, "b": 10, "l": 10, "r": 10})
     st.plotly_chart(fig, key="toy_arrows")
     st.caption(
-        "Lighter arrows are more important features. Dense inputs (left): only the most important features "
-        "get a direction, orthogonal to each other. Sparse inputs (right): every feature gets one, packed "
-        "closer than 90° (five features make a pentagon), and the output biases turn negative to cut the "
-        "interference."
+        "Lighter arrows are more important features; the panels run from dense inputs (first) to sparse "
+        "(last). Dense: only the most important features get a direction, orthogonal to each other. Sparse: "
+        "every feature gets one, packed closer than 90° (the default five make a pentagon), and the output "
+        "biases turn negative to cut the interference."
     )
 else:
     st.info("The arrow figure needs exactly 2 hidden neurons; the heatmap and bars below work for any number.")
@@ -206,8 +206,16 @@ st.markdown(
 )
 st.latex(r"z = \mathrm{ReLU}\big(W_{enc}(h - b_{dec}) + b_{enc}\big)")
 st.latex(r"\hat{h} = W_{dec}\, z + b_{dec}")
-st.markdown("trained to reconstruct `h` while keeping `z` sparse, with `d` the width of `z`:")
-st.latex(r"L_{sparse} = \lVert z \rVert_1 \qquad L_{reconstruction} = \frac{1}{d}\,\lVert \hat{h} - h \rVert_2^2")
+st.markdown(
+    "trained to reconstruct `h` while keeping `z` sparse: over a batch of activations, with λ the L1 "
+    "coefficient, SAELens's standard SAE minimises"
+)
+st.latex(r"L = \mathbb{E}_h\Big[\,\lVert \hat{h} - h \rVert_2^2 \;+\; \lambda \sum_k z_k\, \lVert W_{dec,k} \rVert_2\Big]")
+st.markdown(
+    "The first term is the reconstruction error, summed over the activation's dimensions. The second is "
+    "the L1 norm of `z`, each latent weighted by the length of its decoder row `W_dec,k`, so the penalty "
+    "cannot be dodged by shrinking `z` and lengthening the row; with unit-length rows it is plain `‖z‖₁`."
+)
 st.markdown(
     """
 If the model stores sparse features as directions in superposition, the sparsest explanation of `h` is
@@ -241,7 +249,8 @@ sae_level = s3.select_slider(
     format_func=lambda i: f"p = {probs[i]:.3g}", key="toy_sae_level",
 )
 try:
-    sae_cfg = ToySAEConfig(level=int(sae_level), d_sae=int(d_sae), l1_coefficient=float(l1), seed=int(seed))
+    sae_cfg = ToySAEConfig(level=int(sae_level), d_sae=int(d_sae), l1_coefficient=float(l1), seed=int(seed),
+                           steps=SAE_DEFAULTS.steps)
     sae = toy_sae(cfg, sae_cfg)
 except LatentLabError as err:
     show_error(err)
@@ -249,7 +258,9 @@ except LatentLabError as err:
 
 m1, m2, m3 = st.columns(3)
 m1.metric("Variance explained", f"{sae.explained_variance:.1%}")
-m2.metric("Latents firing per input (L0)", f"{sae.l0:.2f}")
+m2.metric("L0: latents firing per input", f"{sae.l0:.2f}",
+          help="Averaged over held-out inputs with at least one feature on; at this sparsity most inputs "
+               "are all zero, and nothing fires on them.")
 m3.metric("Dead latents", f"{int((sae.frequency == 0).sum())} / {d_sae}")
 
 left, right = st.columns(2)
@@ -291,5 +302,5 @@ if cfg.n_hidden == 2:
 st.caption(
     "With the defaults every planted feature has a latent at cosine ≈ 1: the SAE, seeing only the "
     "2-dimensional hidden activations, recovers the five directions the toy model packed into them. "
-    "This SAE is SAELens's standard ReLU + L1 SAE, i.e. exactly the equations above."
+    "This SAE is SAELens's standard ReLU + L1 SAE, trained on exactly the loss above."
 )

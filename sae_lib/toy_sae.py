@@ -1,7 +1,7 @@
 """A tiny SAE trained on the hidden activations of one sparsity level of the toy model.
 
-The SAE demo trains SAELens's own ``StandardTrainingSAE`` (ReLU + L1: exactly the write-up's
-equations) with its ``training_forward_pass`` on the hidden activations of one sparsity level. Using
+The SAE demo trains SAELens's own ``StandardTrainingSAE`` (ReLU + L1, its L1 term weighted by each
+decoder row's norm: the loss the Theory page shows) with its ``training_forward_pass`` on the hidden activations of one sparsity level. Using
 SAELens's piece rather than a hand-written SAE keeps the demo's equations those of the library the app
 runs on; its full training runner is not used because it streams activations from a language model.
 The toy model itself (the sweep over sparsity levels) is :mod:`sae_lib.toy_model`.

@@ -231,3 +231,27 @@ def test_sae_on_a_bad_level_is_refused(sweep):
         train_toy_sae(sweep, ToySAEConfig(level=10, steps=1))
     with pytest.raises(InputError):
         ToySAEConfig(d_sae=0)
+
+
+def test_the_theory_pages_sae_loss_is_saelens_training_loss():
+    """The Theory page states the loss its SAE trains on: E[ ||h_hat - h||^2 + lambda sum_k z_k ||W_dec,k|| ].
+    Checked against SAELens's training_forward_pass with decoder rows of unequal length (where plain
+    ||z||_1 would differ)."""
+    from sae_lens.saes.sae import TrainStepInput
+    from sae_lens.saes.standard_sae import StandardTrainingSAE, StandardTrainingSAEConfig
+
+    torch.manual_seed(0)
+    sae = StandardTrainingSAE(StandardTrainingSAEConfig(d_in=3, d_sae=8, l1_coefficient=0.3))
+    with torch.no_grad():
+        sae.W_dec.mul_(torch.linspace(0.5, 2.0, 8)[:, None])
+        sae.b_enc.fill_(0.1)
+    h = torch.randn(16, 3)
+    out = sae.training_forward_pass(TrainStepInput(sae_in=h, coefficients={"l1": 0.3}, dead_neuron_mask=None,
+                                                   n_training_steps=0, is_logging_step=False))
+    with torch.no_grad():
+        z = torch.relu((h - sae.b_dec) @ sae.W_enc + sae.b_enc)  # (16, 8)
+        h_hat = z @ sae.W_dec + sae.b_dec  # (16, 3)
+        page = ((h_hat - h) ** 2).sum(-1).mean() + 0.3 * (z * sae.W_dec.norm(dim=1)).sum(-1).mean()
+        plain_l1 = ((h_hat - h) ** 2).sum(-1).mean() + 0.3 * z.sum(-1).mean()
+    assert out.loss.item() == pytest.approx(page.item(), rel=1e-5)
+    assert abs(out.loss.item() - plain_l1.item()) > 1e-3  # the decoder-norm weighting matters here
