@@ -207,7 +207,14 @@ def demo_sources(build: bool = True) -> tuple[str, str]:
     """Model and SAE folders of the embedded default, building it first when ``build`` and missing."""
     from sae_lib.demo.build import ensure_demo
 
-    paths = ensure_demo(constants.demo_dir()) if build else None
+    try:
+        paths = ensure_demo(constants.demo_dir()) if build else None
+    except OSError as err:  # a read-only image, a full disk: the app says so instead of a traceback
+        raise InputError(
+            f"The embedded demo could not be built in {constants.demo_dir()} ({err.strerror or type(err).__name__}). "
+            f"Set {constants.ENV_DEMO_DIR} to a writable folder with about 100 MB free, or build it there first "
+            "(python scripts/build_demo.py)."
+        ) from err
     root = paths.root if paths else constants.demo_dir()
     return str(root / constants.DEMO_MODEL_SUBDIR), str(root / constants.DEMO_SAE_SUBDIR)
 
@@ -246,7 +253,13 @@ def load_workspace(
             )
     if not fallback:
         raise err
-    ws = _load_pair(*demo_sources(), device=device, dtype=dtype)
+    try:
+        ws = _load_pair(*demo_sources(), device=device, dtype=dtype)
+    except LatentLabError as demo_err:  # neither loads: say why for both, the configured pair's first
+        raise LatentLabError(
+            f"The configured model/SAE could not be loaded ({err}), and neither could the embedded demo it falls "
+            f"back to ({demo_err}). Fix {constants.ENV_MODEL} / {constants.ENV_SAE} and restart."
+        ) from demo_err
     ws.fallback_reason = (
         f"The configured model/SAE could not be loaded, so the embedded demo is shown instead. "
         f"Reason: {err} To fix it, change {constants.ENV_MODEL} / {constants.ENV_SAE} "

@@ -86,3 +86,16 @@ def test_private_hub_sae_without_token_falls_back_with_a_clear_notice(demo_paths
     assert ws.sae_source == str(demo_paths.sae)  # the embedded default is serving
     assert "me/private-saes" in ws.fallback_reason and "HF_TOKEN" in ws.fallback_reason
     assert "private" in ws.fallback_reason and constants.ENV_SAE in ws.fallback_reason
+
+
+def test_when_neither_the_configured_pair_nor_the_demo_loads_both_reasons_are_said(monkeypatch, tmp_path):
+    """A configured model that fails and a demo that cannot be built (a read-only image, a full disk):
+    one message with both reasons, the configured pair's first, not the demo's alone or a traceback."""
+    a_file = tmp_path / "afile"
+    a_file.write_text("not a folder")
+    monkeypatch.setenv(constants.ENV_DEMO_DIR, str(a_file / "demo"))  # cannot be created
+    with pytest.raises(LatentLabError) as err:
+        load_workspace(str(tmp_path / "no-such-model"), str(tmp_path / "no-such-sae"))
+    message = str(err.value)
+    assert message.index("no-such-model") < message.index("The embedded demo could not be built")
+    assert constants.ENV_DEMO_DIR in message and constants.ENV_MODEL in message
