@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from lab_ui import as_text, loaded_facts, sidebar, workspace_or_stop
+from lab_ui import as_text, current_index, loaded_facts, sidebar, workspace_or_stop
 
 ws = workspace_or_stop()
 sidebar(ws)
@@ -26,7 +26,7 @@ st.subheader("Where to go")
 st.page_link("app_pages/theory.py", label="Theory: superposition in a toy model, and the SAE equations", icon=":material/school:")
 st.page_link("app_pages/latent_browser.py", label="Latent browser: every latent's density, histogram, contexts and logit lens", icon=":material/search:")
 st.page_link("app_pages/steering.py", label="Steering playground: clamp a latent and compare normal vs steered text", icon=":material/tune:")
-if ws.index is None:
+if current_index(ws) is None:  # none shipped, and none built in the app since
     st.info(
         f"No latent index ships with this SAE ({as_text(info['index'])}). The Latent browser still offers "
         "'What fires here'; build an index there (Build a latent index, below the notice), or offline with "

@@ -60,6 +60,13 @@ def registry_ws(monkeypatch, tmp_path, tiny_hf_qwen3_dir):
 def test_registry_sae_in_every_page_with_an_index_built_in_the_app(registry_ws):
     ws = registry_ws
     assert ws.index is None and ws.sae_source == "sae-lens:test-scope/layer1"
+
+    def home_says_no_index() -> bool:
+        home = AppTest.from_file(str(REPO_ROOT / "app.py"), default_timeout=120)
+        home.run()
+        return any("No latent index ships with this SAE" in i.value for i in home.info)
+
+    assert home_says_no_index()
     at = open_page(BROWSER)
     assert at.radio(key="lb_view").options == ["What fires here"]
     assert any("Reads and writes `blocks.1.hook_resid_post`" in c.value for c in at.caption)
@@ -74,6 +81,7 @@ def test_registry_sae_in_every_page_with_an_index_built_in_the_app(registry_ws):
     assert not at.exception
     build = ib.BUILDS.get(ws.sae)
     assert build is not None and build.finished.wait(300) and build.status().state == "done"
+    assert not home_says_no_index()  # Home agrees with the sidebar: an index was built in the app
     other_visitor = open_page(BROWSER, {"latent": "5"})
     assert other_visitor.radio(key="lb_view").value == "One latent"
     assert other_visitor.metric[1].value == f"{float(build.index.max_act[5]):.3f}"
