@@ -174,8 +174,12 @@ def demo_guide(ws) -> list[TopicLatent] | None:
     path = Path(ws.sae_dir) / constants.DEMO_GUIDE_FILENAME
     guide = load_guide(path, ws.index.meta.build_id)
     if guide is None:
+        from sae_lib.model_queue import queue_for
+
         stories = [(s["text"], s["topic"]) for s in load_corpus_split(constants.demo_dir(), "heldout")]
-        guide = build_guide(ws.model, ws.sae, stories)
+        # The shared model runs one caller at a time: a visitor's steering hooks must not reach this forward.
+        with queue_for(ws.model).slot():
+            guide = build_guide(ws.model, ws.sae, stories)
     return guide
 
 

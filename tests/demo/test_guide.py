@@ -132,3 +132,16 @@ def test_matching_explanations_reach_0_8_on_nine_topics(scored):
     # which the stand-in, ignoring shared words, cannot describe.
     good = [t for t, (_, det, fuzz, det_s, fuzz_s) in scored.items() if min(det, fuzz) >= 0.8 and max(det_s, fuzz_s) <= 0.6]
     assert len(good) >= 9, scored
+
+
+def test_a_guide_computed_in_the_app_holds_the_models_queue_slot(demo_workspace, monkeypatch):
+    """Without a guide file for this index the Home page computes one: a forward on the shared model,
+    which must wait its turn like any other (a visitor's steering hooks would otherwise reach it)."""
+    from sae_lib.demo import guide as guide_mod
+    from sae_lib.model_queue import queue_for
+
+    held = []
+    monkeypatch.setattr(guide_mod, "load_guide", lambda path, build_id: None)
+    monkeypatch.setattr(guide_mod, "build_guide", lambda model, sae, stories: held.append(queue_for(model)._busy) or [])
+    assert guide_mod.demo_guide(demo_workspace) == [] and held == [True]
+    assert queue_for(demo_workspace.model).ahead_of_new_arrival() == 0  # and gives it back
