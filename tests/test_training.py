@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import shutil
 import signal
 from pathlib import Path
 
@@ -415,3 +416,81 @@ def test_overwrite_removes_the_old_saes_index_and_explanations(tmp_path, tiny_mo
     train(tiny_job(out, evals=False, overwrite=True), tiny_cfg(), tiny_model, log=QUIET)
     assert [name for name in old_index if (out / name).exists()] == []
     assert (out / "notes.txt").read_text() == "mine" and SAE.load_from_disk(str(out)).cfg.d_sae == 64
+
+
+def _interrupt_at(step: int, times: int = 1):
+    """A log callback sending SIGINT ``times`` times when the progress line of ``step`` appears."""
+    sent = []
+
+    def log(line: str) -> None:
+        if line.startswith(f"step {step}/") and not sent:
+            sent.append(line)
+            for _ in range(times):
+                os.kill(os.getpid(), signal.SIGINT)
+
+    return log
+
+
+def test_a_checkpoint_on_a_sparsity_windows_first_step_resumes(tmp_path, tiny_model):
+    """Stopped at a window boundary, the checkpoint holds a just-reset window (no samples yet): the
+    resume must go on, not build SAELens's histogram of 0/0 (NaN) and die on every --resume."""
+    out = tmp_path / "run"
+    with pytest.raises(TrainingInterrupted):
+        train(tiny_job(out, evals=False), tiny_cfg(feature_sampling_window=4, n_checkpoints=0), tiny_model,
+              log=_interrupt_at(4))
+    assert latest_checkpoint(out).name == str(4 * 128)
+    result = train(tiny_job(out, resume=True, evals=False), None, tiny_model, log=QUIET)
+    assert result.stats.resumed_at_step == 4 and result.stats.n_training_steps == 12
+
+
+def test_a_moved_run_folder_resumes_and_checkpoints_in_its_new_place(tmp_path, tiny_model):
+    """A run moved after a stop (a preempted machine's scratch disk to persistent storage): its next
+    checkpoints go into the folder it now sits in, where the next --resume looks."""
+    scratch, kept = tmp_path / "scratch" / "run", tmp_path / "persistent" / "run"
+    with pytest.raises(TrainingInterrupted):
+        train(tiny_job(scratch, evals=False), tiny_cfg(), tiny_model, log=_interrupt_at(2))
+    kept.parent.mkdir()
+    shutil.move(scratch, kept)
+    train(tiny_job(kept, resume=True, evals=False), None, tiny_model, log=QUIET)
+    assert not scratch.exists()  # nothing written back to the old place
+    saved = sorted(int(p.name) for p in (kept / constants.CHECKPOINTS_SUBDIR).glob("*/*"))
+    assert saved[0] == 2 * 128 and len(saved) > 1  # the stop's, then the resumed run's scheduled ones
+
+
+def test_a_stop_on_a_scheduled_checkpoints_step_keeps_that_checkpoint(tmp_path, tiny_model):
+    """The stop lands on the step a scheduled checkpoint was just saved at: that complete checkpoint is
+    the stop's too (rewriting it in place would risk the only copy)."""
+    out = tmp_path / "run"
+    lines: list[str] = []
+
+    def log(line: str) -> None:
+        lines.append(line)
+        _stop(line)
+
+    _stop = _interrupt_at(4)  # tiny_cfg's first scheduled checkpoint is saved during step 4
+    with pytest.raises(TrainingInterrupted) as info:
+        train(tiny_job(out, evals=False), tiny_cfg(), tiny_model, log=log)
+    assert any(line.startswith("checkpoint already saved at this step") for line in lines)
+    assert Path(info.value.stats.interrupted_checkpoint) == latest_checkpoint(out)
+
+
+def test_a_second_signal_stops_without_a_checkpoint(tmp_path, tiny_model):
+    out = tmp_path / "run"
+    with pytest.raises(TrainingInterrupted, match="no checkpoint was saved"):
+        train(tiny_job(out, evals=False), tiny_cfg(n_checkpoints=0), tiny_model, log=_interrupt_at(3, times=2))
+    assert latest_checkpoint(out) is None
+
+
+def test_a_final_checkpoint_is_never_resumed_from(tmp_path):
+    """SAELens's final_N checkpoint holds weights with the activation scaling folded in: resuming from
+    it would fold it a second time. The latest scheduled checkpoint is resumed instead."""
+    from sae_lib.training import CHECKPOINT_FILES
+    from sae_lib.training.checkpoints import checkpoint_tokens
+
+    for name in ("512", "final_1536"):
+        folder = tmp_path / constants.CHECKPOINTS_SUBDIR / "run1" / name
+        folder.mkdir(parents=True)
+        for file in (*CHECKPOINT_FILES, "runner_cfg.json"):
+            (folder / file).write_text("{}")
+    assert checkpoint_tokens(folder) is None
+    assert latest_checkpoint(tmp_path).name == "512"

@@ -30,8 +30,11 @@ def is_finished_sae(folder: Path) -> bool:
 
 
 def checkpoint_tokens(folder: Path) -> int | None:
-    """Tokens done at a complete checkpoint folder, else None (a kill can leave one half-written)."""
-    match = re.fullmatch(r"(?:final_)?(\d+)", folder.name)
+    """Tokens done at a complete checkpoint folder, else None (a kill can leave one half-written).
+
+    Not ``final_N`` (``--save_final_checkpoint``): SAELens saves it after folding the activation scaling
+    into the weights, and a run resumed from it would estimate and fold the scaling a second time."""
+    match = re.fullmatch(r"(\d+)", folder.name)
     if match is None or not all((folder / name).is_file() for name in CHECKPOINT_FILES):
         return None
     try:  # SAELens writes runner_cfg.json last: readable JSON there means the rest is complete

@@ -96,6 +96,9 @@ def _resume(job: TrainJob, out: Path, model: HookedTransformer | ModelLoader, lo
     cfg = LanguageModelSAERunnerConfig.from_dict(json.loads((ckpt / RUNNER_CFG_FILENAME).read_text()))
     cfg.resume_from_checkpoint = str(ckpt)
     cfg.output_path = str(out)
+    # Where the run's folder is now (it may have moved since, e.g. off a preempted machine's scratch disk):
+    # the saved path would send the next checkpoints back to the old place.
+    cfg.checkpoint_path = str(ckpt.parent)
     log(f"resuming the {saved['preset']} run in {out} (its saved settings; command-line settings are ignored)")
     lm = _model(model, saved["model"], cfg.llm_device or cfg.device, saved["model_dtype"])
     return cfg, lm, saved["preset"], saved.get("demo_stories", job.demo_stories)

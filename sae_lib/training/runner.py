@@ -45,6 +45,7 @@ from transformer_lens import HookedTransformer
 from sae_lib.engine import EngineActivations, engine_for
 from sae_lib.hf_hooks import hook_site
 from sae_lib.errors import LatentLabError
+from sae_lib.training.checkpoints import checkpoint_tokens
 from sae_lib.training.progress import Log, Progress
 
 
@@ -119,14 +120,18 @@ def _eager_on_compiler_failure(owner: Any, attr: str, eager: Any, log: Log, what
 
 
 class StopRequest:
-    """SIGINT/SIGTERM ask the loop to stop at the next step boundary; a second signal stops at once."""
+    """SIGINT/SIGTERM ask the loop to stop at the next step boundary; a second signal stops at once,
+    without a checkpoint."""
 
     def __init__(self, log: Log):
         self.requested = False
+        self.forced = False
+        """A second signal: stop now, without a checkpoint (as the first signal's message promises)."""
         self.log = log
 
     def __call__(self, signum: int, frame: Any) -> None:  # noqa: ARG002
         if self.requested:
+            self.forced = True
             raise KeyboardInterrupt
         self.requested = True
         self.log(f"{signal.Signals(signum).name} received: saving a checkpoint after the current step "
@@ -202,6 +207,17 @@ class ResumableRunner(LanguageModelSAETrainingRunner):
             return out
 
         trainer.step = step  # type: ignore[method-assign]
+        inner_window_log = trainer.full_sparsity_window_log
+
+        def window_log() -> dict[str, Any]:
+            # A checkpoint taken on a sparsity window's first step was saved right after SAELens reset the
+            # window's statistics: resumed there, the window holds no samples, and SAELens would build a
+            # histogram of 0/0 (wandb.Histogram raises on NaN, logging or not) on every --resume.
+            if trainer.n_frac_active_samples == 0:
+                return {}
+            return inner_window_log()
+
+        trainer.full_sparsity_window_log = window_log  # type: ignore[method-assign]
         in_main = threading.current_thread() is threading.main_thread()
         previous = {}
         if in_main:
@@ -211,11 +227,17 @@ class ResumableRunner(LanguageModelSAETrainingRunner):
         try:
             sae = trainer.fit()
         except (KeyboardInterrupt, InterruptedException):
-            if self.cfg.checkpoint_path is not None and stop.requested:
+            if self.cfg.checkpoint_path is not None and stop.requested and not stop.forced:
                 name = str(trainer.n_training_samples)
-                trainer.save_checkpoint(checkpoint_name=name)
-                self.stats.interrupted_checkpoint = str(Path(self.cfg.checkpoint_path) / name)
-                self.log(f"checkpoint saved: {self.stats.interrupted_checkpoint}")
+                folder = Path(self.cfg.checkpoint_path) / name
+                if checkpoint_tokens(folder) == trainer.n_training_samples:
+                    # The scheduled checkpoint of this very step: complete already. Saving again would
+                    # rewrite it in place, and a kill during that rewrite would break the only copy.
+                    self.log(f"checkpoint already saved at this step: {folder}")
+                else:
+                    trainer.save_checkpoint(checkpoint_name=name)
+                    self.log(f"checkpoint saved: {folder}")
+                self.stats.interrupted_checkpoint = str(folder)
             raise
         finally:
             self.stats.train_seconds = time.perf_counter() - t0
