@@ -330,10 +330,15 @@ def show_description(ws: Workspace, descriptions: Descriptions, latent: int) -> 
     st.text(f"{kind}: {d.text}")  # st.text: never Markdown or HTML, whatever the explainer wrote
     if d.scores:
         s = d.scores
+        def score(name: str) -> str:  # NaN: not scored (no excerpts of one kind)
+            value = s.get(name, float("nan"))
+            return "n/a" if value != value else f"{value:.2f}"
+
         st.caption(
-            f"Detection {s.get('detection', float('nan')):.2f} (shuffled explanation: {s.get('detection_shuffled', float('nan')):.2f}) · "
-            f"fuzzing {s.get('fuzzing', float('nan')):.2f} (shuffled: {s.get('fuzzing_shuffled', float('nan')):.2f}). "
-            "Balanced accuracy; 0.5 is chance, and the shuffled-explanation baseline is what a score is read against."
+            f"Detection {score('detection')} (shuffled explanation: {score('detection_shuffled')}) · "
+            f"fuzzing {score('fuzzing')} (shuffled: {score('fuzzing_shuffled')}). "
+            "Balanced accuracy; 0.5 is chance, and the shuffled-explanation baseline is what a score is read against; "
+            "n/a: not scored (no held-out or no non-activating excerpts)."
         )
     if d.source == "explanation":
         return

@@ -26,11 +26,14 @@ from sae_lib.explain import prompts as P
 from sae_lib.explain.generator import TextGenerator
 from sae_lib.explain.scoring import balanced_accuracy
 
-METHOD = "explainer-v2"
+METHOD = "explainer-v3"
 """Recorded with every explanation: which prompts and example split produced it.
 
 v2: fuzzing's wrong marks sit in non-activating excerpts (v1 put them on quiet tokens of activating
-ones), 10 + 10 excerpts per score (v1: 5 + 5), no excerpt shown twice to the explainer."""
+ones), 10 + 10 excerpts per score (v1: 5 + 5), no excerpt shown twice to the explainer.
+v3: no held-out excerpt overlaps a shown one (same passage, overlapping window) or another held-out
+one; more candidates for dense latents' negatives; a score needs both kinds of excerpt (else NaN);
+line breaks and literal << >> in the text can no longer pass for the prompt's own marks or lines."""
 
 ActsFn = Callable[[torch.Tensor, int], torch.Tensor]
 """``(windows (n, window) token ids, latent) -> (n, window)`` activations of that latent, read afresh."""
@@ -63,6 +66,15 @@ class Excerpt(NamedTuple):
     tokens: list[str]
     acts: list[float]
     """The latent's activation on each token, as the index recorded it (0 for non-activating excerpts)."""
+    row: int = -1
+    """The indexed passage (row) the window comes from; -1 when unknown."""
+    start: int = 0
+    """The window's first position in that row."""
+
+    def overlaps(self, other: "Excerpt") -> bool:
+        """Same passage and overlapping windows: text one excerpt shows, the other would too."""
+        return (self.row >= 0 and self.row == other.row
+                and self.start < other.start + len(other.ids) and other.start < self.start + len(self.ids))
 
 
 class LatentExamples(NamedTuple):
@@ -100,33 +112,46 @@ def _excerpts(index, latent: int, kind: str) -> list[Excerpt]:
         if int(ctx.row[latent, s]) < 0:
             continue
         ids = [int(t) for t in ctx.tokens[latent, s] if t >= 0]
-        out.append(Excerpt(ids, [index.token_str(t) for t in ids], ctx.acts[latent, s, : len(ids)].tolist()))
+        out.append(Excerpt(ids, [index.token_str(t) for t in ids], ctx.acts[latent, s, : len(ids)].tolist(),
+                           int(ctx.row[latent, s]), int(ctx.start[latent, s])))
     return out
 
 
+NEGATIVE_ROUNDS = 6
+"""Rounds of ``4n + 8`` candidate windows tried for ``n`` negatives: a dense latent fires somewhere in
+most windows, and one round left 14 of the demo's 60 densest latents with none (bounded work still)."""
+
+
 def _non_activating(index, latent: int, n: int, rng: random.Random, acts_fn: ActsFn | None) -> list[Excerpt]:
-    """Other latents' top contexts on which ``latent`` stays at 0 (checked by ``acts_fn`` when given)."""
+    """Other latents' top contexts on which ``latent`` stays at 0 (checked by ``acts_fn`` when given),
+    distinct windows, drawn in rounds until ``n`` are found or :data:`NEGATIVE_ROUNDS` rounds are tried."""
     alive = (~index.dead).nonzero().squeeze(1).tolist()
     others = [i for i in alive if i != latent]
     rng.shuffle(others)
     rows = set(index.top.row[latent].tolist()) | set(index.samples.row[latent].tolist())
-    picked: list[torch.Tensor] = []
-    for other in others[: 4 * n + 8]:
-        slot = rng.randrange(int((index.top.row[other] >= 0).sum()) or 1)
-        if int(index.top.row[other, slot]) < 0 or int(index.top.row[other, slot]) in rows:
-            continue  # a passage where this latent has its own contexts is not a negative
-        picked.append(index.top.tokens[other, slot])
-    if not picked:
-        return []
-    windows = torch.stack(picked)  # (m, window), -1 padded
-    if acts_fn is not None:
-        acts = acts_fn(windows.clamp(min=0), latent)  # (m, window)
-        quiet = (acts.masked_fill(windows < 0, 0) <= 0).all(dim=1)
-        windows = windows[quiet]
-    out = []
-    for w in windows[:n]:
-        ids = [int(t) for t in w if t >= 0]
-        out.append(Excerpt(ids, [index.token_str(t) for t in ids], [0.0] * len(ids)))
+    per_round = 4 * n + 8
+    out: list[Excerpt] = []
+    seen: set[tuple[int, ...]] = set()
+    for r in range(NEGATIVE_ROUNDS):
+        picked: list[torch.Tensor] = []
+        for other in others[r * per_round : (r + 1) * per_round]:
+            slot = rng.randrange(int((index.top.row[other] >= 0).sum()) or 1)
+            if int(index.top.row[other, slot]) < 0 or int(index.top.row[other, slot]) in rows:
+                continue  # a passage where this latent has its own contexts is not a negative
+            key = tuple(int(t) for t in index.top.tokens[other, slot])
+            if key not in seen:  # two latents can share a top window: ask it once
+                seen.add(key)
+                picked.append(index.top.tokens[other, slot])
+        if picked:
+            windows = torch.stack(picked)  # (m, window), -1 padded
+            if acts_fn is not None:
+                acts = acts_fn(windows.clamp(min=0), latent)  # (m, window)
+                windows = windows[(acts.masked_fill(windows < 0, 0) <= 0).all(dim=1)]
+            for w in windows[: n - len(out)]:
+                ids = [int(t) for t in w if t >= 0]
+                out.append(Excerpt(ids, [index.token_str(t) for t in ids], [0.0] * len(ids)))
+        if len(out) >= n or (r + 1) * per_round >= len(others):
+            break
     return out
 
 
@@ -134,13 +159,18 @@ def latent_examples(index, latent: int, cfg: ExplainConfig, acts_fn: ActsFn | No
     """The excerpts for explaining and scoring ``latent``, deterministic from ``cfg.seed`` and the latent."""
     rng = random.Random(f"{cfg.seed}-{latent}")
     top, samples = _excerpts(index, latent, "top"), _excerpts(index, latent, "sample")
-    explain, shown = [], set()
+    explain: list[Excerpt] = []
     for e in top[0::2][: cfg.n_explain_top] + samples[: cfg.n_explain_samples]:
-        if tuple(e.ids) not in shown:  # a sampled context can be a top one: showing it twice would weigh it double
+        # A sampled context can be a top one, or overlap it: showing it twice would weigh it double.
+        if not any(e.ids == s.ids or e.overlaps(s) for s in explain):
             explain.append(e)
-            shown.add(tuple(e.ids))
-    # A sampled context can be one of the top ones: what the explainer saw is never held out.
-    held = [e for e in top[1::2] + samples[cfg.n_explain_samples :] if tuple(e.ids) not in shown]
+    # Nothing the explainer saw is held out, not even in part: top and sampled contexts are windows of the
+    # same passages at different positions, and a held-out window sharing text with a shown one leaks it.
+    # Nor is anything held out twice.
+    held: list[Excerpt] = []
+    for e in top[1::2] + samples[cfg.n_explain_samples :]:
+        if not any(e.ids == s.ids or e.overlaps(s) for s in explain + held):
+            held.append(e)
     rng.shuffle(held)
     return LatentExamples(latent, explain, held[: cfg.n_score], _non_activating(index, latent, cfg.n_non_activating, rng, acts_fn))
 
@@ -175,11 +205,12 @@ def _questions(examples: Sequence[LatentExamples], texts: Sequence[str], shuffle
     for j, (ex, text, other) in enumerate(zip(examples, texts, shuffled)):
         rng = random.Random(f"{cfg.seed}-fuzz-{ex.latent}")
         fuzz = [(_marked(e, cfg.mark_fraction), True) for e in ex.held_out]
-        # As many wrong marks as the held-out excerpts have right ones on average (delphi: the ceiling of the mean).
+        # As many wrong marks as the held-out excerpts have right ones, on average, rounded up (tokens at or
+        # above the marking threshold; delphi counts every active token instead).
         n_wrong = math.ceil(sum(_n_marked(e, cfg.mark_fraction) for e in ex.held_out) / max(1, len(ex.held_out)))
         fuzz += [(f, False) for f in (_fuzzed(e, n_wrong, rng) for e in ex.non_activating) if f is not None]
-        detect = [("".join(e.tokens).replace("\n", " "), True) for e in ex.held_out]
-        detect += [("".join(e.tokens).replace("\n", " "), False) for e in ex.non_activating]
+        detect = [(P.plain(e.tokens), True) for e in ex.held_out]
+        detect += [(P.plain(e.tokens), False) for e in ex.non_activating]
         for name, explanation in (("", text), ("_shuffled", other)):
             if not explanation:
                 continue
@@ -231,10 +262,12 @@ def explain_and_score(
     examples = [latent_examples(index, lat, cfg, acts_fn) for lat in latents]
     answers = gen([P.explain_messages([_marked(e, cfg.mark_fraction) for e in ex.explain]) for ex in examples], cfg.max_new_tokens)
     texts = [P.parse_explanation(a) for a in answers]
-    if len(latents) > 1:
-        shuffled = [texts[(j + 1) % len(texts)] for j in range(len(texts))]
-    else:
-        shuffled = [fallback_shuffled(latents[0]) if fallback_shuffled else "" for _ in latents]
+    # Latent j's baseline: the next latent's explanation in the chunk (cyclically) that is not empty (an
+    # explainer can fail on one), else the fallback.
+    shuffled = []
+    for j, lat in enumerate(latents):
+        others = [texts[(j + k) % len(texts)] for k in range(1, len(texts))]
+        shuffled.append(next((t for t in others if t), "") or (fallback_shuffled(lat) if fallback_shuffled else ""))
     scores = score_explanations(gen, examples, texts, shuffled, cfg)
     created = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     return [

@@ -35,8 +35,20 @@ FUZZ_SYSTEM = (
 )
 
 
+_LINE_BREAKS = re.compile(r"\r\n|[\n\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
+"""Everything Python (and a chat template) may treat as a line break: an excerpt stays on its line, so it
+cannot start a line of its own such as ``Explanation: ...``."""
+
+
+def plain(tokens: list[str]) -> str:
+    """The excerpt's text on one line."""
+    return _LINE_BREAKS.sub(" ", "".join(tokens))
+
+
 def mark(tokens: list[str], acts: list[float], threshold: float = 0.0) -> str:
-    """The excerpt with every run of tokens whose activation exceeds ``threshold`` inside ``<<``/``>>``."""
+    """The excerpt with every run of tokens whose activation exceeds ``threshold`` inside ``<<``/``>>``,
+    on one line. The text's own angle brackets become ``‹ ›`` so that ``std::cout << x`` cannot pass for
+    a mark (the excerpt's meaning survives; the marks stay the only ``<<``/``>>``)."""
     out, inside = [], False
     for tok, a in zip(tokens, acts):
         on = a > threshold
@@ -45,10 +57,10 @@ def mark(tokens: list[str], acts: list[float], threshold: float = 0.0) -> str:
         elif not on and inside:
             out.append(R)
         inside = on
-        out.append(tok)
+        out.append(_LINE_BREAKS.sub(" ", tok).replace("<", "‹").replace(">", "›"))
     if inside:
         out.append(R)
-    return "".join(out).replace("\n", " ")
+    return "".join(out)
 
 
 def explain_messages(examples: list[str]) -> list[Message]:

@@ -10,7 +10,9 @@
 
 The same questions asked with another latent's explanation (the *shuffled* baseline) say what a
 score is worth: 0.5 is chance, and an explanation is informative as far as it beats its baseline.
-A question the LM does not answer with Yes or No counts as answered wrongly.
+A question the LM does not answer with Yes or No counts as answered wrongly. A score needs both kinds
+of excerpt: with one kind only, answering always Yes (or always No) would score 1.0, so it is NaN
+(not scored) instead, as delphi refuses such a record.
 """
 
 from __future__ import annotations
@@ -19,13 +21,12 @@ from collections.abc import Sequence
 
 
 def balanced_accuracy(truth: Sequence[bool], answers: Sequence[bool | None]) -> float:
-    """(TPR + TNR) / 2; an unanswered question (None) is wrong; a class with no examples is left out.
-
-    NaN when there are no questions at all.
-    """
+    """(TPR + TNR) / 2; an unanswered question (None) is wrong. NaN unless both classes were asked:
+    a rate of one class alone is what a constant answer maximises."""
     rates = []
     for cls in (True, False):
         asked = [a for t, a in zip(truth, answers) if t is cls]
-        if asked:
-            rates.append(sum(a is cls for a in asked) / len(asked))
-    return sum(rates) / len(rates) if rates else float("nan")
+        if not asked:
+            return float("nan")
+        rates.append(sum(a is cls for a in asked) / len(asked))
+    return sum(rates) / 2

@@ -30,7 +30,8 @@ def tiny_index(tiny_model, tiny_sae):
 def workspace(tiny_model, tiny_sae, tiny_index, monkeypatch, tmp_path):
     alive = (~tiny_index.dead).nonzero().squeeze(1).tolist()
     save_explanations(tmp_path / EXPLANATIONS_FILENAME, tiny_index.meta.build_id,
-                      [Explanation(alive[0], HOSTILE, "m", "tiny-explainer", 0.9, 0.8, 0.5, 0.45, "")])
+                      [Explanation(alive[0], HOSTILE, "m", "tiny-explainer", 0.9, 0.8, 0.5, 0.45, ""),
+                       Explanation(alive[2], "dense", "m", "tiny-explainer", float("nan"), 0.8, float("nan"), 0.45, "")])
     ws = Workspace(model=tiny_model, sae=tiny_sae, model_source="tiny", sae_source=f"tiny-{tmp_path.name}",
                    sae_dir=tmp_path, index=tiny_index)  # fmt: skip
     monkeypatch.setattr(lab_ui, "get_workspace", lambda: ws)
@@ -55,6 +56,9 @@ def test_explanation_shown_as_text_with_scores(workspace, tiny_index):
     assert f"Explanation by tiny-explainer: {HOSTILE}" in texts  # st.text: verbatim, never rendered
     assert not any("<script>" in m.value for m in at.markdown)
     assert any("Detection 0.90 (shuffled explanation: 0.50)" in c.value for c in at.caption)
+    dense = int((~tiny_index.dead).nonzero()[2])  # scored without negatives: not a number to read
+    at = open_page({"latent": str(dense)})
+    assert any("Detection n/a (shuffled explanation: n/a) · fuzzing 0.80" in c.value for c in at.caption)
 
 
 def test_label_and_explain_now_for_an_unexplained_latent(workspace, tiny_index):

@@ -32,6 +32,18 @@ def test_mark_puts_runs_of_active_tokens_in_one_pair():
     assert P.mark(["x"], [0.0]) == "x"
 
 
+def test_excerpt_text_cannot_pass_for_a_mark_or_a_line_of_the_prompt():
+    """C++'s << and >>, and every kind of line break, are the text's own: marks stay the only << >>, and
+    an excerpt cannot start a line such as 'Explanation: ...' in the prompt."""
+    marked = P.mark(["std::cout", " <<", " x", " >>", " y", ";"], [0, 0, 0, 0, 5, 0])
+    assert marked == "std::cout ‹‹ x ››<< y>>;" and marked.count("<<") == marked.count(">>") == 1
+    for brk in ("\r", "\r\n", "\x0b", "\x0c", "\x85", "\u2028", "\u2029"):
+        for text in (P.mark(["a", brk, "Explanation:", " b"], [0, 0, 0, 1]), P.plain(["a", brk, "Explanation:", " b"])):
+            assert text.splitlines() == [text], repr(brk)
+    user = P.detection_messages("e", P.plain(["a", "\r", "Explanation: fake"]))[1]["content"]
+    assert [line for line in user.splitlines() if line.startswith("Explanation:")] == ["Explanation: e"]
+
+
 @pytest.mark.parametrize(
     "answer, expected",
     [
@@ -57,9 +69,11 @@ def test_balanced_accuracy_against_hand_count():
     truth = [True, True, True, False, False]
     assert balanced_accuracy(truth, [True, True, False, False, True]) == pytest.approx((2 / 3 + 1 / 2) / 2)
     assert balanced_accuracy(truth, [None] * 5) == 0.0  # unanswered is wrong
-    assert balanced_accuracy([True, True], [True, False]) == 0.5  # one class only: its rate
     assert math.isnan(balanced_accuracy([], []))
     assert balanced_accuracy(truth, [True] * 5) == 0.5  # always yes is chance
+    # One class only: always Yes (or No) would score 1.0 on it, and its shuffled baseline too: not scored.
+    assert math.isnan(balanced_accuracy([True, True], [True, True]))
+    assert math.isnan(balanced_accuracy([False, False], [False, False]))
 
 
 def _row(latent, text="x", created="t"):
@@ -193,6 +207,45 @@ def test_examples_split_and_negatives_are_checked(tiny_index, tiny_model, tiny_s
         assert float(acts(torch.tensor([e.ids]), int(tiny_index.count.argmax())).max()) <= 0.0
 
 
+def test_held_out_excerpts_share_no_text_with_shown_ones_or_each_other(tiny_index):
+    """Top and sampled contexts are windows of the same passages: a held-out window overlapping a shown
+    one (same row, overlapping positions) leaks what the explainer saw into its score; a repeated one
+    counts twice. Against a naive check over every latent of the index."""
+    cfg = ExplainConfig()
+    overlapping_pairs = 0
+    for latent in (~tiny_index.dead).nonzero().squeeze(1).tolist():
+        ex = latent_examples(tiny_index, latent, cfg)
+        spans = lambda es: [(e.row, e.start, e.start + len(e.ids)) for e in es]  # noqa: E731
+        for group in (spans(ex.explain + ex.held_out),):
+            for i, (r1, a1, b1) in enumerate(group):
+                for r2, a2, b2 in group[i + 1 :]:
+                    assert not (r1 == r2 and a1 < b2 and a2 < b1), (latent, (r1, a1, b1), (r2, a2, b2))
+        assert len({tuple(e.ids) for e in ex.non_activating}) == len(ex.non_activating)
+        # What the old split (exact token match only) would have held out against what was shown:
+        top, samples = E._excerpts(tiny_index, latent, "top"), E._excerpts(tiny_index, latent, "sample")
+        for h in top[1::2] + samples[cfg.n_explain_samples :]:
+            overlapping_pairs += any(h.overlaps(s) and h.ids != s.ids for s in top[0::2][: cfg.n_explain_top])
+    assert overlapping_pairs > 0  # the tiny index does hold such windows: the check above was exercised
+
+
+def test_an_unexplained_neighbour_in_the_chunk_is_not_the_baseline(monkeypatch):
+    """Latent j's shuffled baseline is the next *usable* explanation in the chunk: an empty one (the
+    explainer failed on that latent) would leave j without a baseline."""
+
+    def gen(prompts, max_new_tokens):  # explanations for three latents, the second unusable
+        return ["Explanation: first", "", "Explanation: third"] if max_new_tokens > 4 else ["Yes"] * len(prompts)
+
+    gen.name = "stand-in"
+    seen = []
+    monkeypatch.setattr(E, "latent_examples", lambda index, lat, cfg, acts_fn=None: E.LatentExamples(lat, [], [], []))
+    monkeypatch.setattr(E, "score_explanations", lambda g, examples, texts, shuffled, cfg: seen.append((texts, shuffled))
+                        or [dict.fromkeys(("detection", "fuzzing", "detection_shuffled", "fuzzing_shuffled"), 0.5)] * 3)
+    E.explain_and_score(gen, None, [0, 1, 2], ExplainConfig())
+    texts, shuffled = seen[0]
+    assert texts == ["first", "", "third"]
+    assert shuffled == ["third", "third", "first"]  # latent 0 skips its empty neighbour
+
+
 def test_a_model_already_in_memory_explains(chat_model_dir, tiny_index):
     from transformers import AutoModelForCausalLM
 
@@ -233,11 +286,32 @@ def test_fuzzing_marks_held_out_excerpts_right_and_non_activating_ones_at_random
     marked = [sum(a >= cfg.mark_fraction * max(e.acts) for a in e.acts) for e in ex.held_out]  # naive count
     n_wrong = -(-sum(marked) // len(marked))
     wrong = [text for text, t in fuzz if not t]
-    plain = ["".join(e.tokens).replace("\n", " ") for e in ex.non_activating]
+    plain = [P.mark(e.tokens, [0.0] * len(e.tokens)) for e in ex.non_activating]
     assert len(wrong) == len(plain) and wrong
-    for text, excerpt in zip(wrong, ex.non_activating):
-        assert text.replace("<<", "").replace(">>", "") == "".join(excerpt.tokens).replace("\n", " ")
+    for text, unmarked, excerpt in zip(wrong, plain, ex.non_activating):
+        assert text.replace("<<", "").replace(">>", "") == unmarked
         # Which tokens are marked: rebuild the string from each candidate mask until one matches.
         hits = [m for m in itertools.combinations(range(len(excerpt.tokens)), n_wrong)
                 if P.mark(excerpt.tokens, [1.0 if i in m else 0.0 for i in range(len(excerpt.tokens))]) == text]
         assert hits  # exactly n_wrong tokens of the non-activating excerpt are marked
+
+
+def test_dense_latents_get_their_negatives_from_more_candidates(demo_workspace, monkeypatch):
+    """A dense latent fires somewhere in most 24-token windows: one round of candidates left many of the
+    demo's densest latents with no negative at all (so no score). Later rounds find more."""
+    ws, cfg = demo_workspace, ExplainConfig()
+    acts = model_acts_fn(ws.model, ws.sae)
+    alive = (~ws.index.dead).nonzero().squeeze(1)
+    dense = alive[ws.index.count[alive].argsort(descending=True)][:30].tolist()
+
+    def negatives(rounds: int) -> list[int]:
+        monkeypatch.setattr(E, "NEGATIVE_ROUNDS", rounds)
+        return [len(latent_examples(ws.index, lat, cfg, acts).non_activating) for lat in dense]
+
+    rounds = E.NEGATIVE_ROUNDS
+    one, more = negatives(1), negatives(rounds)
+    assert all(m >= o for m, o in zip(more, one)) and sum(more) >= 2 * sum(one)
+    assert sum(m == cfg.n_non_activating for m in more) > sum(o == cfg.n_non_activating for o in one)
+    for lat in dense[:3]:  # still checked: the latent is 0 on every token of every negative
+        for e in latent_examples(ws.index, lat, cfg, acts).non_activating:
+            assert float(acts(torch.tensor([e.ids]), lat).max()) <= 0.0
