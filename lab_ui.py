@@ -275,8 +275,15 @@ def get_descriptions(ws: Workspace) -> tuple[Descriptions | None, str | None]:
     # The loaded index's own folder, or the app's cache, where a build in the app (and
     # build_latent_index.py / explain_latents.py for a Hub or registry SAE) put the index and its explanations.
     folder = (ws.index_dir or ws.sae_dir) if index is ws.index else ib.cache_dir(ws.sae)
-    if folder:  # an index published with a Hub SAE: its explanations written here live in the app's cache
-        folder = next((d for d in ib.explanation_dirs(folder, ws.sae) if (d / EXPLANATIONS_FILENAME).exists()), folder)
+    if folder:  # an index published with a Hub SAE: explanations written here live in the app's cache
+        from sae_lib.explain.store import stored_build
+
+        dirs = ib.explanation_dirs(folder, ws.sae)
+        written = [d for d in dirs if (d / EXPLANATIONS_FILENAME).exists()]
+        # This index's own first (the published ones may be a newer revision's), else what exists (its
+        # message then says it belongs to another build).
+        folder = next((d for d in written if stored_build(d / EXPLANATIONS_FILENAME) == index.meta.build_id),
+                      written[0] if written else folder)
     return _descriptions(index, str(folder or ""), index.meta.build_id)
 
 

@@ -126,7 +126,8 @@ if view == OVERVIEW:
     # A row selection is a position in the rows shown, and Streamlit keeps it when the rows change: the
     # table's key follows the filters, so a new filter starts a new selection instead of keeping a row
     # number that now points at another latent, or past the end.
-    filters = hashlib.sha1(repr((band, hide_dead, query, text_query)).encode()).hexdigest()[:12]
+    # The index's build too: an index rebuilt in the app reorders the rows under the same filters.
+    filters = hashlib.sha1(repr((index.meta.build_id, band, hide_dead, query, text_query)).encode()).hexdigest()[:12]
     event = st.dataframe(
         table, hide_index=True, on_select="rerun", selection_mode="single-row", key=f"lb_table_{filters}", height=420,
         column_config={"density": st.column_config.NumberColumn(format="%.4f"),

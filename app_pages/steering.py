@@ -179,10 +179,11 @@ else:
     stopped_note("steer_pending", "steer_result", "generation")
 
 if "steer_result" in st.session_state:
-    result, label, made_with = st.session_state["steer_result"]
+    result, label, *made_with = st.session_state["steer_result"]  # a session from before a code reload: 2 items
     if not result.steered:
         st.info("No latent selected: only the normal output is shown.")
-    changed_note(made_with, gen_inputs, "table")
+    if made_with:
+        changed_note(made_with[0], gen_inputs, "table")
     st.html(render.comparison_table_html(result, label))  # HTML only: model text never goes through Markdown
     st.caption(
         "Each row is one sample: the normal output and, beside it, the steered output drawn from the same "
@@ -233,8 +234,9 @@ else:
     stopped_note("sweep_pending", "sweep_result", "sweep")
 
 if "sweep_result" in st.session_state:
-    dr, swept, made_with = st.session_state["sweep_result"]
-    changed_note(made_with, sweep_inputs, "sweep")
+    dr, swept, *made_with = st.session_state["sweep_result"]
+    if made_with:
+        changed_note(made_with[0], sweep_inputs, "sweep")
     scales = dr.scales.tolist()
     # Two panels on one x-axis rather than a secondary y-axis: KL and activations have unrelated units,
     # and a secondary axis synced to the first gets ticks such as 0.976, 0.36, -0.256.

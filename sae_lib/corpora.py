@@ -8,6 +8,7 @@ they stream) and :func:`corpus_tokens` packs them into rows for the index pass
 from __future__ import annotations
 
 import io
+import itertools
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -24,6 +25,9 @@ TEXT_COLUMNS = ("text", "content", "document", "story", "body")
 """Column names tried first when detecting a dataset's text column; else the first string column."""
 
 SourceKind = Literal["demo", "hub", "upload"]
+
+HEAD_ROWS = 16
+"""Rows of a streamed dataset read before its text column is detected."""
 
 
 @dataclass(frozen=True)
@@ -63,7 +67,7 @@ def detect_text_column(row: dict, wanted: str = "") -> str:
     if wanted:
         if wanted not in row:
             raise InputError(f"There is no column {wanted!r}; the columns are {', '.join(map(str, row))}.")
-        if not isinstance(row[wanted], str):
+        if row[wanted] is not None and not isinstance(row[wanted], str):  # None: a row without text, skipped
             texts = [str(name) for name, value in row.items() if isinstance(value, str)]
             raise InputError(f"The column {wanted!r} holds {type(row[wanted]).__name__} values, not text; "
                              f"the text columns are {', '.join(texts) or 'none'}. Name one of them.")
@@ -92,6 +96,7 @@ def hub_texts(name: str, split: str = "train", column: str = "") -> Iterator[str
     try:
         stream = iter(load_dataset(name, split=split, streaming=True))
         first = next(stream)
+        head = [first, *itertools.islice(stream, HEAD_ROWS - 1)]
     except StopIteration:
         raise InputError(f"The dataset {name!r} (split {split!r}) is empty. {_offline_hint()}") from None
     except Exception as err:  # datasets raises many types (no network, unknown name, bad split)
@@ -99,11 +104,12 @@ def hub_texts(name: str, split: str = "train", column: str = "") -> Iterator[str
             f"Could not open the dataset {name!r} (split {split!r}): {type(err).__name__}: {str(err)[:200]}. "
             f"Check the name, and that this server can reach the Hugging Face Hub. {_offline_hint()}"
         ) from None
-    col = detect_text_column(first, column)
-    yield first[col]
+    # The column is detected from the first rows' values (a row's text can be missing: None).
+    sample = {key: next((row[key] for row in head if row.get(key) is not None), None) for key in first}
+    col = detect_text_column(sample, column)
     try:
-        for row in stream:
-            if isinstance(row[col], str):  # a missing text (None) in a later row is skipped, as in uploads
+        for row in itertools.chain(head, stream):
+            if isinstance(row.get(col), str):  # a missing text (None) is skipped, as in uploads
                 yield row[col]
     except Exception as err:
         raise InputError(f"Reading the dataset {name!r} failed part-way ({type(err).__name__}). {_offline_hint()}") from None

@@ -35,7 +35,7 @@ from sae_lens import SAE
 from transformer_lens import HookedTransformer
 
 from sae_lib import latent_index as li
-from sae_lib.constants import INDEX_META_FILENAME
+from sae_lib.constants import EXPLANATIONS_FILENAME, INDEX_META_FILENAME
 from sae_lib.corpora import CorpusSource, corpus_tokens
 from sae_lib.errors import LatentLabError
 from sae_lib.latent_index.build import PassStatistics  # the pass's own per-batch work, for a faithful measurement
@@ -112,16 +112,17 @@ def index_location(loaded: LoadedSAE, out: str | Path = "") -> Path:
 
 
 def explanation_dirs(index_dir: str | Path, sae: SAE) -> tuple[Path, ...]:
-    """Where the explanations of the index in ``index_dir`` are written (the first) and read (the first
-    holding the file): beside the index; but for an index published with a Hub SAE, which sits in a
-    snapshot inside the Hugging Face cache (read-only or shared, replaced by the next revision, and a
-    file written there passes for the repo's own), the app's index cache for the SAE's weights first,
-    then the explanations published beside the index."""
+    """Where the explanations of the index in ``index_dir`` are written (the first) and read: beside the
+    index; but for an index published with a Hub SAE, which sits in a snapshot inside the Hugging Face
+    cache (read-only or shared, replaced by the next revision, and a file written there passes for the
+    repo's own), a folder of the app's cache for that SAE's published index first (beside, not inside,
+    the folder of the app's own index for the weights, which a rebuild replaces and whose explanations
+    are another index's), then the explanations published beside the index."""
     index_dir = Path(index_dir)
     resolved = index_dir.resolve()
     in_hub = resolved.is_relative_to(Path(huggingface_hub.constants.HF_HUB_CACHE).resolve())
     if in_hub and not resolved.is_relative_to(cache_root().resolve()):
-        return cache_dir(sae), index_dir
+        return cache_root() / f"{sae_key(sae)}.published", index_dir
     return (index_dir,)
 
 
@@ -188,6 +189,12 @@ def write_atomic_folder(index: li.LatentIndex, final: Path) -> Path:
     try:
         li.save_index(index, partial)
         if final.exists():  # an older index for the same weights (a rebuild): replaced as a whole
+            # ... but explanations written for it (hours of explainer work) come along, kept aside.
+            from sae_lib.explain.store import set_aside_stale
+
+            for kept in final.glob(f"{Path(EXPLANATIONS_FILENAME).stem}*{Path(EXPLANATIONS_FILENAME).suffix}"):
+                os.replace(kept, partial / kept.name)
+            set_aside_stale(partial / EXPLANATIONS_FILENAME, index.meta.build_id)
             old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
             os.replace(final, old)
             shutil.rmtree(old, ignore_errors=True)

@@ -126,6 +126,7 @@ def run(cfg: ExplainLatentsConfig, log: Callable[[str], None] = print, gen=None)
         gen = HFGenerator(cfg.explainer, device=device, dtype=cfg.pair.dtype or None, batch_size=cfg.batch_size) if cfg.explainer \
             else LoadedModelGenerator(model, name=model_src, batch_size=cfg.batch_size)
     home, *published = explanation_dirs(index_dir, loaded.sae)  # beside the index; a Hub snapshot's: the app cache
+    home.mkdir(parents=True, exist_ok=True)
     path = explanations_path(home)
     aside = set_aside_stale(path, index.meta.build_id)
     if aside is not None:

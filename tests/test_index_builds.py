@@ -72,7 +72,8 @@ def test_a_local_dataset_folder_reads_its_text_and_is_described_by_its_name(cach
     (the description is published with the index), and a --text_column that is not text says so."""
     folder = tmp_path / "private" / "mycorpus"
     folder.mkdir(parents=True)
-    rows = [{"id": 1, "text": "The ship sailed."}, {"id": 2, "text": None}, {"id": 3, "text": "The cat sat."}]
+    rows = [{"id": 0, "text": None}, {"id": 1, "text": "The ship sailed."}, {"id": 2, "text": None},
+            {"id": 3, "text": "The cat sat."}]
     (folder / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert list(corpora.hub_texts(str(folder))) == ["The ship sailed.", "The cat sat."]  # the missing text skipped
     source = corpora.CorpusSource("hub", name=str(folder))
@@ -312,7 +313,8 @@ def test_explanations_of_an_index_published_with_a_hub_sae_go_to_the_app_cache(s
     published = sorted(p.name for p in (snapshot / hook).iterdir())
     loaded = load_sae(spec, device="cpu")
     assert ib.index_location(loaded) == snapshot / hook
-    assert ib.explanation_dirs(snapshot / hook, loaded.sae) == (ib.cache_dir(loaded.sae), snapshot / hook)
+    home = ib.cache_root() / f"{ib.sae_key(loaded.sae)}.published"  # beside the app's own index folder, not in it
+    assert ib.explanation_dirs(snapshot / hook, loaded.sae) == (home, snapshot / hook)
     assert ib.explanation_dirs(tmp_path / "sae", loaded.sae) == (tmp_path / "sae",)  # a local SAE: beside it
 
     def stand_in(prompts, max_new_tokens):
@@ -321,13 +323,46 @@ def test_explanations_of_an_index_published_with_a_hub_sae_go_to_the_app_cache(s
     explain = load_script("explain_latents")
     path = explain.run(explain.ExplainLatentsConfig(pair=pair, limit=2, chunk=2), log=lambda _: None,
                        gen=FunctionGenerator(stand_in, "stand-in"))
-    assert path.parent == ib.cache_dir(loaded.sae)
+    assert path.parent == home
     assert sorted(p.name for p in (snapshot / hook).iterdir()) == published  # the snapshot is untouched
     ws = load_workspace(str(tiny_hf_qwen3_dir), spec, device="cpu", dtype="float32", fallback=False)
     assert ws.index_dir == snapshot / hook
     descriptions, problem = lab_ui.get_descriptions(ws)
     latent = int(pd.read_parquet(path)["latent"].iloc[0])
     assert problem is None and descriptions.describe(latent).text == "rockets"
+    # A rebuild of the app's own index for these weights leaves them alone (another folder).
+    script.run(script.BuildIndexConfig(pair=pair, n_tokens=1024, context_size=64), log=lambda _: None)
+    assert path.exists()
+    # Explanations for another build of the published index (an older revision's) do not shadow the ones
+    # published with this one: the app reads the file written for the index it shows.
+    from sae_lib.explain.store import save_explanations
+    from sae_lib.explain.explainer import Explanation
+
+    save_explanations(snapshot / hook / "latent_explanations.parquet", ws.index.meta.build_id,
+                      [Explanation(latent, "published", "m", "e", 0.9, 0.9, 0.5, 0.5, "")])
+    save_explanations(path, "an-older-build", [Explanation(latent, "stale", "m", "e", 0.9, 0.9, 0.5, 0.5, "")])
+    lab_ui._descriptions.clear()
+    descriptions, problem = lab_ui.get_descriptions(ws)
+    assert problem is None and descriptions.describe(latent).text == "published"
+
+
+def test_a_rebuilt_cache_index_keeps_the_old_explanations_aside(tiny_model, tiny_sae, cache):
+    """The app's cache folder is replaced whole by a rebuild: explanations written for the old index
+    (hours of explainer work) come along, set aside, instead of being deleted with it."""
+    from sae_lib.explain.explainer import Explanation
+    from sae_lib.explain.store import load_explanations, save_explanations
+
+    tokens = li.pack_texts(["The ship sailed across the ocean."] * 20, tiny_model.tokenizer, 16).tokens
+    folder = ib.cache_dir(tiny_sae)
+    first = ib.write_atomic_folder(li.build_index(tiny_model, tiny_sae, tokens, SMALL.index), folder)
+    old_build = li.load_index(first, tiny_sae).meta.build_id
+    save_explanations(folder / "latent_explanations.parquet", old_build,
+                      [Explanation(3, "kept", "m", "e", 0.9, 0.9, 0.5, 0.5, "")])
+    ib.write_atomic_folder(li.build_index(tiny_model, tiny_sae, tokens, SMALL.index), folder)
+    assert li.load_index(folder, tiny_sae).meta.build_id != old_build
+    aside = [p for p in folder.iterdir() if p.name.startswith("latent_explanations.for-build-")]
+    assert len(aside) == 1 and not (folder / "latent_explanations.parquet").exists()
+    assert load_explanations(aside[0], old_build)["explanation"].tolist() == ["kept"]
 
 
 def test_explain_script_finds_a_registry_saes_index_in_the_app_cache(script, registry_pair, tiny_hf_qwen3_dir):

@@ -58,6 +58,14 @@ def load_explanations(path: Path, build_id: str) -> pd.DataFrame:
     return table.select(COLUMNS).to_pandas()
 
 
+def stored_build(path: Path) -> str | None:
+    """The index build ``path``'s explanations were written for; None when there is no readable file."""
+    try:
+        return (pq.read_schema(path).metadata or {}).get(b"index_build_id", b"").decode()
+    except (OSError, pa.ArrowInvalid):
+        return None
+
+
 def set_aside_stale(path: Path, build_id: str) -> Path | None:
     """Move explanations written for another build of the index (or unreadable) out of the way, to
     ``latent_explanations.for-build-<id>.parquet`` beside it, and return where; None when there is no
@@ -73,6 +81,10 @@ def set_aside_stale(path: Path, build_id: str) -> Path | None:
     if stored == build_id:
         return None
     aside = path.with_name(f"{path.stem}.for-build-{(stored or 'unknown')[:12]}{path.suffix}")
+    n = 1
+    while aside.exists():  # an earlier file set aside under the same name is kept too
+        n += 1
+        aside = path.with_name(f"{path.stem}.for-build-{(stored or 'unknown')[:12]}-{n}{path.suffix}")
     path.replace(aside)
     return aside
 

@@ -113,6 +113,9 @@ def test_explanations_of_an_earlier_index_build_are_kept_aside_not_in_the_way(tm
     assert len(load_explanations(path, "b2")) == 0
     path.write_bytes(b"not parquet")  # unreadable: aside too
     assert set_aside_stale(path, "b2").name == "latent_explanations.for-build-unreadable.parquet"
+    path.write_bytes(b"not parquet either")  # a second one under the same name: the first is kept
+    assert set_aside_stale(path, "b2").name == "latent_explanations.for-build-unreadable-2.parquet"
+    assert (tmp_path / "latent_explanations.for-build-unreadable.parquet").read_bytes() == b"not parquet"
 
 
 def _write_forever(path, started):
