@@ -114,8 +114,9 @@ class CountsAccumulator:
         A bounded table can only keep its most frequent ones; the neighbours re-rank those."""
         if not isinstance(self.cofire, ExactCounts):
             return self.cofire.top()
-        c = self.cofire.table.view(self.d_sae, self.d_sae).double()  # (d_sae, d_sae), zero diagonal
-        f = self.fired.double()
+        # On the CPU: float64 (MPS has none), and at most DENSE_MAX_CELLS cells (64 MB).
+        c = self.cofire.table.view(self.d_sae, self.d_sae).cpu().double()  # (d_sae, d_sae), zero diagonal
+        f = self.fired.cpu().double()
         jaccard = c / (f[:, None] + f[None, :] - c).clamp(min=1)
         ids = jaccard.topk(self.cofire.k, dim=1).indices
         counts = c.gather(1, ids).long()
