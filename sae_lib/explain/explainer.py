@@ -119,7 +119,8 @@ def _excerpts(index, latent: int, kind: str) -> list[Excerpt]:
 
 NEGATIVE_ROUNDS = 6
 """Rounds of ``4n + 8`` candidate windows tried for ``n`` negatives: a dense latent fires somewhere in
-most windows, and one round left 14 of the demo's 60 densest latents with none (bounded work still)."""
+most windows: on the demo's 30 densest latents one round left 14 with none, six rounds 11 (still
+bounded work)."""
 
 
 def _non_activating(index, latent: int, n: int, rng: random.Random, acts_fn: ActsFn | None) -> list[Excerpt]:

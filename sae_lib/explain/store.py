@@ -74,10 +74,8 @@ def set_aside_stale(path: Path, build_id: str) -> Path | None:
     path = Path(path)
     if not path.exists():
         return None
-    try:
-        stored = (pq.read_schema(path).metadata or {}).get(b"index_build_id", b"").decode()
-    except (OSError, pa.ArrowInvalid):
-        stored = "unreadable"
+    stored = stored_build(path)
+    stored = "unreadable" if stored is None else stored
     if stored == build_id:
         return None
     aside = path.with_name(f"{path.stem}.for-build-{(stored or 'unknown')[:12]}{path.suffix}")
