@@ -3,7 +3,7 @@
 #   run(command="bash bench/device_run.sh", carry=[".whl", "data/demo"], timeout_s=600)
 # .whl/site312.tar.xz comes from bench/device_pack.sh; data/demo is the built demo (make demo), which
 # bench/explain.py reads. STEPS picks what runs, in this order, each writing into $OUT (what comes back):
-#   gpu      bench/gpu.py, all steps (Qwen3-8B's shape, about 7 minutes) -> bench_gpu_h100.json
+#   gpu      bench/gpu.py, all steps (Qwen3-8B's shape, about 6.5 minutes) -> bench_gpu_h100.json
 #   explain  bench/explain.py --preset qwen3-8b (about 1-2 minutes)      -> bench_explain_h100.json
 #   compile  bench/gpu.py --only index training --compile-llm (about 4)  -> bench_gpu_h100_compile_llm.json
 #   suite    the non-demo, non-browser suite on CUDA with the time left  -> pytest_cuda.log
