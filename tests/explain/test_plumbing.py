@@ -118,25 +118,42 @@ def test_explanations_of_an_earlier_index_build_are_kept_aside_not_in_the_way(tm
     assert (tmp_path / "latent_explanations.for-build-unreadable.parquet").read_bytes() == b"not parquet"
 
 
-def _write_forever(path, started):
-    rows = [_row(i, "y" * 1000) for i in range(20_000)]
-    started.set()
-    while True:
-        save_explanations(path, "b1", rows)
+def _write_half_then_hang(path, writing):
+    """A save of 20,000 rows whose file write stops halfway (the first half of the real parquet bytes on
+    disk, where the store writes), then waits to be killed: a kill mid-write, every time. (Killing a
+    process that saves in a loop mostly landed before its first write reached the disk.)"""
+    import io
+    import time
+
+    import pyarrow.parquet as pq
+
+    real = pq.write_table
+
+    def half_written(table, where, **kwargs):
+        buf = io.BytesIO()
+        real(table, buf, **kwargs)
+        data = buf.getvalue()
+        with open(where, "wb") as f:
+            f.write(data[: len(data) // 2])
+        writing.set()
+        time.sleep(600)
+
+    pq.write_table = half_written  # in this forked child only
+    save_explanations(path, "b1", [_row(i, "y" * 1000) for i in range(20_000)])
 
 
 def test_store_killed_mid_write_keeps_the_last_complete_file(tmp_path):
     path = tmp_path / "latent_explanations.parquet"
     save_explanations(path, "b1", [_row(0, "complete")])
     ctx = mp.get_context("fork")
-    started = ctx.Event()
-    proc = ctx.Process(target=_write_forever, args=(path, started))
+    writing = ctx.Event()
+    proc = ctx.Process(target=_write_half_then_hang, args=(path, writing))
     proc.start()
-    started.wait(60)
-    proc.kill()  # SIGKILL at an arbitrary point of a write
+    assert writing.wait(60), "the child never started writing"
+    proc.kill()  # SIGKILL with half of the new file written
     proc.join()
-    loaded = load_explanations(path, "b1")  # readable: either the first file or a complete later one
-    assert len(loaded) in (1, 20_000)
+    loaded = load_explanations(path, "b1")  # the first file, whole: the half-written one never replaced it
+    assert loaded["latent"].tolist() == [0] and loaded["explanation"].tolist() == ["complete"]
 
 
 # --- the whole path with real (random-weight) models -------------------------------------------------
