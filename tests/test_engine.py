@@ -229,13 +229,25 @@ def _fake_compile(fn, **kwargs):
     return fn
 
 
+def _eager(loaded, sae, specs, settings):
+    """``generate`` on the eager path, the reference for the compiled one: on CUDA the engine decodes
+    through its compiled static-cache path by default (``compile_decode``), so a plain ``generate`` there
+    would compare that path with itself."""
+    engine = engine_for(loaded)
+    compile_decode, engine.compile_decode = engine.compile_decode, False
+    try:
+        return generate(loaded, sae, PROMPT, specs, settings)
+    finally:
+        engine.compile_decode = compile_decode
+
+
 @pytest.mark.parametrize("name", ["none", "add", "write-up clamp", "clamp activation"])
 def test_static_cache_decode_path_gives_the_same_tokens(loaded, sae, name, monkeypatch):
     """The path used with torch.compile on CUDA (static cache, steering from a fixed slot while
     decoding): same tokens as the eager dynamic-cache path, and a cancelled run leaves it clean."""
     engine = engine_for(loaded)
     settings = GenerationSettings(max_new_tokens=10, n_samples=3, positions="generated")
-    eager = generate(loaded, sae, PROMPT, SPECS[name], settings)
+    eager = _eager(loaded, sae, SPECS[name], settings)
     monkeypatch.setattr(torch, "compile", _fake_compile)
     monkeypatch.setattr(engine, "compile_decode", True)
     engine.reset_compiled()  # graphs compiled by earlier tests (on CUDA) would not call the broken compile
@@ -271,7 +283,7 @@ def test_static_cache_decode_path_steers_every_hook_it_serves(loaded, device, ho
     engine = engine_for(loaded)
     assert engine_serving(loaded, sae) is engine
     settings = GenerationSettings(max_new_tokens=6, n_samples=2, positions="generated")
-    eager = generate(loaded, sae, PROMPT, SPECS["add"], settings)
+    eager = _eager(loaded, sae, SPECS["add"], settings)
     monkeypatch.setattr(torch, "compile", _fake_compile)
     monkeypatch.setattr(engine, "compile_decode", True)
     engine.reset_compiled()
@@ -293,7 +305,7 @@ def test_static_cache_decode_path_steers_every_hook_it_serves(loaded, device, ho
 def test_failing_compile_falls_back_to_eager_with_a_notice(loaded, sae, monkeypatch, caplog):
     engine = engine_for(loaded)
     settings = GenerationSettings(max_new_tokens=6, n_samples=2)
-    eager = generate(loaded, sae, PROMPT, SPECS["add"], settings)
+    eager = _eager(loaded, sae, SPECS["add"], settings)
 
     def broken(fn, **kwargs):
         def run(*a, **k):
@@ -318,7 +330,7 @@ def test_out_of_memory_setting_up_compiled_decoding_falls_back_to_eager(loaded, 
     """Compilation or graph capture that runs out of memory: eager from then on, with a log notice."""
     engine = engine_for(loaded)
     settings = GenerationSettings(max_new_tokens=6, n_samples=2)
-    eager = generate(loaded, sae, PROMPT, SPECS["add"], settings)
+    eager = _eager(loaded, sae, SPECS["add"], settings)
 
     def capture_oom(fn, **kwargs):
         def run(*a, **k):
@@ -513,7 +525,7 @@ def test_a_run_redone_eagerly_after_a_compile_failure_steers_only_generated_posi
     sae = _sae_on("blocks.0.hook_mlp_out", device)
     engine = engine_for(loaded)
     settings = GenerationSettings(max_new_tokens=6, n_samples=2, positions="generated")
-    eager = generate(loaded, sae, PROMPT, SPECS["add"], settings)
+    eager = _eager(loaded, sae, SPECS["add"], settings)
     calls = []
 
     def fails_in_the_steered_run(fn, **kwargs):
@@ -541,7 +553,7 @@ def test_a_batch_larger_than_the_decode_slot_decodes_eagerly(loaded, sae, monkey
 
     engine = engine_for(loaded)
     settings = GenerationSettings(max_new_tokens=6, n_samples=3)
-    eager = generate(loaded, sae, PROMPT, SPECS["add"], settings)
+    eager = _eager(loaded, sae, SPECS["add"], settings)
     compiles = []
     monkeypatch.setattr(torch, "compile", lambda fn, **k: compiles.append(1) or fn)
     monkeypatch.setattr(DecodeSlot, "MAX_BATCH", 2)
