@@ -81,9 +81,12 @@ def test_local_folder_loads_through_saelens(sae_dir, tiny_sae):
     assert next(loaded.sae.parameters()).device.type == ("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def test_dtype_override(sae_dir):
+def test_dtype_override(sae_dir, tiny_sae):
     loaded = load_sae(str(sae_dir), device="cpu", dtype="bfloat16")
     assert loaded.sae.W_enc.dtype == torch.bfloat16
+    # The saved weights, cast: not just any bfloat16 tensors of the right shape.
+    for key, value in tiny_sae.state_dict().items():
+        torch.testing.assert_close(loaded.sae.state_dict()[key], value.to(torch.bfloat16), atol=0, rtol=0, msg=key)
 
 
 def test_hub_spec_loads_from_prepopulated_cache_offline(tmp_path, monkeypatch, sae_dir, tiny_sae):
