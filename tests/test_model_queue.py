@@ -8,26 +8,35 @@ import pytest
 from sae_lib.model_queue import ModelQueue, queue_for
 
 
+def _until(condition, what: str) -> None:
+    deadline = time.monotonic() + 30
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.005)
+
+
 def test_one_at_a_time_in_arrival_order():
     queue = ModelQueue()
     order, inside, overlap = [], [], []
     arrived = threading.Event()
 
-    def visitor(name, delay):
-        time.sleep(delay)
+    def visitor(name):
         with queue.slot() as ahead:
             if inside:
                 overlap.append(name)
             inside.append(name)
             order.append((name, ahead))
-            arrived.wait(2)
+            arrived.wait(30)
             time.sleep(0.02)
             inside.remove(name)
 
-    threads = [threading.Thread(target=visitor, args=(n, 0.05 * i)) for i, n in enumerate("abcd")]
-    for t in threads:
-        t.start()
-    time.sleep(0.3)
+    # Each visitor arrives once the one before is in line (not after a sleep: on a busy machine a
+    # thread's 50 ms head start does not make it arrive first).
+    threads = []
+    for i, name in enumerate("abcd"):
+        threads.append(threading.Thread(target=visitor, args=(name,)))
+        threads[-1].start()
+        _until(lambda: queue.ahead_of_new_arrival() == i + 1, f"{name} never joined the line")
     assert queue.ahead_of_new_arrival() == 4  # a holds the slot, b, c, d wait
     arrived.set()
     for t in threads:
