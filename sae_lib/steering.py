@@ -224,7 +224,10 @@ class SteeringHook:
         if self._row_scales is not None:
             target = target * self._row_scales.to(z.device, z.dtype)[:, None, None]
         z_new[..., idx] = target
-        return (sae.decode(z_new) - sae.decode(z)).to(act.dtype)  # (batch, pos, d_in)
+        # One decode of both codes: an SAE that normalises its input (normalize_activations "layer_norm",
+        # "constant_norm_rescale") keeps encode's per-token scale for a single decode, which consumes it.
+        both = sae.decode(torch.stack((z_new, z)))  # (2, batch, pos, d_in)
+        return (both[0] - both[1]).to(act.dtype)  # (batch, pos, d_in)
 
     def decode_add(self, batch: int) -> Tensor | None | bool:
         """What this hook adds at every position once decoding has started (each one is steered then):

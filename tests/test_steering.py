@@ -98,6 +98,35 @@ def test_several_latents_compose(tiny_model, tiny_sae):
         torch.testing.assert_close(run_hook(tiny_model, tiny_sae, specs, act), expected)
 
 
+@pytest.mark.parametrize("norm", ["layer_norm", "constant_norm_rescale"])
+def test_clamp_activation_on_an_sae_that_normalises_its_input(tiny_model, norm):
+    """SAELens keeps such an SAE's per-token input scale from ``encode`` for one ``decode`` (which
+    deletes it): both reconstructions use the scale of the activation being steered."""
+    from sae_lens import StandardSAE, StandardSAEConfig
+    from sae_lens.saes.sae import SAEMetadata
+
+    torch.manual_seed(0)
+    sae = StandardSAE(StandardSAEConfig(d_in=32, d_sae=64, normalize_activations=norm,
+                                        metadata=SAEMetadata(hook_name=TINY_HOOK))).eval()
+    with torch.no_grad():
+        sae.b_enc.normal_(0, 0.5)
+        sae.b_dec.normal_(0, 0.5)
+    act = 3.0 * torch.randn(2, 3, 32) + 1.0
+    spec = SteeringSpec(11, "clamp activation", max_act=0.8, coeff=3.0)
+    with torch.no_grad():
+        z = sae.encode(act)
+        z_new = z.clone()
+        z_new[..., 11] = 2.4
+        recon_new = sae.decode(z_new)
+        sae.encode(act)  # the naive reference: encode again before the second decode
+        expected = act + recon_new - sae.decode(z)
+        out = run_hook(tiny_model, sae, [spec], act)
+    torch.testing.assert_close(out, expected)
+    # The change is the latent's direction scaled back to the activation's own size, not W_dec's.
+    scale = act.std(-1, keepdim=True) if norm == "layer_norm" else act.norm(dim=-1, keepdim=True) / 32**0.5
+    torch.testing.assert_close(out - act, (2.4 - z[..., 11])[..., None] * sae.W_dec[11] * scale, atol=1e-4, rtol=1e-4)
+
+
 def test_generated_positions_leave_prompt_alone(tiny_model, tiny_sae):
     act = torch.randn(2, 6, 32)
     spec = SteeringSpec(4, "add", coeff=5.0)
