@@ -194,6 +194,7 @@ class SteeringHook:
         self.out_site: sae_hooks.HookSite | None = None
         self.in_site: sae_hooks.HookSite | None = None
         self._input: Tensor | None = None
+        self._heads: tuple[int, int] | None = None  # (head, d_head) of a per-head hook, once seen
 
     def restart(self) -> None:
         """Count positions from the prompt again: the same run starts over (the engine's eager redo after
@@ -217,6 +218,8 @@ class SteeringHook:
         what the encoder reads at these positions."""
         sae = self.sae
         x = act.to(sae.W_dec.dtype)
+        if self._heads is not None and getattr(sae, "hook_z_reshaping_mode", False):
+            x = x.unflatten(-1, self._heads)  # SAELens's hook_z SAE encodes (..., head, d_head) itself
         z = sae.encode(x)  # (batch, pos, d_sae)
         z_new = z.clone()
         idx = self._clamp_idx.to(z.device)
@@ -226,8 +229,8 @@ class SteeringHook:
         z_new[..., idx] = target
         # One decode of both codes: an SAE that normalises its input (normalize_activations "layer_norm",
         # "constant_norm_rescale") keeps encode's per-token scale for a single decode, which consumes it.
-        both = sae.decode(torch.stack((z_new, z)))  # (2, batch, pos, d_in)
-        return (both[0] - both[1]).to(act.dtype)  # (batch, pos, d_in)
+        both = sae.decode(torch.stack((z_new, z)))  # (2, batch, pos, d_in), or (..., head, d_head) for hook_z
+        return (both[0] - both[1]).reshape(act.shape).to(act.dtype)  # (batch, pos, d_in)
 
     def decode_add(self, batch: int) -> Tensor | None | bool:
         """What this hook adds at every position once decoding has started (each one is steered then):
@@ -243,6 +246,13 @@ class SteeringHook:
         return add
 
     def __call__(self, act: Tensor, hook: object = None) -> Tensor:
+        if act.ndim == 4:  # a per-head hook (attn.hook_z: batch, pos, head, d_head): the SAE reads and
+            # writes the heads flattened to d_in, as SAELens's hook_z reshaping does
+            self._heads = tuple(act.shape[-2:])
+            return self._steer(act.flatten(-2)).unflatten(-1, self._heads)
+        return self._steer(act)
+
+    def _steer(self, act: Tensor) -> Tensor:
         # act: (batch, pos, d_in)
         start = self._seen
         self._seen += act.shape[1]

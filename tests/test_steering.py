@@ -127,6 +127,42 @@ def test_clamp_activation_on_an_sae_that_normalises_its_input(tiny_model, norm):
     torch.testing.assert_close(out - act, (2.4 - z[..., 11])[..., None] * sae.W_dec[11] * scale, atol=1e-4, rtol=1e-4)
 
 
+def test_steering_an_attention_hook_z_sae(tiny_model):
+    """An SAE on ``attn.hook_z`` (batch, pos, head, d_head) reads and writes the heads flattened (SAELens's
+    hook_z reshaping): steering adds the decoder row, reshaped per head, at the hook."""
+    from sae_lens import StandardSAE, StandardSAEConfig
+    from sae_lens.saes.sae import SAEMetadata
+
+    from sae_lib.sae import check_sae_matches_model
+
+    hook = "blocks.1.attn.hook_z"
+    torch.manual_seed(0)
+    sae = StandardSAE(StandardSAEConfig(d_in=32, d_sae=64, reshape_activations="hook_z",
+                                        metadata=SAEMetadata(hook_name=hook))).eval()
+    with torch.no_grad():
+        sae.b_enc.normal_(0, 0.5)
+    check_sae_matches_model(sae, tiny_model)
+    tokens = tiny_model.to_tokens(PROMPT)
+    add = SteeringSpec(3, "add", max_act=2.0, coeff=1.5)
+    clamp = SteeringSpec(5, "clamp activation", max_act=2.0, coeff=2.0)
+    with torch.no_grad():
+        _, clean = tiny_model.run_with_cache(tokens, names_filter=[hook])
+        z_clean = clean[hook]  # (1, pos, head, d_head)
+        with steering_hooks(tiny_model, sae, [add]):
+            _, steered = tiny_model.run_with_cache(tokens, names_filter=[hook])
+        torch.testing.assert_close(steered[hook], z_clean + (3.0 * sae.W_dec[3]).reshape(4, 8))
+        with steering_hooks(tiny_model, sae, [clamp]):
+            _, steered = tiny_model.run_with_cache(tokens, names_filter=[hook])
+        z = sae.encode(z_clean)  # (1, pos, d_sae)
+        z_new = z.clone()
+        z_new[..., 5] = 4.0
+        recon_new = sae.decode(z_new)  # (1, pos, head, d_head)
+        torch.testing.assert_close(steered[hook], z_clean + recon_new - sae.decode(z), atol=1e-5, rtol=1e-5)
+    result = generate(tiny_model, sae, PROMPT, [add, clamp], GenerationSettings(max_new_tokens=3, n_samples=1))
+    assert result.steered_tokens.shape[1] == tokens.shape[1] + 3
+    assert_clean(tiny_model)
+
+
 def test_generated_positions_leave_prompt_alone(tiny_model, tiny_sae):
     act = torch.randn(2, 6, 32)
     spec = SteeringSpec(4, "add", coeff=5.0)
