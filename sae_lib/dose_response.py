@@ -123,9 +123,9 @@ def dose_response(
     weights = valid.float()  # (k, new)
     kl_generated = (kl * weights).sum(1) / weights.sum(1).clamp(min=1)
     with torch.inference_mode():
-        acts = sae_hooks.to_sae_space(in_site, acts_clean[:, n:]).to(sae.W_dec.dtype)  # (k, new, d_in): the generated tokens
+        acts = sae_hooks.sae_input(sae, sae_hooks.to_sae_space(in_site, acts_clean[:, n:])).to(sae.W_dec.dtype)  # (k, new, d_in): the generated tokens
         z = sae.encode(acts)[..., latents.to(acts.device)].float()  # (k, new, n_specs)
-        acts_s = sae_hooks.to_sae_space(in_site, acts_steered[:, n - 1 :]).to(sae.W_dec.dtype)  # (k, new, d_in): the writing positions
+        acts_s = sae_hooks.sae_input(sae, sae_hooks.to_sae_space(in_site, acts_steered[:, n - 1 :])).to(sae.W_dec.dtype)  # (k, new, d_in): the writing positions
         z_s = sae.encode(acts_s)[..., latents.to(acts_s.device)].float()  # (k, new, n_specs)
     per_row = weights.sum(1).clamp(min=1)[:, None]  # (k, 1)
     latent_acts = (z * weights[..., None]).sum(1) / per_row

@@ -83,6 +83,7 @@ def encode_tokens(model: HookedTransformer, sae: SAE, tokens: torch.Tensor, tf32
     TF32 on CUDA, :func:`tf32_matmuls`; the model's forward is untouched; ``compiled``: that forward
     compiled, :func:`hook_activations`)."""
     acts = hook_activations(model, tokens.to(model_device(model)), sae_hooks.input_hook(sae), compiled=compiled)
+    acts = sae_hooks.sae_input(sae, acts)  # a per-head hook: one head, or the heads flattened
     with tf32_matmuls(sae.device) if tf32 else nullcontext():
         return sae.encode(acts.to(sae.device))
 

@@ -138,6 +138,20 @@ def to_model_space(site: HookSite, delta: torch.Tensor) -> torch.Tensor:
     return delta / gain
 
 
+def sae_input(sae: SAE, acts: torch.Tensor) -> torch.Tensor:
+    """Activations as read at the SAE's input hook -> what ``sae.encode`` takes, as SAELens's activation
+    store hands them to an SAE. Only per-head hooks ((batch, pos, head, d_head): ``attn.hook_z``) change:
+    an SAE on one head (``hook_head_index``) gets that head's (batch, pos, d_head); one with SAELens's own
+    hook_z reshaping gets the heads as they are (it flattens them itself; its one head as (batch, pos, 1,
+    d_head)); any other the heads flattened (batch, pos, head * d_head)."""
+    if acts.ndim != 4:
+        return acts
+    head = getattr(sae.cfg.metadata, "hook_head_index", None)
+    if head is not None:
+        acts = acts[..., head : head + 1, :]  # (batch, pos, 1, d_head)
+    return acts if getattr(sae, "hook_z_reshaping_mode", False) else acts.flatten(-2)
+
+
 def read_activations(model: HookedTransformer, name: str, tokens: torch.Tensor, compiled: bool = False) -> torch.Tensor:
     """Activations at hook ``name`` (as an SAE names it) for ``tokens`` (batch, pos), running the model
     only up to that hook's layer. Shape (batch, pos, width) or, for per-head hooks, (batch, pos, head, d_head).

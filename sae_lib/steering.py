@@ -246,6 +246,12 @@ class SteeringHook:
         return add
 
     def __call__(self, act: Tensor, hook: object = None) -> Tensor:
+        head = getattr(self.sae.cfg.metadata, "hook_head_index", None)
+        if act.ndim == 4 and head is not None:  # an SAE on one head reads and writes only that head
+            self._heads = (1, int(act.shape[-1]))
+            out = act.clone()
+            out[..., head, :] = self._steer(act[..., head, :])
+            return out
         if act.ndim == 4:  # a per-head hook (attn.hook_z: batch, pos, head, d_head): the SAE reads and
             # writes the heads flattened to d_in, as SAELens's hook_z reshaping does
             self._heads = tuple(act.shape[-2:])

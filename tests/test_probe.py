@@ -35,6 +35,46 @@ def test_what_fires_matches_encoder(tiny_model, tiny_sae):
         probe.what_fires(tiny_model, tiny_sae, "x" * 50, limits=Limits(max_prompt_chars=10))
 
 
+
+@pytest.mark.parametrize("head_index, reshape", [(None, "none"), (2, "none"), (2, "hook_z")])
+def test_per_head_sae_reads_what_saelens_activation_store_gives_it(tiny_model, head_index, reshape):
+    """An SAE on ``attn.hook_z`` (batch, pos, head, d_head) reads what SAELens's ActivationsStore hands
+    it: the heads flattened, or one head (``hook_head_index``); "what fires" and the index encode that."""
+    from sae_lens import StandardSAE, StandardSAEConfig
+    from sae_lens.saes.sae import SAEMetadata
+
+    from sae_lib import latent_index as li
+    from sae_lib.sae import check_sae_matches_model
+
+    hook = "blocks.1.attn.hook_z"
+    d_in = 8 if head_index is not None else 32
+    torch.manual_seed(0)
+    sae = StandardSAE(StandardSAEConfig(d_in=d_in, d_sae=16, reshape_activations=reshape,
+                                        metadata=SAEMetadata(hook_name=hook, hook_head_index=head_index))).eval()
+    with torch.no_grad():
+        sae.b_enc.normal_(0, 0.5)
+    check_sae_matches_model(sae, tiny_model)
+    prompt = "The ship sailed across the ocean."
+    tokens = tiny_model.to_tokens(prompt)
+    with torch.no_grad():
+        z = tiny_model.run_with_cache(tokens, names_filter=[hook])[1][hook]  # (1, pos, head, d_head)
+        naive = z[:, :, head_index] if head_index is not None else z.reshape(*z.shape[:2], -1)  # SAELens's store
+        if reshape == "hook_z":
+            naive = naive[:, :, None]  # (1, pos, 1, d_head): such an SAE flattens the heads itself
+        ref = sae.encode(naive)  # (1, pos, d_sae)
+        feats = probe.encode_tokens(tiny_model, sae, tokens)
+    torch.testing.assert_close(feats, ref)
+    fired = probe.what_fires(tiny_model, sae, prompt, top_n=3)
+    torch.testing.assert_close(fired.acts, ref[0].topk(3, dim=1).values)
+    index = li.build_index(tiny_model, sae, tokens, li.IndexConfig(n_bins=8, top_k=2, n_lower_examples=1, window=4,
+                                                                   window_before=2, batch_size=1))
+    torch.testing.assert_close(index.count, (ref > 0).sum(dim=(0, 1)))
+    W_O = tiny_model.blocks[1].attn.W_O.detach()  # (head, d_head, d_model): the decoder writes into the residual through it
+    dirs = sae.W_dec.detach() @ (W_O[head_index] if head_index is not None else W_O.reshape(-1, W_O.shape[-1]))
+    lens = (dirs * tiny_model.ln_final.w.detach()) @ tiny_model.W_U.detach()  # (d_sae, d_vocab)
+    torch.testing.assert_close(li.logit_lens(tiny_model, sae, 3).top_vals, lens.topk(3, dim=1).values)
+
+
 def test_prompt_tokens_checks_the_context(tiny_model):
     assert probe.prompt_tokens(tiny_model, "The ship", 0).shape[0] == 1
     with pytest.raises(InputError, match="context of 128 tokens"):

@@ -163,6 +163,34 @@ def test_steering_an_attention_hook_z_sae(tiny_model):
     assert_clean(tiny_model)
 
 
+def test_steering_an_sae_on_one_attention_head(tiny_model):
+    """An SAE on one head of ``attn.hook_z`` (``hook_head_index``) is steered on that head only."""
+    from sae_lens import StandardSAE, StandardSAEConfig
+    from sae_lens.saes.sae import SAEMetadata
+
+    hook = "blocks.1.attn.hook_z"
+    torch.manual_seed(0)
+    sae = StandardSAE(StandardSAEConfig(d_in=8, d_sae=16, metadata=SAEMetadata(hook_name=hook, hook_head_index=2))).eval()
+    with torch.no_grad():
+        sae.b_enc.normal_(0, 0.5)
+    tokens = tiny_model.to_tokens(PROMPT)
+    add = SteeringSpec(3, "add", max_act=2.0, coeff=1.5)
+    clamp = SteeringSpec(5, "clamp activation", max_act=2.0, coeff=2.0)
+    with torch.no_grad():
+        z_clean = tiny_model.run_with_cache(tokens, names_filter=[hook])[1][hook]  # (1, pos, head, d_head)
+        z = sae.encode(z_clean[:, :, 2])
+        z_new = z.clone()
+        z_new[..., 5] = 4.0
+        expected = z_clean.clone()
+        expected[:, :, 2] += 3.0 * sae.W_dec[3] + sae.decode(z_new) - sae.decode(z)
+        with steering_hooks(tiny_model, sae, [add, clamp]):
+            steered = tiny_model.run_with_cache(tokens, names_filter=[hook])[1][hook]
+    torch.testing.assert_close(steered, expected, atol=1e-5, rtol=1e-5)
+    dr = dose_response(tiny_model, sae, PROMPT, [add], [0.0, 1.0], GenerationSettings(max_new_tokens=3, n_samples=1))
+    assert float(dr.kl_next_token[0]) == pytest.approx(0.0, abs=1e-6) and float(dr.kl_next_token[1]) > 0
+    assert_clean(tiny_model)
+
+
 def test_generated_positions_leave_prompt_alone(tiny_model, tiny_sae):
     act = torch.randn(2, 6, 32)
     spec = SteeringSpec(4, "add", coeff=5.0)

@@ -32,6 +32,9 @@ def decoder_in_residual(model: HookedTransformer, sae: SAE) -> tuple[torch.Tenso
     layer = extract_layer_from_tlens_hook_name(hook)
     if hook.endswith("hook_z") and layer is not None:
         W_O = model.blocks[layer].attn.W_O.detach().float().to(W_dec.device)  # (n_heads, d_head, d_model)
+        head = getattr(sae.cfg.metadata, "hook_head_index", None)
+        if head is not None:  # an SAE on one head writes that head's d_head
+            return W_dec @ W_O[head], f"W_dec @ W_O[{head}]"
         return torch.einsum("sd,dm->sm", W_dec, W_O.reshape(-1, W_O.shape[-1])), "W_dec @ W_O"
     if hook.endswith("mlp.hook_post") and layer is not None:
         W_out = model.blocks[layer].mlp.W_out.detach().float().to(W_dec.device)  # (d_mlp, d_model)
