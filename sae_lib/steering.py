@@ -151,6 +151,8 @@ def parse_latents(text: str, d_sae: int, limit: int | None = None) -> list[int]:
 def steering_vector(sae: SAE, spec: SteeringSpec) -> Tensor:
     """The vector an additive spec adds at each steered position. Shape ``(d_in,)``, SAE dtype."""
     w = sae.W_dec[spec.latent].detach()  # (d_in,)
+    if getattr(sae.cfg, "rescale_acts_by_decoder_norm", False):  # (Batch)TopK: decode writes z_i * W_dec[i] / |W_dec[i]|
+        w = w / w.norm().clamp(min=1e-8)
     if spec.method == "write-up clamp":
         return torch.clamp(w * spec.max_act * spec.hi, min=w * spec.max_act * spec.lo)
     if spec.method == "add":

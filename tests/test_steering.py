@@ -191,6 +191,29 @@ def test_steering_an_sae_on_one_attention_head(tiny_model):
     assert_clean(tiny_model)
 
 
+def test_additive_steering_uses_the_decoder_as_the_sae_decodes(tiny_model):
+    """A TopK SAE with ``rescale_acts_by_decoder_norm`` decodes z_i * W_dec[i] / |W_dec[i]|: one unit of
+    the latent moves the reconstruction by the unit direction, and steering adds that, not W_dec[i]."""
+    from sae_lens import TopKSAE, TopKSAEConfig
+    from sae_lens.saes.sae import SAEMetadata
+
+    torch.manual_seed(0)
+    sae = TopKSAE(TopKSAEConfig(d_in=32, d_sae=64, k=4, rescale_acts_by_decoder_norm=True,
+                                metadata=SAEMetadata(hook_name=TINY_HOOK))).eval()
+    with torch.no_grad():
+        sae.W_dec.mul_(torch.linspace(0.5, 3.0, 64)[:, None])  # decoder rows of different norms
+    act = torch.randn(1, 4, 32)
+    add = SteeringSpec(3, "add", max_act=2.0, coeff=1.5)
+    clamp = SteeringSpec(7, "write-up clamp", max_act=2.0, hi=4.0, lo=1.0)
+    with torch.no_grad():
+        zero = torch.zeros(64)
+        unit = [sae.decode(zero.index_fill(0, torch.tensor([i]), 1.0)) - sae.decode(zero) for i in (3, 7)]
+        assert unit[0].norm() == pytest.approx(1.0, abs=1e-5)
+        torch.testing.assert_close(run_hook(tiny_model, sae, [add], act), act + 3.0 * unit[0])
+        torch.testing.assert_close(run_hook(tiny_model, sae, [clamp], act),
+                                   act + torch.clamp(unit[1] * 8.0, min=unit[1] * 2.0))
+
+
 def test_generated_positions_leave_prompt_alone(tiny_model, tiny_sae):
     act = torch.randn(2, 6, 32)
     spec = SteeringSpec(4, "add", coeff=5.0)
