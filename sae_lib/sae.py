@@ -200,6 +200,12 @@ def hook_width(model: HookedTransformer, hook_name: str, head_index: int | None 
     with torch.no_grad():
         acts = sae_hooks.read_activations(model, hook_name, tokens)
     if head_index is not None:
+        if acts.ndim == 4 and not 0 <= head_index < acts.shape[-2]:
+            raise CompatibilityError(
+                f"The SAE reads head {head_index} of {hook_name!r} (hook_head_index), but "
+                f"{getattr(model.cfg, 'model_name', 'the model')} has heads 0 to {acts.shape[-2] - 1} there. "
+                "Load the model this SAE was trained on, or an SAE for this model."
+            )
         return int(acts.shape[-1])
     if acts.ndim == 4 and hook_name.rsplit(".", 1)[-1] in ("hook_z", "hook_q", "hook_k", "hook_v", "hook_result"):
         return int(acts.shape[-2] * acts.shape[-1])  # (batch, pos, head, d_head) -> head * d_head

@@ -238,6 +238,15 @@ def test_d_in_mismatch_names_both_widths(tiny_model):
     assert "d_in is 48" in str(err.value) and "width 32" in str(err.value)
 
 
+def test_head_index_the_model_lacks_is_a_clear_error(tiny_model):
+    from sae_lens import StandardSAE, StandardSAEConfig
+    from sae_lens.saes.sae import SAEMetadata
+
+    sae = StandardSAE(StandardSAEConfig(d_in=8, d_sae=16, metadata=SAEMetadata(hook_name="blocks.1.attn.hook_z", hook_head_index=9)))
+    with pytest.raises(CompatibilityError, match=r"head 9 of 'blocks.1.attn.hook_z'.*heads 0 to 3"):
+        check_sae_matches_model(sae, tiny_model)
+
+
 def test_hook_width_against_cache_shapes(tiny_model):
     tokens = torch.zeros((1, 3), dtype=torch.long)
     _, cache = tiny_model.run_with_cache(tokens)
