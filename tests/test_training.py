@@ -214,6 +214,23 @@ def test_a_missing_out_is_refused(tiny_model):
         train(TrainJob(), tiny_cfg(), tiny_model, log=QUIET)
 
 
+def test_an_unwritable_out_is_refused_before_the_model_loads(tmp_path):
+    """--out naming a file (or a folder under one) ended in a FileExistsError/NotADirectoryError traceback
+    at out.mkdir, after the model had loaded."""
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    loads = []
+
+    def loader(source, device, dtype):
+        loads.append(source)
+        raise AssertionError("the model must not load for an unwritable --out")
+
+    for out in (afile, afile / "sub"):
+        with pytest.raises(InputError, match="Cannot write the SAE into .*Give a writable folder with --out"):
+            train(tiny_job(out), tiny_cfg(), loader, log=QUIET)
+    assert loads == [] and afile.read_text() == "mine"
+
+
 def test_latest_checkpoint_skips_half_written_ones(tmp_path):
     run = tmp_path / "checkpoints" / "abc"
     names = [*CHECKPOINT_FILES, "runner_cfg.json"]

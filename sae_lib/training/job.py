@@ -17,6 +17,7 @@ from sae_lib import constants
 from sae_lib.demo.config import DEMO_DATASET
 from sae_lib.errors import InputError
 from sae_lib.evals import evaluate_sae, format_evals_table, save_evals
+from sae_lib.folders import check_writable
 from sae_lib.published import public_name
 from sae_lib.sae_hooks import enable_hook
 from sae_lib.training.artifacts import finish_sae_folder
@@ -127,6 +128,8 @@ def train(job: TrainJob, cfg: LanguageModelSAERunnerConfig[Any] | None, model: H
         if latest_checkpoint(out) is not None and not job.overwrite:
             raise InputError(f"{out} holds checkpoints of an unfinished run. Pass --resume to continue it, "
                              "or --overwrite to start over.")
+        # Before the model loads and the run starts: a file or an unwritable --out failed at out.mkdir below.
+        check_writable(out, "the SAE", "--out")
         preset, demo_stories = job.preset, job.demo_stories
         source = job.model or cfg.model_name
         log(f"loading {public_name(source)} on {cfg.llm_device or cfg.device}")
