@@ -20,10 +20,11 @@ from typing import Any
 from sae_lens.constants import RUNNER_CFG_FILENAME
 
 from sae_lib import constants
-from sae_lib.errors import InputError, SAELoadError
+from sae_lib.errors import CompatibilityError, InputError, SAELoadError
 from sae_lib.evals import load_evals
 from sae_lib.published import public_cfg
 from sae_lib.sae import check_sae_folder as check_loadable_sae_folder
+from sae_lib.sae import load_sae
 
 ENV_TOKEN = "HF_TOKEN"
 
@@ -66,6 +67,36 @@ def check_sae_folder(folder: Path) -> dict[str, Any]:
 def upload_files(folder: Path) -> list[Path]:
     """The files of ``folder`` that would be uploaded, in ``UPLOAD_FILENAMES`` order."""
     return [Path(folder) / name for name in UPLOAD_FILENAMES if (Path(folder) / name).is_file()]
+
+
+_INDEX_FILENAMES = (constants.INDEX_META_FILENAME, constants.INDEX_STATS_FILENAME, constants.INDEX_CONTEXTS_FILENAME,
+                    constants.INDEX_COUNTS_FILENAME)
+
+
+def check_index_for_upload(folder: Path) -> None:
+    """CompatibilityError unless the latent index and explanations in ``folder`` (when present) are this
+    SAE's and this index build's: the checks the app and explain_latents.py make on load, made before
+    anything is published (an index of other weights, or another build's explanations, went up as is)."""
+    folder = Path(folder)
+    build_id = None
+    if any((folder / name).exists() for name in _INDEX_FILENAMES):
+        from sae_lib.latent_index import load_index
+
+        index = load_index(folder, load_sae(str(folder), device="cpu").sae)
+        if index is None:
+            raise CompatibilityError(f"The latent index in {folder} is incomplete ({constants.INDEX_META_FILENAME} "
+                                     "missing). Rebuild it with scripts/build_latent_index.py, or delete its files.")
+        build_id = index.meta.build_id
+    explanations = folder / constants.EXPLANATIONS_FILENAME
+    if explanations.exists():
+        from sae_lib.explain.store import stored_build
+
+        if build_id is None or stored_build(explanations) != build_id:
+            raise CompatibilityError(
+                f"{explanations.name} in {folder} was not written for the latent index there (another build, "
+                "or no index). Run scripts/explain_latents.py on this SAE to explain its index (it keeps the old "
+                "file aside), or delete the file."
+            )
 
 
 def check_repo_id(repo_id: str) -> str:
@@ -163,6 +194,7 @@ def stage_upload(sae_dir: Path, repo_id: str, sae_id: str | None, dest: Path) ->
     """Write into ``dest`` exactly the folder that would be uploaded; returns ``dest/<sae_id>``."""
     cfg = check_sae_folder(sae_dir)
     check_repo_id(repo_id)
+    check_index_for_upload(sae_dir)
     sae_id = check_sae_id(sae_id or default_sae_id(cfg))
     dest = Path(dest)
     target = dest / sae_id

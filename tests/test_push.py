@@ -8,19 +8,29 @@ from huggingface_hub import HfApi
 from sae_lens import SAE
 
 from sae_lib import constants
+from sae_lib import latent_index as li
 from sae_lib import push as hub
-from sae_lib.errors import InputError, SAELoadError
+from sae_lib.errors import CompatibilityError, InputError, SAELoadError
+from sae_lib.explain.store import explanations_path, save_explanations
+from sae_lib.sae import load_sae
 from tests.conftest import TINY_HOOK
+
+SMALL_INDEX = li.IndexConfig(n_bins=16, top_k=2, n_lower_examples=1, window=4, window_before=2, batch_size=4)
+
+
+def tiny_index(tiny_model, sae, seed=0):
+    tokens = torch.randint(0, tiny_model.cfg.d_vocab, (4, 8), generator=torch.Generator().manual_seed(seed))
+    return li.build_index(tiny_model, sae, tokens, SMALL_INDEX)
 
 
 @pytest.fixture
-def sae_dir(tmp_path, tiny_sae):
+def sae_dir(tmp_path, tiny_sae, tiny_model):
     folder = tmp_path / "sae"
     tiny_sae.save_model(str(folder))
+    li.save_index(tiny_index(tiny_model, tiny_sae), folder)
     (folder / "runner_cfg.json").write_text(json.dumps({"model_name": "tiny-qwen3", "training_tokens": 123_456}))
     (folder / constants.EVALS_FILENAME).write_text(json.dumps({"summary": {"explained_variance": 0.8125, "l0": 17.5,
                                                                            "dead_fraction": 0.0625, "n_tokens": 640}}))
-    (folder / constants.INDEX_META_FILENAME).write_text("{}")
     (folder / "train_job.json").write_text("{}")
     (folder / "checkpoints" / "run" / "100").mkdir(parents=True)
     return folder
@@ -30,7 +40,8 @@ def test_staged_folder_is_the_saelens_layout_and_loads(sae_dir, tmp_path, tiny_s
     target = hub.stage_upload(sae_dir, "me/saes", None, tmp_path / "stage")
     assert target == tmp_path / "stage" / TINY_HOOK  # default sae_id: the hook name
     names = {p.name for p in target.iterdir()}
-    assert names == {"cfg.json", "sae_weights.safetensors", "runner_cfg.json", "evals.json", "latent_index.json", "README.md"}
+    assert names == {"cfg.json", "sae_weights.safetensors", "runner_cfg.json", "evals.json", "latent_index.json",
+                     "latent_index.safetensors", "latent_contexts.parquet", "latent_counts.safetensors", "README.md"}
     assert sorted(p.name for p in (tmp_path / "stage").iterdir()) == ["README.md", TINY_HOOK]
     loaded = SAE.load_from_disk(str(target))
     torch.testing.assert_close(loaded.W_enc, tiny_sae.W_enc)
@@ -90,11 +101,33 @@ def test_push_uploads_the_staged_folder(sae_dir, tmp_path, monkeypatch, readme_e
 
 
 def test_labels_counts_and_explanations_go_up_with_the_index(sae_dir, tmp_path):
-    for name in (constants.INDEX_COUNTS_FILENAME, constants.EXPLANATIONS_FILENAME):
-        (sae_dir / name).write_bytes(b"x")
+    build_id = json.loads((sae_dir / constants.INDEX_META_FILENAME).read_text())["build_id"]
+    save_explanations(explanations_path(sae_dir), build_id, [])
     target = hub.stage_upload(sae_dir, "me/saes", None, tmp_path / "stage")
     names = {p.name for p in target.iterdir()}
     assert {constants.INDEX_COUNTS_FILENAME, constants.EXPLANATIONS_FILENAME} <= names
+
+
+def test_an_index_of_other_weights_or_explanations_of_another_build_are_not_published(sae_dir, tmp_path, tiny_sae, tiny_model):
+    """push_to_hub.py published whatever index and explanations lay in the folder, though the app and
+    explain_latents.py refuse an index of other SAE weights, and explanations of another index build."""
+    own = json.loads((sae_dir / constants.INDEX_META_FILENAME).read_text())["build_id"]
+    other = load_sae(str(sae_dir), device="cpu").sae
+    with torch.no_grad():
+        other.W_enc.mul_(1.5)  # another SAE of the same shape: the index of a retrained or copied-over run
+    li.save_index(tiny_index(tiny_model, other), sae_dir)
+    with pytest.raises(CompatibilityError, match="built for different SAE weights"):
+        hub.stage_upload(sae_dir, "me/saes", None, tmp_path / "stage1")
+    assert not (tmp_path / "stage1").exists()
+
+    li.save_index(tiny_index(tiny_model, tiny_sae, seed=1), sae_dir)  # this SAE's index, a newer build
+    save_explanations(explanations_path(sae_dir), own, [])  # written for the older build
+    with pytest.raises(CompatibilityError, match="not written for the latent index there.*explain_latents.py"):
+        hub.stage_upload(sae_dir, "me/saes", None, tmp_path / "stage2")
+    explanations_path(sae_dir).unlink()
+    (sae_dir / constants.INDEX_STATS_FILENAME).unlink()  # a damaged index
+    with pytest.raises(CompatibilityError, match="incomplete or damaged"):
+        hub.stage_upload(sae_dir, "me/saes", None, tmp_path / "stage3")
 
 
 def test_published_files_and_card_name_no_local_path_and_only_measured_figures(tmp_path, tiny_sae):
