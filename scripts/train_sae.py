@@ -30,6 +30,7 @@ from sae_lib.training import (
     TrainJob,
     preset_config,
     preset_summary,
+    saelens_settings,
     train,
 )
 
@@ -92,7 +93,8 @@ def parse_args(argv: list[str] | None) -> tuple[TrainJob, LanguageModelSAERunner
     pre.add_argument("--architecture", default=None)
     known, _ = pre.parse_known_args(argv)
     parser, _ = build_parser(known.preset, known.architecture)
-    ns = parser.parse_args(argv)
+    with saelens_settings():  # SAELens's config checks its settings as simple_parsing builds it
+        ns = parser.parse_args(argv)
     job, cfg = ns.job, ns.cfg
     given = [name for name in _SET_BY_THE_JOB if getattr(cfg, name) is not None]
     if given:
@@ -106,7 +108,8 @@ def parse_args(argv: list[str] | None) -> tuple[TrainJob, LanguageModelSAERunner
     if not _given(argv, "logger.run_name"):  # likewise the run name SAELens derives from lr and tokens
         values["logger"] = dataclasses.replace(cfg.logger, run_name=None)
     # Back to SAELens's own class (the parser's subclass only existed to type ``sae``).
-    return job, LanguageModelSAERunnerConfig(**values)
+    with saelens_settings():
+        return job, LanguageModelSAERunnerConfig(**values)
 
 
 def _given(argv: list[str] | None, field_name: str) -> bool:

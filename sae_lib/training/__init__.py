@@ -8,7 +8,14 @@ next to the SAE, and published files without local paths.
 """
 
 from sae_lib.training.checkpoints import CHECKPOINT_FILES, clear_outputs, is_finished_sae, latest_checkpoint
-from sae_lib.training.config import buffer_batches, check_buffer, configure_run, hook_width, round_training_tokens
+from sae_lib.training.config import (
+    buffer_batches,
+    check_buffer,
+    configure_run,
+    hook_width,
+    round_training_tokens,
+    saelens_settings,
+)
 from sae_lib.training.job import ModelLoader, TrainJob, TrainResult, train
 from sae_lib.training.presets import (
     ARCHITECTURES,
@@ -26,5 +33,6 @@ __all__ = [
     "ARCHITECTURES", "CHECKPOINT_FILES", "PRESETS", "QWEN3_8B_STEPS", "QWEN3_8B_TRAINING_TOKENS", "ModelLoader",
     "Progress", "ResumableRunner", "RunStats", "TrainJob", "TrainResult", "TrainingInterrupted", "buffer_batches",
     "check_buffer", "clear_outputs", "configure_run", "hook_width", "is_finished_sae", "latest_checkpoint",
-    "preset_config", "preset_summary", "round_training_tokens", "run_training", "train", "with_architecture",
+    "preset_config", "preset_summary", "round_training_tokens", "run_training", "saelens_settings", "train",
+    "with_architecture",
 ]

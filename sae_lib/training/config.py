@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,20 @@ from sae_lib.errors import InputError
 from sae_lib.sae import hook_width as sae_hook_width
 
 Log = Callable[[str], None]
+
+
+@contextmanager
+def saelens_settings() -> Iterator[None]:
+    """Settings SAELens's runner config refuses in its constructor (a bare ValueError) or divides by
+    when 0 (a ZeroDivisionError) as an :class:`InputError`: with ``--train_batch_size_tokens 0`` or
+    ``--context_size -1`` train_sae.py ended in a traceback while parsing its flags."""
+    try:
+        yield
+    except ZeroDivisionError:
+        raise InputError("--train_batch_size_tokens, --feature_sampling_window and --logger.wandb_log_frequency "
+                         "must be positive (SAELens divides by them).") from None
+    except ValueError as err:
+        raise InputError(f"SAELens refuses these training settings: {err}") from None
 
 
 def buffer_batches(train_batch_size_tokens: int, context_size: int, train_batches: int) -> int:

@@ -1,6 +1,7 @@
 """scripts/train_sae.py: --help and bad input in process; kill -9 then --resume in subprocesses."""
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -86,6 +87,19 @@ def test_a_bad_flag_value_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as exit_info:
         train_sae.main(["--out", "x", "--lr", "fast"])
     assert exit_info.value.code == 2 and "invalid float value: 'fast'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--train_batch_size_tokens", "0", "--train_batch_size_tokens, .* must be positive"),
+    ("--logger.wandb_log_frequency", "0", "--logger.wandb_log_frequency must be positive"),
+    ("--context_size", "-1", "SAELens refuses these training settings: The provided context_size is -1"),
+])
+def test_settings_saelens_refuses_are_a_message_not_a_traceback(capsys, flag, value, message):
+    """SAELens's config checks (or divides by) these as simple_parsing builds it: a ZeroDivisionError or
+    ValueError traceback before."""
+    assert train_sae.main(["--out", "x", flag, value]) == 2
+    err = capsys.readouterr().err
+    assert re.search(f"^error: .*{message}", err) and "Traceback" not in err
 
 
 @pytest.fixture(scope="module")
