@@ -134,6 +134,14 @@ def test_configure_run_takes_d_in_from_the_model_and_rounds_tokens(tmp_path):
     assert no_ckpt.checkpoint_path is None and no_ckpt.n_checkpoints == 0 and no_ckpt.output_path == str(tmp_path)
 
 
+def test_an_sae_of_no_latents_is_refused():
+    """--sae.d_sae 0 trained a 0-latent SAE, wrote it and said done (its evals' dense fraction NaN)."""
+    for d_sae in (0, -4):
+        cfg = tiny_cfg()
+        with pytest.raises(InputError, match=f"--sae.d_sae is {d_sae}: an SAE needs at least one latent"):
+            configure_run(dataclasses.replace(cfg, sae=dataclasses.replace(cfg.sae, d_sae=d_sae)), d_in=32, out=None, log=QUIET)
+
+
 def test_training_tokens_are_rounded_to_whole_batches_with_a_warning():
     assert round_training_tokens(4096, 1024) == (4096, None)
     tokens, warning = round_training_tokens(5000, 1024)

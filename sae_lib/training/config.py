@@ -117,6 +117,8 @@ def configure_run(
     (SAELens appends a run id). The SAE lives on the runner's device (SAELens's trainer moves it
     there anyway). Returns a new config; ``cfg`` is not changed.
     """
+    if cfg.sae.d_sae < 1:  # SAELens trains (and evaluates, to NaN) an SAE of no latents
+        raise InputError(f"--sae.d_sae is {cfg.sae.d_sae}: an SAE needs at least one latent (the presets use 8-16x d_in).")
     sae = dataclasses.replace(cfg.sae, d_in=d_in, device=cfg.device)
     if cfg.sae.d_in != d_in:
         log(f"note: sae.d_in is the model's width at {cfg.hook_name}: {d_in} (the config said {cfg.sae.d_in}).")
