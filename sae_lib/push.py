@@ -24,7 +24,7 @@ from sae_lib.errors import CompatibilityError, InputError, SAELoadError
 from sae_lib.evals import load_evals
 from sae_lib.published import public_cfg
 from sae_lib.sae import check_sae_folder as check_loadable_sae_folder
-from sae_lib.sae import load_sae
+from sae_lib.sae import load_sae, training_scaler
 
 ENV_TOKEN = "HF_TOKEN"
 
@@ -59,6 +59,14 @@ def check_sae_folder(folder: Path) -> dict[str, Any]:
     # The rest (valid cfg.json, readable safetensors, pickle refusal) is the loader's own check, so a
     # folder that pushes is a folder the app can load.
     cfg = check_loadable_sae_folder(folder)
+    scaler = training_scaler(folder)
+    if scaler is not None:  # the uploaded weights would lack it: everyone loading them would read wrong latents
+        raise SAELoadError(
+            f"{folder} is a training checkpoint: its weights expect SAELens's activation scaling "
+            f"(activation_scaler.json{f', factor {scaler.scaling_factor:.4g}' if scaler.scaling_factor else ''}), "
+            "which the published files would not carry. Push the finished SAE (train_sae.py's --out, after the "
+            "run ends or --resume finishes it)."
+        )
     if "architecture" not in cfg:
         raise SAELoadError(f"{folder / constants.SAE_CFG_FILENAME} lacks 'architecture': not a SAELens SAE config.")
     return cfg

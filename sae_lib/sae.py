@@ -185,8 +185,49 @@ def load_sae(spec: str, device: str | torch.device | None = None, dtype: str | t
             f"SAELens could not load the SAE in {folder}: {type(err).__name__}: {str(err)[:500]}. Its cfg.json and "
             "weights do not fit together (or the architecture is unknown to this SAELens version)."
         ) from None
+    fold_training_scaler(sae, folder)
     sae.eval()
     return LoadedSAE(sae=sae, local_dir=folder, spec=parsed)
+
+
+def training_scaler(folder: Path):
+    """The activation scaling a SAELens training checkpoint in ``folder`` was trained under (its
+    ``activation_scaler.json``: a norm scaling factor, optional whitening), or None when there is none to
+    apply (a finished SAE, or ``final_N``, whose weights have it folded in already)."""
+    from sae_lens.constants import ACTIVATION_SCALER_CFG_FILENAME
+    from sae_lens.training.activation_scaler import ActivationScaler
+
+    path = Path(folder) / ACTIVATION_SCALER_CFG_FILENAME
+    if not path.is_file():
+        return None
+    scaler = ActivationScaler()
+    try:
+        scaler.load(path)
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise SAELoadError(
+            f"{path} (a training checkpoint's activation scaling) is unreadable: {type(err).__name__}: {str(err)[:200]}. "
+            "Load the finished SAE (train_sae.py's --out) or another checkpoint."
+        ) from None
+    return scaler if scaler.scaling_factor is not None or scaler.whitening is not None else None
+
+
+def fold_training_scaler(sae: SAE, folder: Path) -> bool:
+    """Fold a training checkpoint's activation scaling into ``sae``'s weights, as SAELens's trainer does
+    when training ends (same calls, same order); True when there was one.
+
+    Why: a checkpoint's weights expect the scaled activations the trainer fed them
+    (``normalize_activations="expected_average_only_in"``, the presets' setting), and
+    ``SAE.load_from_disk`` does not apply that scaling: loaded as it is, a checkpoint read raw activations,
+    and its latents fired at the wrong strengths and an index built on it was wrong, silently."""
+    scaler = training_scaler(folder)
+    if scaler is None:
+        return False
+    if scaler.scaling_factor is not None:
+        sae.fold_activation_norm_scaling_factor(scaler.scaling_factor)
+    if scaler.whitening is not None:
+        sae.fold_activation_whitening(mean=scaler.whitening.mean, whitening_matrix=scaler.whitening.matrix,
+                                      unwhitening_matrix=scaler.whitening.inverse_matrix)
+    return True
 
 
 def hook_width(model: HookedTransformer, hook_name: str, head_index: int | None = None) -> int:

@@ -64,6 +64,20 @@ def test_not_an_sae_folder(tmp_path):
         hub.check_sae_folder(tmp_path / "nope")
 
 
+def test_a_training_checkpoint_is_not_published(tmp_path, tiny_sae):
+    # Its weights expect SAELens's activation scaling, which the published files would not carry: every
+    # SAE.from_pretrained of them would read wrong latents. A finished SAE's folder (factor folded in,
+    # null in the file) goes up.
+    folder = tmp_path / "40960"
+    tiny_sae.save_model(str(folder))
+    (folder / "activation_scaler.json").write_text(json.dumps({"scaling_factor": 2.5, "has_whitening": False}))
+    with pytest.raises(SAELoadError, match=r"training checkpoint.*factor 2\.5.*Push the finished SAE"):
+        hub.stage_upload(folder, "me/saes", None, tmp_path / "stage")
+    assert not (tmp_path / "stage").exists()
+    (folder / "activation_scaler.json").write_text(json.dumps({"scaling_factor": None, "has_whitening": False}))
+    assert (hub.stage_upload(folder, "me/saes", None, tmp_path / "stage") / "sae_weights.safetensors").is_file()
+
+
 @pytest.mark.parametrize("repo", ["noslash", "a/b/c", "me/re po", "/x"])
 def test_bad_repo_ids(repo):
     with pytest.raises(InputError, match="not a Hub repo id"):

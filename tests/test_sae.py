@@ -89,6 +89,44 @@ def test_dtype_override(sae_dir, tiny_sae):
         torch.testing.assert_close(loaded.sae.state_dict()[key], value.to(torch.bfloat16), atol=0, rtol=0, msg=key)
 
 
+def _checkpoint_folder(folder, sae, factor):
+    """A SAELens training checkpoint as its trainer writes one mid-run: the weights as trained (on
+    activations scaled by ``factor``), cfg.json saying so, and activation_scaler.json holding the factor."""
+    ckpt = copy.deepcopy(sae)
+    ckpt.cfg.normalize_activations = "expected_average_only_in"
+    ckpt.save_model(folder)
+    (folder / "activation_scaler.json").write_text(json.dumps({"scaling_factor": factor, "has_whitening": False}))
+    return folder
+
+
+def test_a_training_checkpoint_loads_with_its_activation_scaling_folded_in(tmp_path, tiny_sae):
+    # A checkpoint's weights expect activations scaled by the factor; loaded as they are, every latent
+    # read raw activations (the index and the browser then described a different SAE).
+    factor = 2.5
+    folder = _checkpoint_folder(tmp_path / "checkpoints" / "ab12" / "40960", tiny_sae, factor)
+    loaded = load_sae(str(folder), device="cpu").sae
+    x = torch.randn(6, tiny_sae.cfg.d_in, generator=torch.Generator().manual_seed(3)) * 0.4
+    with torch.no_grad():
+        # What the trainer computed: the SAE as trained, on scaled activations, its output unscaled.
+        z_ref = tiny_sae.encode(x * factor)
+        out_ref = tiny_sae.decode(z_ref) / factor
+        z = loaded.encode(x)
+        assert int((z_ref > 0).sum()) > 10  # latents fire: the comparison means something
+        torch.testing.assert_close(z, z_ref, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(loaded.decode(z), out_ref, atol=1e-5, rtol=1e-5)
+    assert loaded.cfg.normalize_activations == "none"
+    # A finished SAE (or final_N: SAELens folds first and records no factor) loads as it is.
+    (folder / "activation_scaler.json").write_text(json.dumps({"scaling_factor": None, "has_whitening": False}))
+    _assert_same_sae(load_sae(str(folder), device="cpu").sae, tiny_sae)
+
+
+def test_an_unreadable_checkpoint_scaling_is_a_clear_error(tmp_path, tiny_sae):
+    folder = _checkpoint_folder(tmp_path / "ckpt", tiny_sae, 2.0)
+    (folder / "activation_scaler.json").write_text("{not json")
+    with pytest.raises(SAELoadError, match="activation scaling.*unreadable"):
+        load_sae(str(folder), device="cpu")
+
+
 def test_hub_spec_loads_from_prepopulated_cache_offline(tmp_path, monkeypatch, sae_dir, tiny_sae):
     # What a restarted Space sees: the cache already holds the SAE folder, the Hub is switched off.
     populate_hf_cache(tmp_path / "hub", REPO, sae_dir, subfolder=TINY_HOOK)
