@@ -519,3 +519,62 @@ def test_a_final_checkpoint_is_never_resumed_from(tmp_path):
             (folder / file).write_text("{}")
     assert checkpoint_tokens(folder) is None
     assert latest_checkpoint(tmp_path).name == "512"
+
+
+def test_keep_checkpoints_keeps_the_latest_complete_ones_and_resume_still_works(tmp_path, tiny_model):
+    """--keep_checkpoints 1: each checkpoint replaces the one before once it is complete (a qwen3-8b run
+    wrote five of 6.4 GB); a stop's checkpoint too, and --resume continues from it."""
+    out = tmp_path / "run"
+    lines: list[str] = []
+
+    def log(line: str) -> None:
+        lines.append(line)
+        stop(line)
+
+    stop = _interrupt_at(10)  # after tiny_cfg's checkpoints at 4 and 8 steps (n_checkpoints=3 over 12 steps)
+    with pytest.raises(TrainingInterrupted):
+        train(tiny_job(out, evals=False, keep_checkpoints=1), tiny_cfg(), tiny_model, log=log)
+    left = sorted(p.name for p in (out / constants.CHECKPOINTS_SUBDIR).glob("*/*"))
+    assert left == [str(10 * 128)]  # the stop's; the scheduled ones at 4 and 8 steps went once superseded
+    assert sum(line.startswith("removed the older checkpoint") for line in lines) == 2
+    result = train(tiny_job(out, resume=True, evals=False, keep_checkpoints=1), None, tiny_model, log=QUIET)
+    assert result.stats.resumed_at_step == 10 and result.stats.n_training_steps == 12
+
+
+def test_keep_checkpoints_leaves_half_written_and_final_folders(tmp_path):
+    from sae_lib.training import CHECKPOINT_FILES
+    from sae_lib.training.checkpoints import prune_checkpoints
+
+    run = tmp_path / "run1"
+    for name, complete in (("512", True), ("1024", True), ("1536", True), ("2048", False), ("final_2560", True)):
+        (run / name).mkdir(parents=True)
+        for file in (*CHECKPOINT_FILES, *(["runner_cfg.json"] if complete else [])):
+            (run / name / file).write_text("{}")
+    gone = prune_checkpoints(run, keep=2)
+    assert sorted(p.name for p in gone) == ["512"]
+    assert sorted(p.name for p in run.iterdir()) == ["1024", "1536", "2048", "final_2560"]
+    assert prune_checkpoints(run, keep=0) == [] and len(list(run.iterdir())) == 4  # 0: keep all
+
+
+def test_a_run_whose_checkpoints_will_not_fit_on_the_disk_says_so_at_the_start(tmp_path, tiny_model, monkeypatch):
+    import shutil as shutil_mod
+
+    from sae_lib.training import runner as runner_mod
+
+    weights = (2 * 32 * 64 + 64 + 64 + 32) * 4  # the tiny SAE's float32 parameters: W_enc, W_dec, b_enc, threshold, b_dec
+    need = 3 * 3 * weights + weights  # three checkpoints of weights + Adam's two moments, then the SAE
+    usage = shutil_mod.disk_usage(tmp_path)
+    lines: list[str] = []
+    monkeypatch.setattr(runner_mod.shutil, "disk_usage", lambda path: usage._replace(free=need - 1))
+    train(tiny_job(tmp_path / "run", evals=False), tiny_cfg(), tiny_model, log=lines.append)
+    warning = [line for line in lines if line.startswith("WARNING: this run will write")]
+    assert len(warning) == 1 and "3 checkpoint(s)" in warning[0] and "--keep_checkpoints 1" in warning[0]
+    lines.clear()
+    monkeypatch.setattr(runner_mod.shutil, "disk_usage", lambda path: usage._replace(free=need))
+    train(tiny_job(tmp_path / "run2", evals=False), tiny_cfg(), tiny_model, log=lines.append)
+    assert not any(line.startswith("WARNING: this run will write") for line in lines)
+
+
+def test_a_negative_keep_checkpoints_is_refused(tmp_path, tiny_model):
+    with pytest.raises(InputError, match="--keep_checkpoints must be 0"):
+        train(tiny_job(tmp_path / "run", keep_checkpoints=-1), tiny_cfg(), tiny_model, log=QUIET)

@@ -62,3 +62,16 @@ def clear_outputs(out: Path) -> None:
                  constants.INDEX_CONTEXTS_FILENAME, constants.INDEX_COUNTS_FILENAME, constants.EXPLANATIONS_FILENAME):
         (out / name).unlink(missing_ok=True)
     shutil.rmtree(out / constants.CHECKPOINTS_SUBDIR, ignore_errors=True)
+
+
+def prune_checkpoints(run_dir: Path, keep: int) -> list[Path]:
+    """Delete the complete checkpoints in ``run_dir`` (one run's ``checkpoints/<run id>/``) but the
+    ``keep`` with the most tokens; returns what went. Nothing else is touched: not ``final_N``, not a
+    half-written folder (a kill mid-save), whose last complete predecessor therefore also stays."""
+    complete = sorted(((tokens, ckpt) for ckpt in Path(run_dir).iterdir()
+                       if ckpt.is_dir() and (tokens := checkpoint_tokens(ckpt)) is not None), reverse=True)
+    gone = [ckpt for _, ckpt in complete[keep:]] if keep > 0 else []
+    for ckpt in gone:
+        shutil.rmtree(ckpt)
+    return gone
+

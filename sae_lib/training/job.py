@@ -57,6 +57,9 @@ class TrainJob:
     """Demo corpus only: training stories generated (the held-out split is a tenth of it)."""
     progress_every_s: float = 10.0
     """Seconds between progress lines."""
+    keep_checkpoints: int = 0
+    """Keep only this many of the latest complete checkpoints, deleting older ones as new ones complete
+    (0: keep all, as SAELens does). One qwen3-8b checkpoint is about 6.4 GB (weights and Adam state), five 32 GB."""
 
 
 class TrainResult(NamedTuple):
@@ -118,6 +121,8 @@ def train(job: TrainJob, cfg: LanguageModelSAERunnerConfig[Any] | None, model: H
     out = Path(job.out).expanduser().resolve()
     if job.eval_batches < 1:
         raise InputError(f"--eval_batches must be at least 1, got {job.eval_batches}.")
+    if job.keep_checkpoints < 0:
+        raise InputError(f"--keep_checkpoints must be 0 (keep all) or more, got {job.keep_checkpoints}.")
     if job.resume:
         cfg, lm, preset, demo_stories = _resume(job, out, model, log)
     else:
@@ -153,7 +158,8 @@ def train(job: TrainJob, cfg: LanguageModelSAERunnerConfig[Any] | None, model: H
         dataset, eval_dataset = _demo_datasets(lm, cfg, demo_stories)
     log(f"training a {cfg.sae.architecture()} SAE {cfg.sae.d_in} -> {cfg.sae.d_sae} on {cfg.hook_name} of "
         f"{cfg.model_name}: {cfg.training_tokens:,} tokens in {cfg.total_training_steps:,} steps of {cfg.train_batch_size_tokens:,}")
-    _, stats = run_training(cfg, model=lm, dataset=dataset, log=log, progress_every_s=job.progress_every_s)
+    _, stats = run_training(cfg, model=lm, dataset=dataset, log=log, progress_every_s=job.progress_every_s,
+                            keep_checkpoints=job.keep_checkpoints)
     log(f"SAE written to {out} ({stats.n_training_steps:,} steps, {stats.n_training_samples:,} tokens)")
 
     evals = None

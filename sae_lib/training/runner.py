@@ -25,6 +25,7 @@ around, so it can be dropped when SAELens changes it:
 
 from __future__ import annotations
 
+import shutil
 import signal
 import threading
 import time
@@ -45,7 +46,7 @@ from transformer_lens import HookedTransformer
 from sae_lib.engine import EngineActivations, engine_for
 from sae_lib.hf_hooks import hook_site
 from sae_lib.errors import LatentLabError
-from sae_lib.training.checkpoints import checkpoint_tokens
+from sae_lib.training.checkpoints import checkpoint_tokens, prune_checkpoints
 from sae_lib.training.progress import Log, Progress
 
 
@@ -146,11 +147,12 @@ class ResumableRunner(LanguageModelSAETrainingRunner):
     """
 
     def __init__(self, cfg: LanguageModelSAERunnerConfig[Any], *, log: Log, progress_every_s: float,
-                 stop_after_steps: int | None = None, **kwargs: Any):
+                 stop_after_steps: int | None = None, keep_checkpoints: int = 0, **kwargs: Any):
         self.log = log  # before SAELens's __init__, which calls _compile_llm_if_needed
         super().__init__(cfg, **kwargs)
         self.progress_every_s = progress_every_s
         self.stop_after_steps = stop_after_steps
+        self.keep_checkpoints = keep_checkpoints
         self.stats = RunStats()
 
     def _compile_llm_if_needed(self) -> None:
@@ -190,6 +192,16 @@ class ResumableRunner(LanguageModelSAETrainingRunner):
             self.log(f"resuming from {self.cfg.resume_from_checkpoint} at step {trainer.n_training_steps:,} "
                      f"({trainer.n_training_samples:,} tokens)")
         fuse_adam(trainer.optimizer)
+        self._check_checkpoint_space(trainer)
+        if self.keep_checkpoints > 0 and self.cfg.checkpoint_path is not None:
+            inner_save = trainer.save_checkpoint
+
+            def save_checkpoint(*args: Any, **kwargs: Any) -> None:
+                inner_save(*args, **kwargs)  # complete on return (runner_cfg.json, written last, included)
+                for gone in prune_checkpoints(Path(self.cfg.checkpoint_path), self.keep_checkpoints):
+                    self.log(f"removed the older checkpoint {gone.name} (--keep_checkpoints {self.keep_checkpoints})")
+
+            trainer.save_checkpoint = save_checkpoint  # type: ignore[method-assign]
         start = trainer.n_training_samples
         progress = Progress(self.cfg.training_tokens, start, self.cfg.total_training_steps, self.log, self.progress_every_s)
         stop = StopRequest(self.log)
@@ -250,6 +262,30 @@ class ResumableRunner(LanguageModelSAETrainingRunner):
         return sae
 
 
+    def _check_checkpoint_space(self, trainer: SAETrainer[Any, Any]) -> None:
+        """Warn at the start, with figures, when the checkpoints still to come (and the finished SAE)
+        will not fit on the disk: a day-long run must not find out at its fourth checkpoint. A checkpoint
+        holds the SAE's weights and Adam's two moments: three times the weights (6.4 GB for the qwen3-8b
+        preset's 65,536 x 4,096 float32 SAE)."""
+        where = self.cfg.checkpoint_path or self.cfg.output_path
+        if where is None:
+            return
+        weights = sum(p.numel() * p.element_size() for p in trainer.sae.parameters())
+        coming = len(trainer.checkpoint_thresholds)
+        if self.keep_checkpoints > 0:  # a new one is complete before the oldest kept one goes
+            coming = min(coming, self.keep_checkpoints + 1)
+        need = coming * 3 * weights + weights
+        folder = Path(where)
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        free = shutil.disk_usage(folder).free
+        if need > free:
+            self.log(f"WARNING: this run will write {coming} checkpoint(s) of about {3 * weights / 1e9:.2f} GB and a "
+                     f"{weights / 1e9:.2f} GB SAE, about {need / 1e9:.1f} GB in all, but {folder} has {free / 1e9:.1f} GB "
+                     "free: a checkpoint would fail part-way (--resume continues from the last complete one). "
+                     "Free space, pass --keep_checkpoints 1 (only the latest checkpoint is kept), or lower --n_checkpoints.")
+
+
 class TrainingInterrupted(LatentLabError):
     """A stop (SIGINT/SIGTERM, ``stop_after_steps``) ended training; ``stats.interrupted_checkpoint`` says where it was saved."""
 
@@ -285,12 +321,14 @@ def run_training(
     log: Log = print,
     progress_every_s: float = 10.0,
     stop_after_steps: int | None = None,
+    keep_checkpoints: int = 0,
 ) -> tuple[TrainingSAE[Any], RunStats]:
     """Train with SAELens's runner (seeded from ``cfg.seed``); returns the SAE and what happened.
 
     Writes ``cfg.output_path`` in SAELens's layout when set. ``model``/``dataset`` override what the
     config names (the demo passes its local model and its generated, pre-tokenized corpus). A stop
-    raises :class:`TrainingInterrupted`.
+    raises :class:`TrainingInterrupted`. ``keep_checkpoints`` > 0: only that many of the latest complete
+    checkpoints stay (0: all, as SAELens keeps them).
     """
     import logging
 
@@ -311,7 +349,8 @@ def run_training(
             # kernels, the layers above never run); SAELens sees the HookedTransformer otherwise.
             lm = EngineActivations(model) if model is not None else None
             runner = ResumableRunner(cfg, override_dataset=dataset, override_model=lm, log=log,
-                                     progress_every_s=progress_every_s, stop_after_steps=stop_after_steps)
+                                     progress_every_s=progress_every_s, stop_after_steps=stop_after_steps,
+                                     keep_checkpoints=keep_checkpoints)
             try:
                 sae = runner.run()
             except (KeyboardInterrupt, InterruptedException):
