@@ -289,7 +289,7 @@ def get_descriptions(ws: Workspace) -> tuple[Descriptions | None, str | None]:
 
 def all_latents(index):
     """The Latent browser's table of every latent (``latent_index.all_latents_table``), built once per
-    index: its text columns take seconds at 65,536 latents, and the page reruns on every slider move."""
+    index: its text columns take about a second at 65,536 latents, and the page reruns on every slider move."""
     return _all_latents(index, index.meta.build_id)
 
 
@@ -431,7 +431,7 @@ from sae_lib.errors import InputError  # noqa: E402
 from sae_lib.model_queue import queue_for  # noqa: E402
 
 TOKEN_CHOICES = (10_000, 30_000, 100_000, 300_000, 1_000_000, 3_000_000, 10_000_000, 30_000_000)
-"""What the token slider offers (a log scale): up to 30M, 27 minutes at the H100 rate."""
+"""What the token slider offers (a log scale): up to 30M, about 16 minutes at the H100 rate."""
 
 
 def current_index(ws: Workspace):

@@ -112,8 +112,9 @@ def latent_mask(
 
 def all_latents_table(index: LatentIndex, n_tokens_shown: int = 5) -> pd.DataFrame:
     """One row per latent, in latent order: density, max, mean, status, top logit tokens, tokens it peaks
-    on. The text columns are a Python loop over every latent (about 1-2 s at 65,536 latents on 2 CPU
-    cores), so the app builds this once per index and filters it with :func:`latent_mask`."""
+    on. The text columns are a Python loop over every latent (about 0.9 s at 65,536 latents on 2 CPU
+    cores, ``docs/bench_latent_browser_cpu.json``), so the app builds this once per index and filters it
+    with :func:`latent_mask`."""
     peaks = _peak_tokens(index).numpy()
     logit_ids = index.logit_top_ids[:, :n_tokens_shown].numpy()
     status = np.where(index.dead.numpy(), "dead", np.where(index.dense.numpy(), "dense", ""))
