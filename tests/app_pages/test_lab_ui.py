@@ -53,7 +53,7 @@ def test_the_embedded_demo_is_named_as_such(monkeypatch, tmp_path):
 @pytest.mark.parametrize(
     "text, shown",
     [
-        ("No model at /work/main/data/demo.partial-5912/model: build it.", "No model at …/model: build it."),
+        ("No model at /srv/app/data/demo.partial-5912/model: build it.", "No model at …/model: build it."),
         ("cannot read '/home/op/.cache/huggingface/hub/x/cfg.json'", "cannot read '…/cfg.json'"),
         ("see https://huggingface.co/me/repo and Qwen/Qwen3-8B", "see https://huggingface.co/me/repo and Qwen/Qwen3-8B"),
         ("a / b and 1/2", "a / b and 1/2"),
