@@ -40,6 +40,7 @@ def download_snapshot(
     from huggingface_hub.errors import (
         GatedRepoError,
         HfHubHTTPError,
+        HFValidationError,
         LocalEntryNotFoundError,
         RepositoryNotFoundError,
         RevisionNotFoundError,
@@ -47,6 +48,11 @@ def download_snapshot(
 
     try:
         return Path(snapshot_download(repo_id, allow_patterns=allow_patterns, revision=revision))
+    except HFValidationError as err:  # a repo id the Hub can never have ('--', '..', '.git', too long)
+        raise error_cls(
+            f"{what}: {repo_id!r} is not a valid Hub repo id ({err}). Check its spelling (user/repo), or "
+            f"{DEFAULT_HINT}."
+        ) from None
     except LocalEntryNotFoundError:
         why = "HF_HUB_OFFLINE=1 is set" if hub_is_offline() else "the Hub cannot be reached (no network?)"
         raise error_cls(

@@ -1,5 +1,7 @@
 """The workspace: env-configured pair, the embedded default, and the visible fallback."""
 
+from pathlib import Path
+
 import pytest
 
 from sae_lib import constants
@@ -99,3 +101,16 @@ def test_when_neither_the_configured_pair_nor_the_demo_loads_both_reasons_are_sa
     message = str(err.value)
     assert message.index("no-such-model") < message.index("The embedded demo could not be built")
     assert constants.ENV_DEMO_DIR in message and constants.ENV_MODEL in message
+
+
+@pytest.mark.parametrize("repo", ["me/my--saes", "me/saes.git"])
+def test_a_hub_sae_whose_repo_id_the_hub_refuses_falls_back_with_a_clear_notice(demo_paths, monkeypatch, tmp_path, repo):
+    """A typo the Hub's own id rules refuse ('--', '..', '.git'): huggingface_hub raised HFValidationError,
+    which no loader caught, so the app showed Streamlit's generic error instead of falling back."""
+    from tests.helpers import use_hf_cache
+
+    use_hf_cache(monkeypatch, tmp_path / "hub")
+    monkeypatch.setenv(constants.ENV_DEMO_DIR, str(demo_paths.root))
+    ws = load_workspace(str(demo_paths.model), f"{repo}:blocks.2.hook_mlp_out")
+    assert Path(ws.sae_source).resolve() == demo_paths.sae.resolve()  # the embedded default is serving
+    assert f"{repo!r} is not a valid Hub repo id" in ws.fallback_reason and constants.ENV_SAE in ws.fallback_reason
