@@ -184,9 +184,9 @@ def write_atomic_folder(index: li.LatentIndex, final: Path) -> Path:
     """Write ``index`` into ``final`` (a folder of its own) all at once: a ``.partial-*`` sibling is
     filled and renamed into place, so ``final`` is either absent or complete. A full disk is a
     :class:`LatentLabError` saying so, with the partial folder removed."""
-    final.parent.mkdir(parents=True, exist_ok=True)
     partial = final.with_name(f".{final.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
+        final.parent.mkdir(parents=True, exist_ok=True)
         li.save_index(index, partial)
         if final.exists():  # an older index for the same weights (a rebuild): replaced as a whole
             # ... but explanations written for it (hours of explainer work) come along, kept aside.
@@ -207,11 +207,26 @@ def write_atomic_folder(index: li.LatentIndex, final: Path) -> Path:
                 f"({os.strerror(err.errno)}). Nothing was written. Free some space (or give the Space more "
                 "storage), or index fewer tokens."
             ) from None
-        raise LatentLabError(
-            f"Could not write the latent index into the index cache under HF_HUB_CACHE ({err.strerror or type(err).__name__}). "
-            "Nothing was written."
-        ) from None
+        raise _unwritable(err) from None
     return final
+
+
+def _unwritable(err: OSError) -> LatentLabError:
+    return LatentLabError(
+        f"Could not write the latent index into the index cache under HF_HUB_CACHE ({err.strerror or type(err).__name__}). "
+        "Nothing was written. Make HF_HUB_CACHE (or HF_HOME) a writable folder and restart."
+    )
+
+
+def check_writable(final: Path) -> None:
+    """Raise the message :func:`write_atomic_folder` would give when ``final``'s folder cannot be written
+    (a read-only cache): checked before a build's pass, not after it."""
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        if not os.access(final.parent, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+    except OSError as err:
+        raise _unwritable(err) from None
 
 
 def measure_tokens_per_s(model: HookedTransformer, sae: SAE, settings: Settings, n_rows: int = 2) -> float:
@@ -316,6 +331,7 @@ class IndexBuild:
     ) -> None:
         """The thread's body: read the corpus, index it, write it; every failure ends in the status."""
         try:
+            check_writable(folder)  # a read-only cache fails now, not after the whole pass
             tokens = corpus_tokens(source, model.tokenizer, n_tokens, settings.context_size)
             if self.cancel_event.is_set():
                 raise BuildCancelled("The index build was cancelled; nothing was written.")

@@ -18,7 +18,7 @@ from sae_lib import corpora
 from sae_lib import index_builds as ib
 from sae_lib import latent_index as li
 from sae_lib.latent_index import store
-from sae_lib.errors import InputError
+from sae_lib.errors import InputError, LatentLabError
 from sae_lib.workspace import PairSource, load_workspace
 from tests.helpers import load_script, make_hub_unreachable, populate_hf_cache, use_hf_cache
 
@@ -167,6 +167,28 @@ def test_a_full_disk_is_a_clear_message_and_writes_nothing(monkeypatch, cache, t
     status = _wait(build)
     assert status.state == "failed" and "disk is too full" in status.message and "Nothing was written" in status.message
     assert _entries(cache) == []
+
+
+def test_a_read_only_index_cache_is_a_clear_message_before_the_pass(monkeypatch, cache, tiny_model, tiny_sae):
+    """A Hub cache the app cannot write (read-only storage): the build stops at once with the message
+    saying so (it ran the whole pass, then failed with 'The build failed: PermissionError ...')."""
+    import pathlib
+
+    real_mkdir = pathlib.Path.mkdir
+
+    def read_only(self, *args, **kwargs):
+        if str(self).startswith(str(cache)):
+            raise PermissionError(errno.EACCES, "Permission denied", str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(pathlib.Path, "mkdir", read_only)
+    build, _ = ib.BuildRegistry().start(tiny_model, tiny_sae, corpora.CorpusSource("demo"), 1024, SMALL)
+    status = _wait(build)
+    assert status.state == "failed" and status.tokens_done == 0
+    assert "Could not write the latent index into the index cache under HF_HUB_CACHE (Permission denied)" in status.message
+    assert "Nothing was written" in status.message and str(cache) not in status.message
+    with pytest.raises(LatentLabError, match="Permission denied"):  # and the write itself, when it gets there
+        ib.write_atomic_folder(build.index or li.build_index(tiny_model, tiny_sae, torch.zeros((1, 16), dtype=torch.long), SMALL.index), cache / ib.CACHE_SUBDIR / "x")
 
 
 def test_a_failed_builds_message_names_no_server_path(monkeypatch, cache, tiny_model, tiny_sae, caplog):
