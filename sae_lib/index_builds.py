@@ -187,6 +187,7 @@ def write_atomic_folder(index: li.LatentIndex, final: Path) -> Path:
     partial = final.with_name(f".{final.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_partials(final)
         li.save_index(index, partial)
         if final.exists():  # an older index for the same weights (a rebuild): replaced as a whole
             # ... but explanations written for it (hours of explainer work) come along, kept aside.
@@ -209,6 +210,26 @@ def write_atomic_folder(index: li.LatentIndex, final: Path) -> Path:
             ) from None
         raise _unwritable(err) from None
     return final
+
+
+def _remove_stale_partials(final: Path) -> None:
+    """Remove the ``.partial-*`` folders of ``final`` whose writer is gone: a process stopped while it
+    wrote (a Space restart, an OOM kill) leaves one as large as an index, which nothing else removes.
+    A partial named with this process's id is stale too (one write per index at a time here, and a
+    restarted container's server often has the id its predecessor had); another live process's is kept."""
+    for folder in final.parent.glob(f".{final.name}.partial-*"):
+        pid = folder.name.rsplit(".partial-", 1)[1].split("-", 1)[0]
+        if not pid.isdigit():
+            continue
+        if int(pid) != os.getpid():
+            try:
+                os.kill(int(pid), 0)
+                continue  # its writer is alive (another process writing this index now)
+            except ProcessLookupError:
+                pass
+            except OSError:  # alive, another user's
+                continue
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _unwritable(err: OSError) -> LatentLabError:

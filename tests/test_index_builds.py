@@ -191,6 +191,33 @@ def test_a_read_only_index_cache_is_a_clear_message_before_the_pass(monkeypatch,
         ib.write_atomic_folder(build.index or li.build_index(tiny_model, tiny_sae, torch.zeros((1, 16), dtype=torch.long), SMALL.index), cache / ib.CACHE_SUBDIR / "x")
 
 
+def test_a_write_interrupted_by_a_restart_leaves_nothing_after_the_next_build(cache, tiny_model, tiny_sae):
+    """A server stopped while it wrote an index (a Space restart, an OOM kill) leaves a ``.partial-*``
+    folder as large as an index; the next write removes it (they piled up on the persistent storage),
+    and keeps one a live process is writing."""
+    import os
+    import subprocess
+    import sys
+
+    final = ib.cache_dir(tiny_sae)
+    final.parent.mkdir(parents=True)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        leftovers = {pid: final.with_name(f".{final.name}.partial-{pid}-0000abcd") for pid in (gone.pid, os.getpid(), alive.pid)}
+        for folder in leftovers.values():
+            folder.mkdir()
+            (folder / "latent_index.safetensors").write_bytes(b"x" * 1000)  # the first file written
+        tokens = torch.randint(0, tiny_model.cfg.d_vocab, (4, 16), generator=torch.Generator().manual_seed(0))
+        ib.write_atomic_folder(li.build_index(tiny_model, tiny_sae, tokens, SMALL.index), final)
+        assert ib.load_cached(tiny_sae) is not None
+        assert _entries(cache) == [leftovers[alive.pid].name, final.name]  # the stopped writers' are gone
+    finally:
+        alive.kill()
+        alive.wait()
+
+
 def test_a_failed_builds_message_names_no_server_path(monkeypatch, cache, tiny_model, tiny_sae, caplog):
     """Every visitor sees a build's message: an unexpected error quoting a file is cut to its name there,
     and the whole error goes to the operator's log."""
