@@ -300,4 +300,9 @@ def load_model(
     # configured by name in TransformerLens and must keep their name.
     config_name = None if official.startswith(tl_loading.NEED_REMOTE_CODE_MODELS) else official
     folder = snapshot_for_name(official)
-    return load_model_from_folder(folder, device=device, dtype=dtype, config_name=config_name)
+    model = load_model_from_folder(folder, device=device, dtype=dtype, config_name=config_name)
+    # Read from the snapshot, the config names the model after its folder: the snapshot's commit hash.
+    # Messages ("..., which Qwen3-8B (36 layers) does not have") and the index's metadata name it as
+    # TransformerLens does a named model.
+    model.cfg.model_name = official.split("/")[-1]
+    return model

@@ -119,6 +119,7 @@ def test_named_model_loads_from_cache_offline(tmp_path, monkeypatch, tiny_hf_qwe
     use_hf_cache(monkeypatch, tmp_path / "hub", offline=True)
     model = load_model("Qwen/Qwen3-0.6B", device=next(loaded.parameters()).device, dtype="float32")
     assert model.cfg.trust_remote_code is False
+    assert model.cfg.model_name == "Qwen3-0.6B"  # as TransformerLens names it, not the snapshot's commit hash
     tokens = loaded.to_tokens(TEXT, prepend_bos=False)
     with torch.no_grad():
         torch.testing.assert_close(model(tokens), loaded(tokens), atol=0, rtol=0)
