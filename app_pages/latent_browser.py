@@ -146,7 +146,7 @@ elif view == LATENT:
     show_description(ws, descriptions, latent)
     max_act = float(index.max_act[latent])
     c1, c2, c3, c4 = st.columns(4)
-    c1.metric("Density", f"{float(index.density[latent]):.4%}")
+    c1.metric("Density", li.density_text(float(index.density[latent]), 4))
     c2.metric("Max activation", f"{max_act:.3f}")
     c3.metric("Mean (when firing)", f"{float(index.mean_act[latent]):.3f}")
     c4.metric("Status", "dead" if index.dead[latent] else ("dense" if index.dense[latent] else "sparse"))
@@ -218,10 +218,7 @@ elif view == SAMPLE:
     )
     fig = make_subplots(
         rows=4, cols=5,
-        subplot_titles=[
-            f"{i}: {float(index.density[i]):.2%}, max {float(index.max_act[i]):.1f}" if not index.dead[i] else f"{i}: dead"
-            for i in picked
-        ],
+        subplot_titles=[li.sample_title(index, i) for i in picked],
     )  # fmt: skip
     for n, i in enumerate(picked):
         h = li.latent_histogram(index, i)

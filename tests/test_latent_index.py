@@ -297,6 +297,26 @@ def test_histogram_and_title(index):
     assert title.startswith(f"Latent {i} Activations Density {float(index.density[i]):.3%}, Max Activation ")
 
 
+def test_titles_never_round_a_firing_latents_density_to_zero(index):
+    """One firing in 10M tokens (the qwen3-8b preset's index): the write-up's ``:.3%`` says 0.000%, which
+    reads as dead; the titles give it two significant digits and keep the write-up's format otherwise.
+    (The demo model over 307,200 tokens: 29 firing latents' titles said "Density 0.000%".)"""
+    count = torch.zeros_like(index.count)
+    count[3], count[4] = 1, 2_500_000
+    max_act = index.max_act.clone()
+    max_act[3], max_act[4], max_act[5] = 0.64, 2.5, 0.0
+    rare = dataclasses.replace(index, count=count, max_act=max_act, meta=dataclasses.replace(index.meta, n_tokens=10_000_000))
+    assert li.histogram_title(rare, 3) == "Latent 3 Activations Density 0.000010%, Max Activation 0.64"
+    assert li.histogram_title(rare, 4) == "Latent 4 Activations Density 25.000%, Max Activation 2.50"
+    assert li.sample_title(rare, 3) == "3: 0.000010%, max 0.6"
+    assert li.sample_title(rare, 4) == "4: 25.00%, max 2.5"
+    assert li.sample_title(rare, 5) == "5: dead"
+    # Just below what the places show, and just at it.
+    for d in (0.4e-5, 0.49999e-5, 0.5e-5, 0.50001e-5, 1e-9):
+        assert float(li.density_text(d)[:-1]) > 0, d
+    assert li.density_text(0.0) == "0.000%" and li.density_text(1e-7, 4) == "0.000010%" and li.density_text(1.0) == "100.000%"
+
+
 def test_latent_table_filters(index):
     full = li.latent_table(index)
     assert len(full) == index.d_sae

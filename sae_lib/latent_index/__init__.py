@@ -53,6 +53,7 @@ from sae_lib.latent_index.query import (
     Histogram,
     all_latents_table,
     density_histogram,
+    density_text,
     histogram_title,
     latent_contexts,
     latent_histogram,
@@ -62,6 +63,7 @@ from sae_lib.latent_index.query import (
     logit_lens_table,
     parse_latent,
     sample_latents,
+    sample_title,
     steering_query,
 )
 from sae_lib.latent_index.store import load_index, save_index
@@ -74,9 +76,9 @@ from sae_lib.probe import Firing, encode_tokens, firing_latents, firing_table, h
 __all__ = [
     "FORMAT_VERSION", "KIND_SAMPLE", "KIND_TOP", "ContextView", "Contexts", "Firing", "Histogram",
     "IndexConfig", "IndexMeta", "LatentIndex", "LogitLens", "PackedTokens", "ProgressFn", "all_latents_table", "build_index",
-    "check_index_matches_sae", "decoder_in_residual", "density_histogram", "encode_tokens", "firing_latents", "firing_table",
+    "check_index_matches_sae", "decoder_in_residual", "density_histogram", "density_text", "encode_tokens", "firing_latents", "firing_table",
     "histogram_title", "hook_activations", "latent_contexts", "latent_histogram", "latent_mask", "latent_table",
     "load_index", "log10_densities", "logit_lens", "logit_lens_table", "pack_texts", "parse_latent",
-    "sae_fingerprint", "sae_hash", "sample_latents", "save_index", "steering_query", "vocab_strings",
+    "sae_fingerprint", "sae_hash", "sample_latents", "sample_title", "save_index", "steering_query", "vocab_strings",
     "what_fires",
 ]  # fmt: skip

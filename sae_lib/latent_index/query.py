@@ -46,12 +46,30 @@ def latent_histogram(index: LatentIndex, latent: int) -> Histogram:
     return Histogram(np.linspace(0.0, upper, n_bins + 1)[: last + 1], counts[:last])
 
 
+def density_text(density: float, decimals: int = 3) -> str:
+    """A density as a percentage with ``decimals`` places (the write-up's ``:.3%``), but never 0 for a
+    latent that fires: below what those places show, two significant digits (one firing in 10M
+    tokens: ``0.000010%``, where ``:.3%`` shows a dead-looking ``0.000%``)."""
+    pct = 100.0 * float(density)
+    text = f"{pct:.{decimals}f}%"
+    if pct > 0.0 and float(text[:-1]) == 0.0:
+        text = f"{pct:.{1 - math.floor(math.log10(pct))}f}%"
+    return text
+
+
 def histogram_title(index: LatentIndex, latent: int) -> str:
     """The write-up's title: ``Latent i Activations Density x%, Max Activation y``."""
     return (
-        f"Latent {latent} Activations Density {float(index.density[latent]):.3%}, "
+        f"Latent {latent} Activations Density {density_text(float(index.density[latent]))}, "
         f"Max Activation {float(index.max_act[latent]):.2f}"
     )
+
+
+def sample_title(index: LatentIndex, latent: int) -> str:
+    """A short title for one latent of the random sample's grid: ``i: density, max m`` or ``i: dead``."""
+    if bool(index.dead[latent]):
+        return f"{latent}: dead"
+    return f"{latent}: {density_text(float(index.density[latent]), 2)}, max {float(index.max_act[latent]):.1f}"
 
 
 def _log10_density(index: LatentIndex) -> np.ndarray:
