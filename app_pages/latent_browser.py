@@ -92,7 +92,7 @@ if view == OVERVIEW:
     c1.metric("Latents", f"{index.d_sae:,}")
     c2.metric("Tokens indexed", f"{meta.n_tokens:,}")
     c3.metric("Dead (never fired)", f"{int(index.dead.sum()):,}")
-    c4.metric(f"Dense (> {meta.config['dense_threshold']:.0%} of tokens)", f"{int(index.dense.sum()):,}")
+    c4.metric(f"Dense (> {100 * meta.config['dense_threshold']:g}% of tokens)", f"{int(index.dense.sum()):,}")
     corpus = f"of {as_text(meta.description)}" if meta.description else "(its corpus was not recorded)"
     st.caption(f"Index {corpus}, on `{meta.hook_name}`, built {as_text(meta.created)}.")
     log_d = li.log10_densities(index)

@@ -95,6 +95,19 @@ def test_overview_builds_its_table_once_per_index(workspace, tiny_index, monkeyp
     lab_ui._all_latents.clear()
 
 
+@pytest.mark.parametrize("threshold, label", [(0.1, "10%"), (0.005, "0.5%"), (0.015, "1.5%")])
+def test_the_dense_count_names_the_indexs_threshold(workspace, tiny_index, threshold, label):
+    # A threshold below 0.5% was labelled "Dense (> 0% of tokens)", and 1.5% "> 2%".
+    import dataclasses
+
+    meta = tiny_index.meta
+    workspace.index = dataclasses.replace(
+        tiny_index, meta=dataclasses.replace(meta, config={**meta.config, "dense_threshold": threshold})
+    )
+    at = open_page()
+    assert metric(at, f"Dense (> {label} of tokens)") == f"{int(workspace.index.dense.sum()):,}"
+
+
 def test_density_histogram_is_binned_before_it_is_sent(workspace, tiny_index):
     # 50 bars that count every latent that fires, not one point per latent (65,536 at the flagship).
     import base64
