@@ -162,3 +162,98 @@ def test_exact_counts_keep_the_best_partners_by_jaccard_not_by_count():
     nb = cofiring_neighbours(counts, 0)
     assert nb.latents == [2] and nb.scores == pytest.approx([40 / (50 + 40 - 40)])
     assert counts.cofire_ids[1].tolist() == [0]  # the dense latent's best: 50 / 1000, above 40 / 1000
+
+
+def _brute_jaccard(F: torch.Tensor, a: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Latent ``a``'s co-firing counts and Jaccard with every latent over the firing matrix ``F``
+    (positions, d_sae), itself excluded (-1)."""
+    F = F.double()
+    f, co = F.sum(0), F[:, a] @ F
+    jac = co / (f[a] + f - co).clamp(min=1)
+    jac[a] = -1
+    return co, jac
+
+
+def test_wide_saes_rank_partners_by_exact_jaccard_despite_dense_latents():
+    """Wider than the dense table (3,000 latents here; the flagship's 65,536), a bounded Misra-Gries table
+    kept a latent's most frequent partners, and with ~L0 partners per firing its error bound exceeded any
+    true count: 40 dense latents crowded out latent B, which fires only with A (Jaccard 0.29), and the
+    Jaccards shown were ~0.004. The sampled positions are counted exactly: the neighbours are the truth."""
+    from sae_lib.cooccurrence import CountsAccumulator, SampledPositions
+
+    g = torch.Generator().manual_seed(0)
+    d_sae, n_pos, a, b = 3000, 2048, 100, 200
+    acc = CountsAccumulator(d_sae, vocab=50, k_tokens=4, k_cofire=8, cofire_pairs_per_batch=1 << 30)
+    assert isinstance(acc.cofire, SampledPositions)
+    batches = []
+    for _ in range(3):
+        F = torch.zeros(n_pos, d_sae, dtype=torch.bool)
+        F[:, 1000:1040] = torch.rand(n_pos, 40, generator=g) < 0.5  # dense: half of all tokens
+        F[:, 2000:2100] = torch.rand(n_pos, 100, generator=g) < 0.02  # sparse background
+        F[:, a] = torch.rand(n_pos, generator=g) < 0.1
+        F[:, b] = F[:, a] & (torch.rand(n_pos, generator=g) < 0.3)  # only with A
+        pos, lat = F.nonzero(as_tuple=True)
+        acc.update(torch.randint(0, 50, (1, n_pos), generator=g), (pos, lat), n_pos)
+        batches.append(F)
+    F = torch.cat(batches)
+    counts = acc.finish()
+    assert int(counts.cofire_positions) == F.shape[0]
+    assert torch.equal(counts.cofire_fired, F.sum(0).long())
+    for latent in (a, b, 1005, 2050, 2999):
+        co, jac = _brute_jaccard(F, latent)
+        nb = cofiring_neighbours(counts, latent, n=8)
+        want = jac.topk(8)
+        assert nb.scores == pytest.approx(want.values[: len(nb.scores)].tolist(), abs=1e-12), latent
+        assert all(co[i] == c for i, c in zip(counts.cofire_ids[latent].tolist(), counts.cofire_counts[latent].tolist())
+                   if i >= 0), latent
+    assert cofiring_neighbours(counts, a, n=1).latents == [b]
+    assert cofiring_neighbours(counts, a, n=1).scores[0] > 0.25
+
+
+def test_wide_co_firing_sample_is_thinned_uniformly_and_counted_over_what_it_kept():
+    """Past its memory bound the sample halves (at random) and keeps later positions at half the rate, so
+    early and late text stay equally represented; the counts are exact over the positions kept."""
+    from sae_lib.cooccurrence import SampledPositions
+
+    g = torch.Generator().manual_seed(1)
+    d_sae, n_pos = 64, 500
+    sp = SampledPositions(d_sae, k=4, generator=torch.Generator().manual_seed(2), max_entries=3000)
+    marker = 63  # fires at every position of the first half of the batches only
+    for i in range(8):
+        F = torch.rand(n_pos, d_sae, generator=g) < 0.05
+        F[:, marker] = i < 4
+        pos, lat = F.nonzero(as_tuple=True)
+        sp.add(pos, lat, torch.ones(n_pos, dtype=torch.bool), torch.bincount(pos, minlength=n_pos))
+    assert sp.keep < 1 and sp.entries <= 3000
+    lat, sizes = sp._flat()
+    kept = torch.zeros(len(sizes), d_sae, dtype=torch.bool)
+    kept[torch.repeat_interleave(torch.arange(len(sizes)), sizes), lat] = True
+    share_early = float(kept[:, marker].float().mean())
+    assert 0.35 < share_early < 0.65  # half of the text carries the marker; a biased sample would not
+    top = sp.top()
+    assert torch.equal(sp.fired(), kept.sum(0).long())
+    for latent in (0, 17, marker):
+        co, jac = _brute_jaccard(kept, latent)
+        got = [i for i in top.ids[latent].tolist() if i >= 0]
+        assert sorted(jac[got].tolist(), reverse=True) == pytest.approx(jac.topk(len(got)).values.tolist())
+        assert [int(co[i]) for i in got] == top.counts[latent][: len(got)].tolist()
+
+
+def test_wide_co_firing_counts_the_same_in_small_chunks():
+    """The end's pair counting in chunks (bounded memory when a block holds dense latents) adds up to
+    the same counts as in one go."""
+    from sae_lib.cooccurrence import SampledPositions
+
+    g = torch.Generator().manual_seed(4)
+    F = torch.rand(300, 40, generator=g) < 0.3
+    pos, lat = F.nonzero(as_tuple=True)
+    tops = []
+    for max_pairs in (1 << 25, 7):
+        sp = SampledPositions(40, k=40, max_pairs_per_chunk=max_pairs)
+        sp.add(pos, lat, torch.ones(300, dtype=torch.bool), torch.bincount(pos, minlength=300))
+        tops.append(sp.top(block=16))
+    assert torch.equal(tops[0].ids, tops[1].ids) and torch.equal(tops[0].counts, tops[1].counts)
+    co = F.double().T @ F.double()
+    for a in range(40):
+        got = {int(i): int(c) for i, c in zip(tops[0].ids[a], tops[0].counts[a]) if i >= 0}
+        assert got == {b: int(co[a, b]) for b in range(40) if b != a and co[a, b] > 0}
