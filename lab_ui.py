@@ -225,7 +225,10 @@ def _train_once(key: Hashable, what: str, train: Callable[[Callable[[TrainingPro
     status = st.empty()
 
     def waiting(ahead: int) -> None:
-        status.info(f"Waiting for the server's CPU: {ahead} training run(s) ahead of you. {what} starts after them.")
+        if ahead:
+            status.info(f"Waiting for the server's CPU: {ahead} training run(s) ahead of you. {what} starts after them.")
+        else:  # our turn: the progress bar follows
+            status.empty()
 
     def progress(p: TrainingProgress) -> None:
         status.progress(min(p.step / p.total, 1.0), text=progress_text(what, p))
@@ -358,7 +361,7 @@ def show_description(ws: Workspace, descriptions: Descriptions, latent: int) -> 
                  help="The loaded model reads the latent's contexts and writes one line; queued like a generation."):
         status = st.empty()
         try:
-            d = explain_now(ws, descriptions, latent, on_wait=lambda n: status.info(f"Waiting for the model: {n} run(s) ahead."))
+            d = explain_now(ws, descriptions, latent, on_wait=lambda n: status.info(f"Waiting for the model: {n} run(s) ahead.") if n else status.empty())
             st.session_state.setdefault("lb_explained", {})[(id(ws), latent)] = d
             st.rerun()
         except LatentLabError as err:

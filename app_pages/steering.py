@@ -120,7 +120,10 @@ st.caption(f"Limits on this server: {LIMITS.max_samples} samples, {LIMITS.max_ne
 
 def waiting(status):
     def on_wait(ahead: int) -> None:
-        status.info(f"Waiting for the model: {ahead} run(s) ahead of you.")
+        if ahead:
+            status.info(f"Waiting for the model: {ahead} run(s) ahead of you.")
+        else:  # our turn: the run's own progress follows
+            status.empty()
     return on_wait
 
 

@@ -47,12 +47,15 @@ class ModelQueue:
 
         ``on_wait(n_ahead)`` is called while waiting (from the caller's thread, outside the queue's
         lock) whenever the place in line may have changed; if it raises, the caller leaves the line
-        and the exception propagates (this is how a page that is stopped gives up its place).
+        and the exception propagates (this is how a page that is stopped gives up its place). A caller
+        that was told it waits gets ``on_wait(0)`` once admitted, so its "N ahead of you" message does
+        not stay up while its own run goes.
         """
         ticket = object()
         with self._cond:
             self._waiting.append(ticket)
             ahead_on_arrival = self._ahead(ticket)
+        waited = False
         try:
             while True:
                 with self._cond:
@@ -62,6 +65,7 @@ class ModelQueue:
                         break
                     ahead = self._ahead(ticket)
                 if on_wait is not None:
+                    waited = True
                     on_wait(ahead)
                 with self._cond:
                     if self._busy or self._waiting[0] is not ticket:
@@ -73,6 +77,8 @@ class ModelQueue:
                 self._cond.notify_all()
             raise
         try:
+            if waited:
+                on_wait(0)  # our turn: the caller takes its waiting message down
             yield ahead_on_arrival
         finally:
             with self._cond:

@@ -98,3 +98,37 @@ def test_a_visitor_who_leaves_mid_generation_does_not_wedge_the_queue():
     t.start()
     t.join(timeout=5)
     assert got_in.is_set() and queue.ahead_of_new_arrival() == 0
+
+
+def test_a_waiter_is_told_when_its_turn_comes():
+    """The page's "N run(s) ahead of you" must not stay up while the visitor's own run goes: a caller
+    that was told it waits hears ``on_wait(0)`` once admitted, before its body runs."""
+    queue = ModelQueue()
+    seen: list = []
+    holder_in, release = threading.Event(), threading.Event()
+
+    def holder():
+        with queue.slot():
+            holder_in.set()
+            assert release.wait(30)
+
+    t = threading.Thread(target=holder)
+    t.start()
+    assert holder_in.wait(30)
+
+    def waiter():
+        with queue.slot(on_wait=seen.append):
+            seen.append("body")
+
+    w = threading.Thread(target=waiter)
+    w.start()
+    _until(lambda: seen, "the waiter never reported its place")
+    release.set()
+    t.join(30)
+    w.join(30)
+    assert seen[0] == 1 and seen[-2:] == [0, "body"]
+    assert 0 not in seen[:-2]  # 0 only once it is in: never while someone is ahead
+    seen.clear()
+    with queue.slot(on_wait=seen.append):  # nobody ahead: never told to wait, nothing to take down
+        pass
+    assert seen == []
