@@ -190,11 +190,17 @@ elif view == FIRES:
         top_n = st.slider("Latents shown per token", 1, 10, 5, key="lb_top_n")
         run = st.form_submit_button("Find the latents that fire")
     if run:
+        status = st.empty()  # the model is shared: say so while other visitors' runs go first
         try:
-            st.session_state["lb_firing"] = probe.what_fires(ws.model, ws.sae, prompt, top_n=top_n)
+            st.session_state["lb_firing"] = probe.what_fires(
+                ws.model, ws.sae, prompt, top_n=top_n,
+                on_wait=lambda n: status.info(f"Waiting for the model: {n} run(s) ahead of you.") if n else status.empty(),
+            )
         except LatentLabError as err:
             st.session_state.pop("lb_firing", None)
             show_error(err)
+        finally:
+            status.empty()
     firing = st.session_state.get("lb_firing")
     if firing is not None:
         st.dataframe(probe.firing_table(firing), hide_index=True, key="lb_firing_table")

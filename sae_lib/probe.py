@@ -6,7 +6,7 @@ steering (``prompt_tokens``), so a prompt is checked and tokenized the same way 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from typing import NamedTuple
 
@@ -101,12 +101,14 @@ class Firing(NamedTuple):
 
 @torch.no_grad()
 def what_fires(
-    model: HookedTransformer, sae: SAE, prompt: str, top_n: int = 5, limits: Limits = LIMITS
+    model: HookedTransformer, sae: SAE, prompt: str, top_n: int = 5, limits: Limits = LIMITS,
+    on_wait: Callable[[int], None] | None = None,
 ) -> Firing:
-    """Per token of ``prompt``, the ``top_n`` latents with the largest activation."""
+    """Per token of ``prompt``, the ``top_n`` latents with the largest activation. ``on_wait(n_ahead)``:
+    the model queue's report while this waits for other visitors' runs (``ModelQueue.slot``)."""
     tokens = prompt_tokens(model, prompt, limits=limits)  # (1, n)
     # The model is shared with steering, whose hooks live on it while a generation runs: wait our turn.
-    with queue_for(model).slot():
+    with queue_for(model).slot(on_wait):
         feats = encode_tokens(model, sae, tokens)[0].float().cpu()  # (n, d_sae)
     acts, latents = feats.topk(min(top_n, feats.shape[1]), dim=1)
     return Firing(model.to_str_tokens(tokens[0]), latents, acts)

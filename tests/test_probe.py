@@ -99,3 +99,33 @@ def test_tf32_matmuls_is_scoped_and_cuda_only(tiny_model, tiny_sae):
     fast = probe.encode_tokens(tiny_model, tiny_sae, tokens, tf32=True)
     assert torch.equal(fast, probe.encode_tokens(tiny_model, tiny_sae, tokens))
     assert not fast.requires_grad  # no autograd graph kept over (tokens x d_sae) pre-activations
+
+
+def test_what_fires_reports_its_place_while_other_runs_hold_the_model(tiny_model, tiny_sae):
+    """'What fires here' waits behind other visitors' generations: it says how many are ahead (as the
+    steering page does), instead of a silent wait as long as theirs."""
+    import threading
+
+    from sae_lib.model_queue import queue_for
+
+    seen, got = [], []
+    holder_in, release = threading.Event(), threading.Event()
+
+    def holder():
+        with queue_for(tiny_model).slot():
+            holder_in.set()
+            assert release.wait(30)
+
+    t = threading.Thread(target=holder)
+    t.start()
+    assert holder_in.wait(30)
+    w = threading.Thread(target=lambda: got.append(probe.what_fires(tiny_model, tiny_sae, "a b c", on_wait=seen.append)))
+    w.start()
+    for _ in range(1500):
+        if seen:
+            break
+        threading.Event().wait(0.02)
+    release.set()
+    t.join(30)
+    w.join(30)
+    assert seen and seen[0] == 1 and got
