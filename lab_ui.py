@@ -240,7 +240,7 @@ def _train_once(key: Hashable, what: str, train: Callable[[Callable[[TrainingPro
                 return hit  # type: ignore[return-value]
             status.progress(0.0, text=f"{what}: starting (the expected time shows after the first steps)")
             result = train(progress)
-        cache.put(key, result)
+            cache.put(key, result)  # before the slot goes: the next in line, with the same settings, finds it
         return result
     finally:
         status.empty()

@@ -175,3 +175,43 @@ def test_the_progress_bar_states_the_measured_expected_time():
     text = lab_ui.progress_text("Training the toy models", TrainingProgress(step=150, total=1500, elapsed_s=0.9))
     assert "step 150 of 1,500" in text and "about 8 s left" in text and "expected to take 9 s" in text
     assert "few seconds" not in text
+
+
+def test_visitors_queued_with_the_same_settings_train_them_once(monkeypatch):
+    """Ten visitors opening the Theory page at once ask for the same (default) sweep: the first trains it,
+    the others wait and reuse it. The result is cached before the slot is released, so the next in line
+    never finds the slot free and the cache still empty (a thread switch there retrained it)."""
+    import threading
+    import time
+
+    import lab_ui
+    from sae_lib.toy_model import ToyConfig
+
+    trained = []
+
+    def train(cfg, progress=None):
+        trained.append(cfg.seed)
+        return cfg.seed
+
+    monkeypatch.setattr(lab_ui, "train_toy", train)
+    real_put = lab_ui._ResultCache.put
+
+    def slow_put(self, key, value):  # the thread switch that lets the next visitor in first
+        time.sleep(0.05)
+        real_put(self, key, value)
+
+    monkeypatch.setattr(lab_ui._ResultCache, "put", slow_put)
+    barrier = threading.Barrier(4)
+    results = []
+
+    def visitor():
+        barrier.wait()
+        results.append(lab_ui.toy_sweep(ToyConfig(seed=727272)))
+
+    threads = [threading.Thread(target=visitor) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert results == [727272] * 4
+    assert trained == [727272]
