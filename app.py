@@ -2,6 +2,8 @@
 
 import streamlit as st
 
+from lab_ui import keep_across_pages
+
 st.set_page_config(page_title="Latent Lab", page_icon=":material/biotech:", layout="wide")
 
 # The page scripts live in app_pages/, not pages/: Streamlit (1.67) treats a folder named pages/
@@ -15,4 +17,5 @@ PAGES = [
     st.Page("app_pages/steering.py", title="Steering playground", icon=":material/tune:", url_path="steering"),
 ]
 
+keep_across_pages()  # a prompt typed on one page is still there after a visit to another
 st.navigation(PAGES).run()

@@ -140,6 +140,21 @@ def sidebar(ws: Workspace) -> None:
         )
 
 
+KEPT_ACROSS_PAGES = ("steer_prompt",)
+"""Widget keys whose values survive a visit to another page: Streamlit drops a widget's value at the end of
+any run that does not draw it, so without this a prompt typed on the Steering page was gone after a trip
+to the Latent browser to pick another latent. Only widgets drawn without a ``value=`` default (their page
+sets their state instead): re-setting one that has such a default makes Streamlit show a warning."""
+
+
+def keep_across_pages(keys: tuple[str, ...] = KEPT_ACROSS_PAGES) -> None:
+    """Called by app.py before every page: re-set each kept widget's value as session state (Streamlit's
+    documented way to keep a widget's value while another page runs)."""
+    for key in keys:
+        if key in st.session_state:
+            st.session_state[key] = st.session_state[key]
+
+
 def seed_input(where, key: str, default: int = 0, label: str = "Seed") -> int | None:
     """A seed box that says so when a typed seed is out of range (the box itself would clamp it silently).
 

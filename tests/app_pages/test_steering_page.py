@@ -365,3 +365,16 @@ def test_a_warm_up_in_progress_is_said_on_the_page(tiny_workspace):
     tiny_workspace.warm_up.join()
     at = open_page()
     assert not any("compiling its decode step" in c.value for c in at.caption)
+
+
+def test_a_typed_prompt_survives_a_visit_to_another_page(tiny_workspace):
+    """Streamlit drops a widget's value in a run that does not draw it: the prompt a visitor typed was
+    back to the default after a trip to the Latent browser to pick another latent."""
+    at = open_page({"latent": "5", "max_act": "2.5"})
+    at.text_area(key="steer_prompt").input("The knight rode to the").run()
+    at.switch_page("app_pages/theory.py")
+    at.query_params.clear()
+    at.run()
+    at.switch_page("app_pages/steering.py").run()
+    assert not at.exception
+    assert at.text_area(key="steer_prompt").value == "The knight rode to the"
