@@ -140,10 +140,11 @@ def sidebar(ws: Workspace) -> None:
         )
 
 
-KEPT_ACROSS_PAGES = ("steer_prompt",)
+KEPT_ACROSS_PAGES = ("steer_prompt", "lb_view", "lb_latent")
 """Widget keys whose values survive a visit to another page: Streamlit drops a widget's value at the end of
 any run that does not draw it, so without this a prompt typed on the Steering page was gone after a trip
-to the Latent browser to pick another latent. Only widgets drawn without a ``value=`` default (their page
+to the Latent browser to pick another latent, and the browser was back on its Overview (latent 0) after
+"Steer with latent i" and back. Only widgets drawn without a ``value=`` default (their page
 sets their state instead): re-setting one that has such a default makes Streamlit show a warning."""
 
 

@@ -147,6 +147,20 @@ def test_url_latent_opens_that_latent(workspace, tiny_index):
     assert at.query_params["latent"] == "3" and metric(at, "Max activation") == f"{float(tiny_index.max_act[3]):.3f}"
 
 
+def test_the_latent_being_read_survives_a_visit_to_the_steering_page(workspace, tiny_index):
+    """Streamlit drops a widget's value in a run that does not draw it: after 'Steer with latent i' and
+    back through the sidebar, the browser was on its Overview and 'One latent' showed latent 0."""
+    i = int(tiny_index.count.argmax())
+    at = open_page({"latent": str(i)})
+    at.button(key="lb_to_steering").click().run()  # switches to the Steering page (latent and max_act in the URL)
+    at.query_params.clear()  # the sidebar's link to the browser carries no latent
+    at.switch_page(PAGE).run()
+    assert not at.exception
+    assert at.radio(key="lb_view").value == "One latent"
+    assert at.number_input(key="lb_latent").value == i
+    assert at.query_params["latent"] == str(i)
+
+
 @pytest.mark.parametrize("bad, message", [("abc", "not a number"), ("9999", "out of range")])
 def test_bad_url_latent_is_refused_with_a_message(workspace, bad, message):
     at = open_page({"latent": bad})
