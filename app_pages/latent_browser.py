@@ -130,8 +130,10 @@ if view == OVERVIEW:
     filters = hashlib.sha1(repr((index.meta.build_id, band, hide_dead, query, text_query)).encode()).hexdigest()[:12]
     event = st.dataframe(
         table, hide_index=True, on_select="rerun", selection_mode="single-row", key=f"lb_table_{filters}", height=420,
-        column_config={"density": st.column_config.NumberColumn(format="%.4f"),
-                       "log10 density": st.column_config.NumberColumn(format="%.2f")},
+        column_config={"density": st.column_config.NumberColumn(format="%.2e"),  # rare latents: not 0.0000
+                       "log10 density": st.column_config.NumberColumn(format="%.2f"),
+                       "max": st.column_config.NumberColumn(format="%.3f"),
+                       "mean": st.column_config.NumberColumn(format="%.3f")},
     )  # fmt: skip
     rows = event.selection.rows if event is not None else []
     if rows and rows[0] < len(table):

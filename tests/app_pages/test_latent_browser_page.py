@@ -254,3 +254,19 @@ def test_random_sample_seed_out_of_range_says_so(workspace):
     at.number_input(key="lb_seed").set_value(2**31).run()
     assert not at.exception
     assert any(f"Seed must be between 0 and {2**31 - 1:,}" in visible_text(e.value) for e in at.error)
+
+
+def test_the_overview_table_never_shows_a_firing_latents_density_as_zero(workspace, tiny_index):
+    """The density column is formatted in the browser: a fixed '%.4f' showed every latent firing on fewer
+    than 1 in 20,000 tokens as 0.0000, like a dead one. Whatever the format, a firing latent's density
+    must keep a non-zero digit, checked here by applying the column's printf format to the rarest."""
+    import json
+    import re
+
+    at = open_page()
+    config = json.loads(at.dataframe[0].proto.columns)
+    fmt = config["density"]["type_config"]["format"]
+    assert re.fullmatch(r"%\.\d[eg]", fmt), fmt  # printf-style, as the browser applies it
+    rarest = min(float(d) for d in tiny_index.density if d > 0)
+    for density in (rarest, 3.2e-5, 1e-7):  # the tiny index's rarest, the demo's latent 6, one in 10M
+        assert re.search(r"[1-9]", (fmt % density).split("e")[0]), (fmt, density)
