@@ -103,6 +103,7 @@ def evaluate_sae(
     if dataset is None and eval_cfg.streaming:
         # A streamed corpus: look at other shards than the run started on (a shard shuffle).
         store.shuffle_input_dataset(seed=cfg.seed + 1)
+    _reset_restarts_rows(store)
     config = get_eval_everything_config(
         batch_size_prompts=batch_size_prompts,
         n_eval_reconstruction_batches=n_batches,
@@ -127,6 +128,23 @@ def evaluate_sae(
     summary["n_tokens"] = int(flat.get("total_tokens_eval_sparsity_variance", 0))
     summary["d_sae"] = int(sae.cfg.d_sae)
     return {"summary": summary, "metrics": _json_safe(metrics)}
+
+
+def _reset_restarts_rows(store: ActivationsStore) -> None:
+    """Make ``store.reset_input_dataset`` restart the rows ``get_batch_tokens`` hands out.
+
+    ``run_evals`` resets the store between its CE/KL batches and its variance/sparsity batches so both
+    read the same rows; SAELens 6.54.12's reset only restarts the raw dataset iterator, not the row
+    iterator the batches come from, so explained variance, MSE, L0 and dead/dense fractions were
+    measured on the *next* rows (on the demo: held-out rows 240-242 and 0-236, where the CE losses
+    read rows 0-239; on a stream: the batches after the CE ones)."""
+    reset = store.reset_input_dataset
+
+    def reset_rows() -> None:
+        reset()
+        store.iterable_sequences = store._iterate_tokenized_sequences()
+
+    store.reset_input_dataset = reset_rows  # type: ignore[method-assign]
 
 
 def ce_verdict(summary: dict[str, Any]) -> dict[str, Any]:

@@ -151,3 +151,26 @@ def test_evals_of_an_sae_on_an_optional_hook_point_splice_it_in(tiny_model, tiny
     assert s["ce_loss_with_sae"] == pytest.approx(spliced, rel=1e-4)
     assert abs(s["ce_loss_with_sae"] - s["ce_loss_without_sae"]) > 1e-3
     assert abs(s["ce_ablation_gap"]) > 1e-3  # zero-ablating the hook changes the loss too (either way: a random model)
+
+
+def test_variance_and_sparsity_metrics_read_the_rows_the_ce_losses_read(tiny_model, tiny_sae, tiny_tokenizer, cfg):
+    """run_evals resets the store between its CE batches and its variance/sparsity batches; the reset
+    must restart the rows, or L0 / explained variance / dead fractions describe the rows after them
+    (here row 4 and rows 0-2 instead of rows 0-3)."""
+    rows = pack_texts(TINY_TEXTS[:12], tiny_tokenizer, 16).tokens[:5]  # (5, 16); batches of 2 read rows 0-3
+    evals = evaluate_sae(tiny_sae, tiny_model, cfg, dataset=Dataset.from_dict({"input_ids": rows.tolist()}), n_batches=2)
+    s = evals["summary"]
+    evaluated = rows[:4]
+    special = tiny_tokenizer.all_special_ids
+    assert s["ce_loss_without_sae"] == pytest.approx(naive_ce(tiny_model, evaluated, True, special), rel=1e-5)
+    keep = ~torch.isin(evaluated, torch.tensor(special))  # (4, 16)
+    with torch.no_grad():
+        x = tiny_model.run_with_cache(evaluated, names_filter=[TINY_HOOK])[1][TINY_HOOK][keep]  # (n_tok, 32)
+        feats = tiny_sae.encode(x)  # (n_tok, 96)
+        x_hat = tiny_sae.decode(feats)
+    resid = (x - x_hat).pow(2).sum(-1)  # (n_tok,)
+    assert s["l0"] == pytest.approx((feats != 0).sum(-1).float().mean().item(), rel=1e-5)
+    assert s["mse"] == pytest.approx(resid.mean().item(), rel=1e-4)
+    assert s["explained_variance"] == pytest.approx(1 - resid.sum().item() / (x - x.mean(0)).pow(2).sum().item(), rel=1e-4)
+    density = (feats != 0).float().mean(0)  # (96,)
+    assert s["dead_fraction"] == pytest.approx((density == 0).float().mean().item())
