@@ -110,14 +110,21 @@ def evaluate_sae(
         n_eval_sparsity_variance_batches=n_batches,
     )
     sae.eval()
-    metrics, feature_metrics = run_evals(
-        sae=sae,
-        activation_store=store,
-        model=lm,
-        activation_scaler=ActivationScaler(),  # the trained scale is folded into the saved weights
-        eval_config=config,
-        model_kwargs=cfg.model_kwargs,
-    )
+    # SAELens takes the CE losses and KLs from the model's logits in the model's dtype and averages them
+    # there: a bfloat16 model's losses came out rounded to bfloat16 (steps of 1/32 nat at 4-8 nats),
+    # finer than the ablation gap. The logits are made float32 for the evals.
+    to_float32 = model.unembed.register_forward_hook(lambda _module, _inputs, logits: logits.float())
+    try:
+        metrics, feature_metrics = run_evals(
+            sae=sae,
+            activation_store=store,
+            model=lm,
+            activation_scaler=ActivationScaler(),  # the trained scale is folded into the saved weights
+            eval_config=config,
+            model_kwargs=cfg.model_kwargs,
+        )
+    finally:
+        to_float32.remove()
     density = torch.tensor(feature_metrics["feature_density"], dtype=torch.float64)  # (d_sae,)
     flat = {k: v for group in metrics.values() for k, v in group.items()}
     summary: dict[str, Any] = {key: _finite(flat.get(key)) for key, _ in SUMMARY_KEYS if key not in _DERIVED_KEYS}

@@ -174,3 +174,26 @@ def test_variance_and_sparsity_metrics_read_the_rows_the_ce_losses_read(tiny_mod
     assert s["explained_variance"] == pytest.approx(1 - resid.sum().item() / (x - x.mean(0)).pow(2).sum().item(), rel=1e-4)
     density = (feats != 0).float().mean(0)  # (96,)
     assert s["dead_fraction"] == pytest.approx((density == 0).float().mean().item())
+
+
+def test_ce_losses_of_a_bfloat16_model_are_not_rounded_to_bfloat16(tiny_model, tiny_sae, tiny_tokenizer, cfg):
+    """A bfloat16 model (the loader's default on GPU): SAELens averaged the per-token losses in the
+    logits' dtype, so clean / with-SAE / ablated losses came out as bfloat16 numbers (5.96875 for a
+    true 5.9603 here), coarser than the ablation gap they are compared by."""
+    import copy
+
+    model = copy.deepcopy(tiny_model).to(torch.bfloat16)
+    rows = pack_texts(TINY_TEXTS[:12], tiny_tokenizer, 16).tokens[:4]  # (4, 16): two batches of 2
+    s = evaluate_sae(tiny_sae, model, cfg, dataset=Dataset.from_dict({"input_ids": rows.tolist()}), n_batches=2)["summary"]
+    keep = ~torch.isin(rows[:, :-1], torch.tensor(tiny_tokenizer.all_special_ids))  # (4, 15)
+
+    def naive(**hooks) -> float:
+        with torch.no_grad():
+            logits = model.run_with_hooks(rows, return_type="logits", **hooks).double()  # (4, 16, vocab)
+        nll = -torch.log_softmax(logits[:, :-1], -1).gather(-1, rows[:, 1:, None])[..., 0]  # (4, 15)
+        return nll[keep].mean().item()
+
+    assert s["ce_loss_without_sae"] == pytest.approx(naive(), rel=1e-5)
+    ablated = naive(fwd_hooks=[(TINY_HOOK, lambda act, hook: torch.zeros_like(act))])
+    assert s["ce_loss_with_ablation"] == pytest.approx(ablated, rel=1e-5)
+    assert next(model.parameters()).dtype == torch.bfloat16 and model.unembed._forward_hooks == {}  # left as it was
