@@ -33,6 +33,7 @@ import torch
 from sae_lens import SAE, ActivationsStore, LanguageModelSAERunnerConfig
 from sae_lens.evals import get_eval_everything_config, run_evals
 from sae_lens.training.activation_scaler import ActivationScaler
+from sae_lens.util import get_special_token_ids
 from transformer_lens import HookedTransformer
 
 from sae_lib import constants
@@ -104,6 +105,7 @@ def evaluate_sae(
         # A streamed corpus: look at other shards than the run started on (a shard shuffle).
         store.shuffle_input_dataset(seed=cfg.seed + 1)
     _reset_restarts_rows(store)
+    batches = _record_batches(store)
     config = get_eval_everything_config(
         batch_size_prompts=batch_size_prompts,
         n_eval_reconstruction_batches=n_batches,
@@ -132,7 +134,11 @@ def evaluate_sae(
     summary["dead_fraction"] = float((density == 0).double().mean())
     summary["dense_fraction"] = float((density > DENSE_THRESHOLD).double().mean())
     summary["dense_threshold"] = DENSE_THRESHOLD
-    summary["n_tokens"] = int(flat.get("total_tokens_eval_sparsity_variance", 0))
+    # The tokens the variance/sparsity metrics averaged over: SAELens's token_stats count every position
+    # of the rows, special tokens included, which run_evals leaves out of every metric (the demo: 30,720
+    # positions, 30,129 tokens measured).
+    special = torch.tensor(get_special_token_ids(model.tokenizer), dtype=torch.long)
+    summary["n_tokens"] = int(sum((~torch.isin(b.cpu(), special)).sum() for b in batches[-n_batches:]))
     summary["d_sae"] = int(sae.cfg.d_sae)
     return {"summary": summary, "metrics": _json_safe(metrics)}
 
@@ -152,6 +158,20 @@ def _reset_restarts_rows(store: ActivationsStore) -> None:
         store.iterable_sequences = store._iterate_tokenized_sequences()
 
     store.reset_input_dataset = reset_rows  # type: ignore[method-assign]
+
+
+def _record_batches(store: ActivationsStore) -> list[torch.Tensor]:
+    """A list that receives every token batch ``store.get_batch_tokens`` hands out from now on."""
+    batches: list[torch.Tensor] = []
+    get = store.get_batch_tokens
+
+    def get_and_record(*args: Any, **kwargs: Any) -> torch.Tensor:
+        tokens = get(*args, **kwargs)
+        batches.append(tokens)
+        return tokens
+
+    store.get_batch_tokens = get_and_record  # type: ignore[method-assign]
+    return batches
 
 
 def ce_verdict(summary: dict[str, Any]) -> dict[str, Any]:

@@ -197,3 +197,15 @@ def test_ce_losses_of_a_bfloat16_model_are_not_rounded_to_bfloat16(tiny_model, t
     ablated = naive(fwd_hooks=[(TINY_HOOK, lambda act, hook: torch.zeros_like(act))])
     assert s["ce_loss_with_ablation"] == pytest.approx(ablated, rel=1e-5)
     assert next(model.parameters()).dtype == torch.bfloat16 and model.unembed._forward_hooks == {}  # left as it was
+
+
+def test_tokens_evaluated_counts_the_tokens_the_metrics_were_measured_on(tiny_model, tiny_sae, tiny_tokenizer, cfg):
+    """run_evals leaves special tokens (the <|endoftext|> between stories) out of every metric, so the
+    'tokens evaluated' of the table, the model card and cfg.json's measured_on_tokens leave them out too
+    (SAELens's token_stats count every position: 64 here)."""
+    rows = pack_texts(TINY_TEXTS[:12], tiny_tokenizer, 16).tokens[:4]  # (4, 16): two batches of 2
+    special = torch.isin(rows, torch.tensor(tiny_tokenizer.all_special_ids))
+    assert special.any()
+    evals = evaluate_sae(tiny_sae, tiny_model, cfg, dataset=Dataset.from_dict({"input_ids": rows.tolist()}), n_batches=2)
+    assert evals["metrics"]["token_stats"]["total_tokens_eval_sparsity_variance"] == 64
+    assert evals["summary"]["n_tokens"] == int((~special).sum()) < 64
