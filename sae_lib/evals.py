@@ -182,12 +182,14 @@ def ce_verdict(summary: dict[str, Any]) -> dict[str, Any]:
                 "ce_loss_score_note": "CE losses were not computed."}
     gap = ablated - clean
     meaningful = gap >= MIN_ABLATION_GAP
-    note = (
-        f"Zero-ablating the hook raises the loss by {gap:.3f} nats."
-        if meaningful else
-        f"Zero-ablating the hook raises the loss by only {gap:.3f} nats (< {MIN_ABLATION_GAP:g}), so CE loss "
-        "recovered divides by a gap as small as the SAE's own error and says little; compare the three losses instead."
-    )
+    if meaningful:
+        note = f"Zero-ablating the hook raises the loss by {gap:.3f} nats."
+    elif gap <= 0:
+        note = (f"Zero-ablating the hook does not raise the loss (ablated - clean = {gap:.3f} nats), so CE loss "
+                "recovered divides by a gap of zero or less and means nothing; compare the three losses instead.")
+    else:
+        note = (f"Zero-ablating the hook raises the loss by only {gap:.3f} nats (< {MIN_ABLATION_GAP:g}), so CE loss "
+                "recovered divides by a gap as small as the SAE's own error and says little; compare the three losses instead.")
     return {"ce_ablation_gap": gap, "ce_loss_score_meaningful": meaningful, "ce_loss_score_note": note}
 
 

@@ -209,3 +209,10 @@ def test_tokens_evaluated_counts_the_tokens_the_metrics_were_measured_on(tiny_mo
     evals = evaluate_sae(tiny_sae, tiny_model, cfg, dataset=Dataset.from_dict({"input_ids": rows.tolist()}), n_batches=2)
     assert evals["metrics"]["token_stats"]["total_tokens_eval_sparsity_variance"] == 64
     assert evals["summary"]["n_tokens"] == int((~special).sum()) < 64
+
+
+def test_an_ablation_that_lowers_the_loss_is_not_called_a_small_rise():
+    lower = ce_verdict({"ce_loss_without_sae": 5.96, "ce_loss_with_ablation": 5.87})
+    assert lower["ce_loss_score_meaningful"] is False
+    note = lower["ce_loss_score_note"]
+    assert "does not raise the loss" in note and "-0.090 nats" in note and "raises the loss by only" not in note
