@@ -138,10 +138,14 @@ class DecodeSlot:
 
     def _hook(self, module, args, output):
         act = output[0] if self.kind == "output0" else output
+        if act.shape[0] > self.add.shape[0]:  # a larger batch (eager: never a compiled run) has nothing to add
+            return None
         new = act + self.add[: act.shape[0], None, :]
         return (new, *output[1:]) if self.kind == "output0" else new
 
     def _pre_hook(self, module, args):
+        if args[0].shape[0] > self.add.shape[0]:  # as in _hook: the slot stays on for every forward
+            return None
         return (args[0] + self.add[: args[0].shape[0], None, :], *args[1:])
 
 

@@ -568,6 +568,34 @@ def test_a_batch_larger_than_the_decode_slot_decodes_eagerly(loaded, sae, monkey
         engine.reset_compiled()
 
 
+def test_the_decode_slot_lets_larger_batches_through_after_compiled_runs(loaded, sae, monkeypatch):
+    """The decode slot stays on its module once a compiled run made it (warm_up does at start-up): an
+    eager forward there with more rows than its buffer (a sample count raised past it, a wide forward to
+    the hook) must pass through it unchanged, not fail on the buffer's shape."""
+    from sae_lib.engine_compile import DecodeSlot
+
+    engine = engine_for(loaded)
+    small, large = GenerationSettings(max_new_tokens=6, n_samples=2), GenerationSettings(max_new_tokens=6, n_samples=3)
+    eager = _eager(loaded, sae, SPECS["add"], large)
+    tokens = loaded.to_tokens([PROMPT] * 3, prepend_bos=False)
+    reads = engine.activations(tokens, HOOK)
+    monkeypatch.setattr(torch, "compile", _fake_compile)
+    monkeypatch.setattr(DecodeSlot, "MAX_BATCH", 2)
+    monkeypatch.setattr(engine, "compile_decode", True)
+    monkeypatch.setattr(engine, "compile_failed", None)
+    engine.reset_compiled()
+    try:
+        generate(loaded, sae, PROMPT, SPECS["add"], small)  # compiled: the slot is on the hook's module now
+        assert len(engine._slots) == 1
+        got = generate(loaded, sae, PROMPT, SPECS["add"], large)  # 3 rows: eager, through the slot
+        assert torch.equal(got.normal_tokens, eager.normal_tokens)
+        assert torch.equal(got.steered_tokens, eager.steered_tokens)
+        assert torch.equal(engine.activations(tokens, HOOK), reads)
+        assert engine.compile_failed is None
+    finally:
+        engine.reset_compiled()
+
+
 def test_warm_up_keeps_within_the_operators_limits(loaded, sae, monkeypatch):
     """LATENT_LAB_MAX_NEW_TOKENS / _MAX_SAMPLES below the warm-up's sizes must not kill it."""
     import dataclasses
