@@ -20,6 +20,10 @@ from torch import Tensor
 from sae_lib.hf_hooks import HookSite, Steer, hooked
 
 
+_DYNAMO_RESETS = [0]
+"""How often :meth:`StaticDecode._slot` reset torch's compiled graphs (process-wide, every engine's)."""
+
+
 class StaticDecode:
     """The static-cache + ``torch.compile`` decode machinery of :class:`sae_lib.engine.Engine`."""
 
@@ -51,6 +55,9 @@ class StaticDecode:
         # Compiled calls that succeeded per shape. torch's CUDA graph trees run a new shape once to warm
         # up, record it on the next call and replay it from the third: after three, nothing is set up.
         runs = self._compiled.setdefault("runs", {})
+        if self._compiled.get("resets") != _DYNAMO_RESETS[0]:  # graphs dropped since (any engine's new slot)
+            runs.clear()
+            self._compiled["resets"] = _DYNAMO_RESETS[0]
         key = (batch, length)
         cache = caches.pop(key, None)
         if cache is None:
@@ -108,6 +115,7 @@ class StaticDecode:
                 # Graphs traced before this slot existed would silently skip it (dynamo does not guard on
                 # module hooks): drop them so the next call traces with every slot in place.
                 torch._dynamo.reset()
+                _DYNAMO_RESETS[0] += 1  # every engine's recorded graphs are gone: its ``runs`` start again
                 del self._compiled["decode"]
             # The activation's own width: mlp.hook_post (down_proj's input) is the MLP's, not hidden_size.
             self._slots[key] = DecodeSlot(site, site.width, self.device, self.dtype)

@@ -379,6 +379,41 @@ def test_out_of_memory_after_the_graph_ran_is_a_shortage_not_a_compile_failure(l
         engine.reset_compiled()
 
 
+def test_out_of_memory_recapturing_after_a_new_slot_reset_the_graphs_falls_back_to_eager(loaded, sae, device, monkeypatch):
+    """An SAE at another hook adds a decode slot, and torch's compiled graphs are reset for it: the shapes
+    recorded before must be set up again, so running out of memory there is a compile-setup failure
+    (eager from then on, the visitor gets the tokens), not a shortage reported to the visitor."""
+    engine = engine_for(loaded)
+    settings = GenerationSettings(max_new_tokens=6, n_samples=2)
+    other = _sae_on("blocks.0.hook_mlp_out", device)
+    eager = _eager(loaded, other, SPECS["add"], settings)
+    compiled = []
+
+    def recapture_oom(fn, **kwargs):
+        compiled.append(1)
+        calls, nth = [], len(compiled)
+
+        def run(*a, **k):
+            calls.append(1)
+            if nth == 2 and len(calls) == 1:  # the graph compiled after the reset, set up for the known shape
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB")
+            return fn(*a, **k)
+        return run
+
+    monkeypatch.setattr(torch, "compile", recapture_oom)
+    monkeypatch.setattr("sae_lib.limits.free_accelerator_memory", lambda: None)
+    monkeypatch.setattr(engine, "compile_decode", True)
+    monkeypatch.setattr(engine, "compile_failed", None)
+    engine.reset_compiled()
+    try:
+        generate(loaded, sae, PROMPT, SPECS["add"], settings)  # records the shape at the first SAE's hook
+        got = generate(loaded, other, PROMPT, SPECS["add"], settings)
+        assert len(compiled) == 2 and "out of memory while setting up compiled decoding" in engine.compile_failed
+        assert torch.equal(got.steered_tokens, eager.steered_tokens)
+    finally:
+        engine.reset_compiled()
+
+
 def test_unsupported_architecture_falls_back_with_a_notice(tiny_hf_qwen3_dir, sae, device, monkeypatch, caplog):
     monkeypatch.setattr(engine_mod, "SUPPORTED_ARCHITECTURES", ("SomethingElseForCausalLM",))
     with caplog.at_level(logging.WARNING, logger="sae_lib.engine"):
