@@ -33,6 +33,12 @@ log = logging.getLogger(__name__)
 """Failures the visitor sees as a message are logged here with their trace, for the operator."""
 
 
+MIN_TEMPERATURE = 1e-3
+"""The smallest non-zero temperature: the logits are divided by it in float32, and below ~1e-38 they
+overflowed to NaN (a failure that "try again" never cured; on CUDA a NaN sampler can assert). Between
+0 and this, 0 (greedy) is what a user means."""
+
+
 @dataclass(frozen=True)
 class GenerationSettings:
     """How to sample; the defaults are the write-up's."""
@@ -60,6 +66,9 @@ class GenerationSettings:
         check_range("Tokens to generate", self.max_new_tokens, 1, limits.max_new_tokens)
         check_range("Samples", self.n_samples, 1, limits.max_samples)
         check_range("Temperature", self.temperature, 0.0, limits.max_temperature)
+        if 0 < self.temperature < MIN_TEMPERATURE:  # logits / T overflows to inf/NaN below ~1e-38
+            raise InputError(f"Temperature {self.temperature:g} is too small to sample with: use 0 for greedy "
+                             f"decoding, or at least {MIN_TEMPERATURE:g}.")
         check_range("Frequency penalty", self.freq_penalty, 0.0, limits.max_freq_penalty)
         if self.positions not in POSITIONS:
             raise InputError(f"positions must be one of {', '.join(POSITIONS)}, got {self.positions!r}.")

@@ -232,3 +232,16 @@ def test_range_messages_print_numbers_as_people_read_them(value, low, high, show
     with pytest.raises(InputError) as info:
         check_range("Seed", value, low, high)
     assert str(info.value) == shown
+
+
+@pytest.mark.parametrize("temperature", [1e-40, 5e-324, 1e-4])
+def test_a_temperature_too_small_to_sample_with_is_refused(temperature, tiny_model, tiny_sae):
+    """Below ~1e-38 the logits / T overflowed to NaN, and every run failed with 'try again'."""
+    from sae_lib.generation import GenerationSettings, generate
+
+    with pytest.raises(InputError, match=r"too small to sample with: use 0 for greedy decoding, or at least 0\.001"):
+        GenerationSettings(temperature=temperature)
+    for fine in (0.0, 1e-3):  # greedy, and the smallest accepted: both generate
+        result = generate(tiny_model, tiny_sae, "The ship", [], GenerationSettings(max_new_tokens=3, n_samples=1,
+                                                                                 temperature=fine))
+        assert len(result.normal) == 1

@@ -40,7 +40,10 @@ def _no_wandb() -> LoggingConfig:
 
 
 def qwen3_8b() -> LanguageModelSAERunnerConfig[JumpReLUTrainingSAEConfig]:
-    """The write-up's run: Qwen3-8B, blocks.28.hook_mlp_out, 1.23B fineweb tokens, JumpReLU 16x (about a day on one A100)."""
+    """The write-up's run at 16x width: Qwen3-8B, blocks.28.hook_mlp_out, 1.23B fineweb tokens, JumpReLU, 65,536 latents (about a day on one A100).
+
+    16x (65,536 latents) is the flagship width here; the write-up's config set none, so SAELens 5 used
+    its default expansion factor 4 (16,384 latents): ``--sae.d_sae 16384`` trains that width."""
     context, batch = 128, 4096  # the write-up left both at SAELens's defaults; kept for a faithful translation
     sae = JumpReLUTrainingSAEConfig(
         d_in=4096,
