@@ -2,7 +2,7 @@
 
 SAELens records the runner's folders (``output_path``, ``checkpoint_path``, a local ``model_name``)
 in both files, and stamps ``metadata.l0`` / ``metadata.num_dead_features`` from the last training
-window (for the demo: L0 190 and 0 dead latents, where held-out text gives 15.7 and 20% dead). What
+window (for the demo: L0 190 and 0 dead latents, where held-out text gives 15.4 and 20% dead). What
 we write next to a finished SAE and what we upload goes through :func:`public_cfg` instead: local
 paths become folder names (or go, for purely local fields), and the two figures are the evals'
 held-out measurements, or absent.

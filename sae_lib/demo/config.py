@@ -13,10 +13,12 @@ from dataclasses import dataclass, field
 
 from sae_lib.demo.lm import LMConfig
 
-BUILD_VERSION = 5
+BUILD_VERSION = 6
 """Bump when the build's code changes what it produces, so cached builds are redone.
 3: the SAE trains through the ``demo`` training preset, ships ``evals.json``, records no local paths.
-5: the SAE's training activations come from the generation engine's Hugging Face forward."""
+5: the SAE's training activations come from the generation engine's Hugging Face forward.
+6: ``evals.json``'s variance and sparsity figures are measured on the CE losses' rows, and its token
+count is of the tokens measured (special tokens out)."""
 
 DEMO_MODEL_NAME = "latent-lab/demo"
 """What the demo SAE's config names as its model: a label, not a path (the model ships next to it)."""
