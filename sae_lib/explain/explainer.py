@@ -26,14 +26,16 @@ from sae_lib.explain import prompts as P
 from sae_lib.explain.generator import TextGenerator
 from sae_lib.explain.scoring import balanced_accuracy
 
-METHOD = "explainer-v3"
+METHOD = "explainer-v4"
 """Recorded with every explanation: which prompts and example split produced it.
 
 v2: fuzzing's wrong marks sit in non-activating excerpts (v1 put them on quiet tokens of activating
 ones), 10 + 10 excerpts per score (v1: 5 + 5), no excerpt shown twice to the explainer.
 v3: no held-out excerpt overlaps a shown one (same passage, overlapping window) or another held-out
 one; more candidates for dense latents' negatives; a score needs both kinds of excerpt (else NaN);
-line breaks and literal << >> in the text can no longer pass for the prompt's own marks or lines."""
+line breaks and literal << >> in the text can no longer pass for the prompt's own marks or lines.
+v4: detection's excerpts are escaped as the marked ones are (a corpus's <|endoftext|> or <|im_end|> was read
+back by the explainer's tokenizer as that special token)."""
 
 ActsFn = Callable[[torch.Tensor, int], torch.Tensor]
 """``(windows (n, window) token ids, latent) -> (n, window)`` activations of that latent, read afresh."""

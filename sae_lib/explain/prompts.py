@@ -40,9 +40,15 @@ _LINE_BREAKS = re.compile(r"\r\n|[\n\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
 cannot start a line of its own such as ``Explanation: ...``."""
 
 
+def _escaped(text: str) -> str:
+    """``text`` on one line, its own angle brackets as ``‹ ›``: neither a mark nor a tokenizer's special
+    token (``<|im_end|>``, ``<|endoftext|>``: a corpus token's text would be read back as that token)."""
+    return _LINE_BREAKS.sub(" ", text).replace("<", "‹").replace(">", "›")
+
+
 def plain(tokens: list[str]) -> str:
-    """The excerpt's text on one line."""
-    return _LINE_BREAKS.sub(" ", "".join(tokens))
+    """The excerpt's text on one line, escaped as :func:`mark` escapes it (the text the explainer saw)."""
+    return _escaped("".join(tokens))
 
 
 def mark(tokens: list[str], acts: list[float], threshold: float = 0.0) -> str:
@@ -57,7 +63,7 @@ def mark(tokens: list[str], acts: list[float], threshold: float = 0.0) -> str:
         elif not on and inside:
             out.append(R)
         inside = on
-        out.append(_LINE_BREAKS.sub(" ", tok).replace("<", "‹").replace(">", "›"))
+        out.append(_escaped(tok))
     if inside:
         out.append(R)
     return "".join(out)

@@ -44,6 +44,21 @@ def test_excerpt_text_cannot_pass_for_a_mark_or_a_line_of_the_prompt():
     assert [line for line in user.splitlines() if line.startswith("Explanation:")] == ["Explanation: e"]
 
 
+def test_a_special_token_in_the_corpus_stays_text_in_every_prompt(tiny_tokenizer):
+    """The demo's corpus holds <|endoftext|> between stories (Qwen's chat data: <|im_end|>), and the index
+    shows that token as its text: a detection excerpt passed it on verbatim, and the explainer's tokenizer
+    read it back as the special token itself (an end of text, or of the user's turn, inside the prompt)."""
+    special = tiny_tokenizer.eos_token
+    assert special == "<|endoftext|>"
+    tokens, acts = ["The end.", special, "Ben went", " home"], [0.0, 0.0, 0.0, 1.0]
+    prompts = [P.detection_messages("e", P.plain(tokens)), P.fuzz_messages("e", P.mark(tokens, acts)),
+               P.explain_messages([P.mark(tokens, acts)])]
+    for messages in prompts:
+        ids = tiny_tokenizer(render(tiny_tokenizer, messages), add_special_tokens=False)["input_ids"]
+        assert tiny_tokenizer.eos_token_id not in ids, messages[1]["content"]
+    assert P.plain(tokens) == "The end.‹|endoftext|›Ben went home"  # as the explainer saw it marked
+
+
 @pytest.mark.parametrize(
     "answer, expected",
     [
