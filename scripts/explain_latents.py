@@ -101,13 +101,14 @@ def _other_explanation(table, latent: int) -> str:
     return others[latent % len(others)] if others else ""
 
 
-def finished_latents(table, explainer: str) -> set[int]:
+def finished_latents(table, explainer: str, cfg: ExplainConfig = ExplainConfig()) -> set[int]:
     """Latents a rerun skips: those whose stored row this run would write again, i.e. by the current
-    method (``METHOD``) and the same explainer. Rows by an older method (explainer-v1 saw fewer excerpts
-    and was scored on fewer) or by another explainer are explained again; the newest row wins."""
-    from sae_lib.explain.explainer import METHOD
+    method (``METHOD``) with the same settings (``cfg``) and the same explainer. Rows by an older method
+    (explainer-v1 saw fewer excerpts and was scored on fewer), with other settings (a quick run's
+    ``--n_score 2``) or by another explainer are explained again; the newest row wins."""
+    from sae_lib.explain.explainer import method_name
 
-    same = (table["method"] == METHOD) & (table["explainer"] == explainer)
+    same = (table["method"] == method_name(cfg)) & (table["explainer"] == explainer)
     return set(table.loc[same, "latent"].tolist())
 
 
@@ -139,9 +140,9 @@ def run(cfg: ExplainLatentsConfig, log: Callable[[str], None] = print, gen=None)
                 table = load_explanations(explanations_path(folder), index.meta.build_id)
             except CompatibilityError as err:
                 log(f"Not starting from the published explanations: {err}")
-    finished = finished_latents(table, gen.name)
+    finished = finished_latents(table, gen.name, cfg.explain)
     todo = select_latents(index, cfg, finished)
-    redo = f" ({len(table) - len(finished):,} more by an older method or another explainer are redone if selected)" \
+    redo = f" ({len(table) - len(finished):,} more by an older method, other settings or another explainer are redone if selected)" \
         if len(table) > len(finished) else ""
     log(f"{len(finished):,} latents already explained in {path.name}{redo}; {len(todo):,} to go with {gen.name} on {device}.")
     acts_fn = model_acts_fn(model, loaded.sae)

@@ -17,7 +17,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import NamedTuple
 
 import torch
@@ -60,6 +60,14 @@ class ExplainConfig:
     """Tokens the explainer may write for an explanation (a Yes/No answer gets 4)."""
     seed: int = 0
     """Seeds which excerpts are picked and which tokens fuzzing marks wrongly."""
+
+
+def method_name(cfg: ExplainConfig) -> str:
+    """What ``method`` records for rows written with ``cfg``: :data:`METHOD`, plus every setting that differs
+    from :class:`ExplainConfig`'s defaults (``explainer-v4 (n_score=2, max_new_tokens=8)``), so that rows of
+    a quick run (fewer excerpts scored, answers cut short) are not taken for a default run's."""
+    changed = [f"{f.name}={getattr(cfg, f.name)}" for f in fields(cfg) if getattr(cfg, f.name) != f.default]
+    return f"{METHOD} ({', '.join(changed)})" if changed else METHOD
 
 
 class Excerpt(NamedTuple):
@@ -274,7 +282,7 @@ def explain_and_score(
     scores = score_explanations(gen, examples, texts, shuffled, cfg)
     created = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     return [
-        Explanation(int(lat), text, METHOD, gen.name, s["detection"], s["fuzzing"], s["detection_shuffled"],
+        Explanation(int(lat), text, method_name(cfg), gen.name, s["detection"], s["fuzzing"], s["detection_shuffled"],
                     s["fuzzing_shuffled"], created)
         for lat, text, s in zip(latents, texts, scores)
     ]  # fmt: skip

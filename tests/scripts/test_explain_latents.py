@@ -51,6 +51,25 @@ def test_a_rerun_redoes_rows_of_an_older_method_or_another_explainer(script):
     assert script._other_explanation(table[table["latent"] == 3], 5) == ""  # nothing usable: no baseline text
 
 
+def test_a_rerun_with_other_settings_redoes_a_quick_runs_rows(script, monkeypatch):
+    """A quick run (--n_score 2 --max_new_tokens 8: two excerpts scored, answers cut at 8 tokens) recorded
+    the same method as a default run, so the default run skipped its latents and kept those rows."""
+    from sae_lib.explain import explainer as E
+    from sae_lib.explain.store import empty_table
+
+    def gen(prompts, max_new_tokens):
+        return ["Explanation: words"] * len(prompts) if max_new_tokens > 4 else ["Yes"] * len(prompts)
+
+    gen.name = "stand-in"
+    monkeypatch.setattr(E, "latent_examples", lambda index, lat, cfg, acts_fn=None: E.LatentExamples(lat, [], [], []))
+    quick = E.ExplainConfig(n_score=2, max_new_tokens=8)
+    rows = E.explain_and_score(gen, None, [1, 2], quick) + E.explain_and_score(gen, None, [3, 4], E.ExplainConfig())
+    table = pd.concat([empty_table(), pd.DataFrame([r.__dict__ for r in rows])], ignore_index=True)
+    assert table["method"].tolist()[:2] == [f"{E.METHOD} (n_score=2, max_new_tokens=8)"] * 2
+    assert script.finished_latents(table, "stand-in") == {3, 4}  # the default run redoes the quick rows
+    assert script.finished_latents(table, "stand-in", quick) == {1, 2}  # the same quick run resumes
+
+
 def test_bad_settings_are_refused(script, capsys):
     with pytest.raises(Exception, match="min_density <= max_density"):
         script.parse_args(["--min_density", "0.5", "--max_density", "0.1"])
