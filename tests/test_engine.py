@@ -229,6 +229,16 @@ def _fake_compile(fn, **kwargs):
     return fn
 
 
+def _compile_with(engine, monkeypatch, compile_fn) -> None:
+    """Compiled decoding on, with ``compile_fn`` standing in for ``torch.compile`` (so the static-cache
+    path runs on the CPU too), from a clean engine: graphs compiled by earlier tests (on CUDA) would not
+    call it, and an earlier test's compile failure would keep it eager."""
+    monkeypatch.setattr(torch, "compile", compile_fn)
+    monkeypatch.setattr(engine, "compile_decode", True)
+    monkeypatch.setattr(engine, "compile_failed", None)
+    engine.reset_compiled()
+
+
 def _eager(loaded, sae, specs, settings):
     """``generate`` on the eager path, the reference for the compiled one: on CUDA the engine decodes
     through its compiled static-cache path by default (``compile_decode``), so a plain ``generate`` there
@@ -248,9 +258,7 @@ def test_static_cache_decode_path_gives_the_same_tokens(loaded, sae, name, monke
     engine = engine_for(loaded)
     settings = GenerationSettings(max_new_tokens=10, n_samples=3, positions="generated")
     eager = _eager(loaded, sae, SPECS[name], settings)
-    monkeypatch.setattr(torch, "compile", _fake_compile)
-    monkeypatch.setattr(engine, "compile_decode", True)
-    engine.reset_compiled()  # graphs compiled by earlier tests (on CUDA) would not call the broken compile
+    _compile_with(engine, monkeypatch, _fake_compile)
     try:
         static = generate(loaded, sae, PROMPT, SPECS[name], settings)
         assert torch.equal(static.normal_tokens, eager.normal_tokens)
@@ -284,9 +292,7 @@ def test_static_cache_decode_path_steers_every_hook_it_serves(loaded, device, ho
     assert engine_serving(loaded, sae) is engine
     settings = GenerationSettings(max_new_tokens=6, n_samples=2, positions="generated")
     eager = _eager(loaded, sae, SPECS["add"], settings)
-    monkeypatch.setattr(torch, "compile", _fake_compile)
-    monkeypatch.setattr(engine, "compile_decode", True)
-    engine.reset_compiled()
+    _compile_with(engine, monkeypatch, _fake_compile)
     try:
         static = generate(loaded, sae, PROMPT, SPECS["add"], settings)
         assert [s.add.shape[-1] for s in engine._slots.values()] == [d_in]
@@ -312,10 +318,7 @@ def test_failing_compile_falls_back_to_eager_with_a_notice(loaded, sae, monkeypa
             raise RuntimeError("inductor: no working C++ compiler")
         return run
 
-    monkeypatch.setattr(torch, "compile", broken)
-    monkeypatch.setattr(engine, "compile_decode", True)
-    monkeypatch.setattr(engine, "compile_failed", None)
-    engine.reset_compiled()  # graphs compiled by earlier tests (on CUDA) would not call the broken compile
+    _compile_with(engine, monkeypatch, broken)
     steps = []
     with caplog.at_level(logging.WARNING, logger="sae_lib.engine"):
         got = generate(loaded, sae, PROMPT, SPECS["add"], settings, progress=lambda d, t: steps.append((d, t)))
@@ -337,10 +340,7 @@ def test_out_of_memory_setting_up_compiled_decoding_falls_back_to_eager(loaded, 
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB")
         return run
 
-    monkeypatch.setattr(torch, "compile", capture_oom)
-    monkeypatch.setattr(engine, "compile_decode", True)
-    monkeypatch.setattr(engine, "compile_failed", None)
-    engine.reset_compiled()
+    _compile_with(engine, monkeypatch, capture_oom)
     with caplog.at_level(logging.WARNING, logger="sae_lib.engine"):
         got = generate(loaded, sae, PROMPT, SPECS["add"], settings)
     assert torch.equal(got.steered_tokens, eager.steered_tokens)
@@ -363,11 +363,8 @@ def test_out_of_memory_after_the_graph_ran_is_a_shortage_not_a_compile_failure(l
             return fn(*a, **k)
         return run
 
-    monkeypatch.setattr(torch, "compile", flaky)
     monkeypatch.setattr("sae_lib.limits.free_accelerator_memory", lambda: None)
-    monkeypatch.setattr(engine, "compile_decode", True)
-    monkeypatch.setattr(engine, "compile_failed", None)
-    engine.reset_compiled()
+    _compile_with(engine, monkeypatch, flaky)
     try:
         generate(loaded, sae, PROMPT, SPECS["add"], settings)  # captures the shape
         calls["fail_at"] = calls["n"] + 3
@@ -400,11 +397,8 @@ def test_out_of_memory_recapturing_after_a_new_slot_reset_the_graphs_falls_back_
             return fn(*a, **k)
         return run
 
-    monkeypatch.setattr(torch, "compile", recapture_oom)
     monkeypatch.setattr("sae_lib.limits.free_accelerator_memory", lambda: None)
-    monkeypatch.setattr(engine, "compile_decode", True)
-    monkeypatch.setattr(engine, "compile_failed", None)
-    engine.reset_compiled()
+    _compile_with(engine, monkeypatch, recapture_oom)
     try:
         generate(loaded, sae, PROMPT, SPECS["add"], settings)  # records the shape at the first SAE's hook
         got = generate(loaded, other, PROMPT, SPECS["add"], settings)
@@ -504,10 +498,7 @@ def test_warm_up_compiles_once_so_later_runs_only_reuse_it(loaded, sae, monkeypa
 
     engine = engine_for(loaded)
     compiles = []
-    monkeypatch.setattr(torch, "compile", lambda fn, **k: compiles.append(1) or fn)
-    monkeypatch.setattr(engine, "compile_decode", True)
-    monkeypatch.setattr(engine, "compile_failed", None)
-    engine.reset_compiled()
+    _compile_with(engine, monkeypatch, lambda fn, **k: compiles.append(1) or fn)
     try:
         seconds = warm_up(loaded, sae)
         assert seconds is not None and seconds >= 0 and compiles == [1]
@@ -571,10 +562,7 @@ def test_a_run_redone_eagerly_after_a_compile_failure_steers_only_generated_posi
             return fn(*a, **k)
         return run
 
-    monkeypatch.setattr(torch, "compile", fails_in_the_steered_run)
-    monkeypatch.setattr(engine, "compile_decode", True)
-    monkeypatch.setattr(engine, "compile_failed", None)
-    engine.reset_compiled()
+    _compile_with(engine, monkeypatch, fails_in_the_steered_run)
     got = generate(loaded, sae, PROMPT, SPECS["add"], settings)
     assert engine.compile_failed is not None and len(calls) == settings.max_new_tokens
     assert torch.equal(got.normal_tokens, eager.normal_tokens)
@@ -590,11 +578,8 @@ def test_a_batch_larger_than_the_decode_slot_decodes_eagerly(loaded, sae, monkey
     settings = GenerationSettings(max_new_tokens=6, n_samples=3)
     eager = _eager(loaded, sae, SPECS["add"], settings)
     compiles = []
-    monkeypatch.setattr(torch, "compile", lambda fn, **k: compiles.append(1) or fn)
     monkeypatch.setattr(DecodeSlot, "MAX_BATCH", 2)
-    monkeypatch.setattr(engine, "compile_decode", True)
-    monkeypatch.setattr(engine, "compile_failed", None)
-    engine.reset_compiled()
+    _compile_with(engine, monkeypatch, lambda fn, **k: compiles.append(1) or fn)
     try:
         got = generate(loaded, sae, PROMPT, SPECS["add"], settings)
         assert compiles == [] and engine.compile_failed is None
@@ -614,11 +599,8 @@ def test_the_decode_slot_lets_larger_batches_through_after_compiled_runs(loaded,
     eager = _eager(loaded, sae, SPECS["add"], large)
     tokens = loaded.to_tokens([PROMPT] * 3, prepend_bos=False)
     reads = engine.activations(tokens, HOOK)
-    monkeypatch.setattr(torch, "compile", _fake_compile)
     monkeypatch.setattr(DecodeSlot, "MAX_BATCH", 2)
-    monkeypatch.setattr(engine, "compile_decode", True)
-    monkeypatch.setattr(engine, "compile_failed", None)
-    engine.reset_compiled()
+    _compile_with(engine, monkeypatch, _fake_compile)
     try:
         generate(loaded, sae, PROMPT, SPECS["add"], small)  # compiled: the slot is on the hook's module now
         assert len(engine._slots) == 1
@@ -640,10 +622,7 @@ def test_warm_up_keeps_within_the_operators_limits(loaded, sae, monkeypatch):
 
     engine = engine_for(loaded)
     monkeypatch.setattr(generation, "LIMITS", dataclasses.replace(generation.LIMITS, max_new_tokens=4, max_samples=1))
-    monkeypatch.setattr(torch, "compile", lambda fn, **k: fn)
-    monkeypatch.setattr(engine, "compile_decode", True)
-    monkeypatch.setattr(engine, "compile_failed", None)
-    engine.reset_compiled()
+    _compile_with(engine, monkeypatch, lambda fn, **k: fn)
     try:
         assert warm_up(loaded, sae) is not None and engine.compile_failed is None
     finally:

@@ -30,6 +30,23 @@ def cfg():
     return configure_run(base, d_in=32, out=None, log=lambda _: None)
 
 
+def assert_naive_variance_and_sparsity(s: dict, model, sae, rows: torch.Tensor, special_ids: list[int]) -> torch.Tensor:
+    """The summary's L0, MSE, explained variance and dead fraction against a naive computation over the
+    non-special tokens of ``rows`` (batch, pos); returns each latent's density there, (d_sae,)."""
+    keep = ~torch.isin(rows, torch.tensor(special_ids))  # (batch, pos)
+    with torch.no_grad():
+        x = model.run_with_cache(rows, names_filter=[TINY_HOOK])[1][TINY_HOOK][keep]  # (n_tok, d_in)
+        feats = sae.encode(x)  # (n_tok, d_sae)
+        x_hat = sae.decode(feats)  # (n_tok, d_in)
+    resid = (x - x_hat).pow(2).sum(-1)  # (n_tok,)
+    assert s["l0"] == pytest.approx((feats != 0).sum(-1).float().mean().item(), rel=1e-5)
+    assert s["mse"] == pytest.approx(resid.mean().item(), rel=1e-4)
+    assert s["explained_variance"] == pytest.approx(1 - resid.sum().item() / (x - x.mean(0)).pow(2).sum().item(), rel=1e-4)
+    density = (feats != 0).float().mean(0)  # (d_sae,)
+    assert s["dead_fraction"] == pytest.approx((density == 0).float().mean().item())
+    return density
+
+
 def test_summary_matches_naive_metrics(tiny_model, tiny_sae, tiny_tokenizer, cfg):
     row = tiny_model.to_tokens("The ship sailed across the ocean while the waves crashed on the shore.")[0, :16]
     # Every eval batch reads the same row, so the naive numbers below need no batch bookkeeping.
@@ -41,17 +58,7 @@ def test_summary_matches_naive_metrics(tiny_model, tiny_sae, tiny_tokenizer, cfg
     assert not [w for w in caught if "fewer samples" in str(w.message)]
     s = evals["summary"]
 
-    keep = ~torch.isin(row, torch.tensor(tiny_tokenizer.all_special_ids))
-    with torch.no_grad():
-        x = tiny_model.run_with_cache(row[None], names_filter=[TINY_HOOK])[1][TINY_HOOK][0][keep]  # (n_tok, 32)
-        feats = tiny_sae.encode(x)  # (n_tok, 96)
-        x_hat = tiny_sae.decode(feats)  # (n_tok, 32)
-    resid = (x - x_hat).pow(2).sum(-1)  # (n_tok,)
-    assert s["l0"] == pytest.approx((feats != 0).sum(-1).float().mean().item(), rel=1e-5)
-    assert s["mse"] == pytest.approx(resid.mean().item(), rel=1e-4)
-    assert s["explained_variance"] == pytest.approx(1 - resid.sum().item() / (x - x.mean(0)).pow(2).sum().item(), rel=1e-4)
-    density = (feats != 0).float().mean(0)  # (96,)
-    assert s["dead_fraction"] == pytest.approx((density == 0).float().mean().item())
+    density = assert_naive_variance_and_sparsity(s, tiny_model, tiny_sae, row[None], tiny_tokenizer.all_special_ids)
     assert s["dense_fraction"] == pytest.approx((density > DENSE_THRESHOLD).float().mean().item())
     assert 0 < s["dense_fraction"] and s["n_tokens"] == 2 * 2 * 16 and s["d_sae"] == 96
     for key in ("ce_loss_score", "ce_loss_without_sae", "ce_loss_with_sae", "kl_div_with_sae"):
@@ -163,17 +170,7 @@ def test_variance_and_sparsity_metrics_read_the_rows_the_ce_losses_read(tiny_mod
     evaluated = rows[:4]
     special = tiny_tokenizer.all_special_ids
     assert s["ce_loss_without_sae"] == pytest.approx(naive_ce(tiny_model, evaluated, True, special), rel=1e-5)
-    keep = ~torch.isin(evaluated, torch.tensor(special))  # (4, 16)
-    with torch.no_grad():
-        x = tiny_model.run_with_cache(evaluated, names_filter=[TINY_HOOK])[1][TINY_HOOK][keep]  # (n_tok, 32)
-        feats = tiny_sae.encode(x)  # (n_tok, 96)
-        x_hat = tiny_sae.decode(feats)
-    resid = (x - x_hat).pow(2).sum(-1)  # (n_tok,)
-    assert s["l0"] == pytest.approx((feats != 0).sum(-1).float().mean().item(), rel=1e-5)
-    assert s["mse"] == pytest.approx(resid.mean().item(), rel=1e-4)
-    assert s["explained_variance"] == pytest.approx(1 - resid.sum().item() / (x - x.mean(0)).pow(2).sum().item(), rel=1e-4)
-    density = (feats != 0).float().mean(0)  # (96,)
-    assert s["dead_fraction"] == pytest.approx((density == 0).float().mean().item())
+    assert_naive_variance_and_sparsity(s, tiny_model, tiny_sae, evaluated, special)
 
 
 def test_ce_losses_of_a_bfloat16_model_are_not_rounded_to_bfloat16(tiny_model, tiny_sae, tiny_tokenizer, cfg):
