@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
+from sae_lib import heavy_hitters
 from sae_lib.heavy_hitters import ExactCounts, TopItems, counter
 
 COUNT_FIELDS = (
@@ -77,13 +78,12 @@ class CountsAccumulator:
         self.d_sae, self.vocab, self.device = d_sae, vocab, torch.device(device)
         self.gen = torch.Generator(device=self.device).manual_seed(seed)
         self.tokens = counter(d_sae, vocab, k_tokens, device)
-        self.cofire = counter(d_sae, d_sae, k_cofire, device)
-        if not isinstance(self.cofire, ExactCounts):
-            # Too wide for the dense table (65,536 latents): a bounded Misra-Gries table cannot rank
-            # partners there (a firing has ~L0 = 100+ partners, so its error bound exceeds any true
-            # count and the best partner was dropped silently); the sampled positions are kept instead
-            # and counted exactly at the end.
-            self.cofire = SampledPositions(d_sae, k_cofire, device=device, generator=self.gen)
+        # Too wide for the dense table (65,536 latents), a bounded Misra-Gries table cannot rank partners
+        # (a firing has ~L0 = 100+ partners, so its error bound exceeds any true count and the best
+        # partner was dropped silently): the sampled positions are kept and counted exactly at the end.
+        self.cofire: ExactCounts | SampledPositions = (
+            ExactCounts(d_sae, d_sae, k_cofire, device) if d_sae * d_sae <= heavy_hitters.DENSE_MAX_CELLS
+            else SampledPositions(d_sae, k_cofire, device=device, generator=self.gen))
         self.base = torch.zeros(vocab, dtype=torch.long, device=device)
         self.fired = torch.zeros(d_sae, dtype=torch.long, device=device)
         self.positions = 0
@@ -189,18 +189,20 @@ class SampledPositions:
             self._thin()
 
     def _thin(self) -> None:
-        lat, sizes = torch.cat(self.lats), torch.cat(self.sizes)
+        lat, sizes = self._flat()
         kept = torch.rand(sizes.shape, generator=self.gen, device=self.device) < 0.5
-        self.lats = [lat[kept.repeat_interleave(sizes)]]
+        self.lats = [lat[kept.repeat_interleave(sizes)].to(torch.int32)]
         self.sizes = [sizes[kept]]
         self.entries, self.n_positions = int(self.lats[0].numel()), int(self.sizes[0].numel())
         self.keep /= 2
 
     def _flat(self) -> tuple[torch.Tensor, torch.Tensor]:
-        empty = torch.zeros(0, dtype=torch.long, device=self.device)
-        lat = torch.cat(self.lats).long() if self.lats else empty
-        sizes = torch.cat(self.sizes) if self.sizes else empty
-        return lat, sizes
+        """Every kept entry's latent (int64) and each kept position's entry count; the per-batch pieces
+        are joined once and kept joined (``fired`` and ``top`` both read them at the pass's end)."""
+        if len(self.lats) != 1:
+            self.lats = [torch.cat(self.lats) if self.lats else torch.zeros(0, dtype=torch.int32, device=self.device)]
+            self.sizes = [torch.cat(self.sizes) if self.sizes else torch.zeros(0, dtype=torch.long, device=self.device)]
+        return self.lats[0].long(), self.sizes[0]
 
     def fired(self) -> torch.Tensor:
         """(d_sae,) how often each latent fired at the kept positions (the Jaccard's denominators)."""
